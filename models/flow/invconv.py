@@ -1,0 +1,46 @@
+"""Invertible 1x1 convolution (Glow), with the inverse cached while the weight is unchanged."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class InvertibleConv1x1(nn.Module):
+    """y = W x per pixel; log-det = H*W*log|det W|. Weight shape (C, C) as in official checkpoints."""
+
+    def __init__(self, num_channels: int, seed_rng: np.random.Generator | None = None):
+        super().__init__()
+        rng = seed_rng if seed_rng is not None else np.random.default_rng()
+        w = np.linalg.qr(rng.standard_normal((num_channels, num_channels)))[0].astype(np.float32)
+        self.weight = nn.Parameter(torch.from_numpy(w))
+        self._cache_key = None
+        self._cache = None
+
+    def _inverse_and_logdet(self):
+        # Recomputing inv/slogdet per call dominated small-image inference; reuse them until the weight changes.
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.device, w.dtype)
+        if self._cache_key != key or torch.is_grad_enabled():
+            wd = w.double()
+            inv = torch.inverse(wd).to(w.dtype)
+            logabsdet = torch.linalg.slogdet(wd)[1].to(w.dtype)
+            if torch.is_grad_enabled():
+                return inv, logabsdet
+            self._cache_key, self._cache = key, (inv, logabsdet)
+        return self._cache
+
+    def forward(self, x, logdet=None, reverse: bool = False):
+        c = self.weight.shape[0]
+        hw = x.shape[2] * x.shape[3]
+        if not reverse:
+            y = F.conv2d(x, self.weight.view(c, c, 1, 1))
+            if logdet is not None:
+                logdet = logdet + torch.linalg.slogdet(self.weight)[1] * hw
+            return y, logdet
+        inv, logabsdet = self._inverse_and_logdet()
+        y = F.conv2d(x, inv.view(c, c, 1, 1))
+        if logdet is not None:
+            logdet = logdet - logabsdet * hw
+        return y, logdet

@@ -1,0 +1,35 @@
+"""A flow step: ActNorm -> invertible 1x1 conv -> (optional) coupling."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
+from .invconv import InvertibleConv1x1
+from .ops import ActNorm2d
+
+
+@FLOW_STEP_REGISTRY.register("FlowStep")
+class FlowStep(nn.Module):
+    """Glow step. `coupling=None` gives the 'no-affine' steps placed after each squeeze."""
+
+    def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
+        super().__init__()
+        self.actnorm = ActNorm2d(in_channels)
+        self.invconv = InvertibleConv1x1(in_channels, rng)
+        if coupling is not None:
+            self.affine = COUPLING_REGISTRY.get(coupling)(in_channels, cond_channels, opt)
+        else:
+            self.affine = None
+
+    def forward(self, z, logdet, ft=None, reverse: bool = False):
+        if not reverse:
+            z, logdet = self.actnorm(z, logdet)
+            z, logdet = self.invconv(z, logdet)
+            if self.affine is not None:
+                z, logdet = self.affine(z, logdet, ft)
+            return z, logdet
+        if self.affine is not None:
+            z, logdet = self.affine(z, logdet, ft, reverse=True)
+        z, logdet = self.invconv(z, logdet, reverse=True)
+        z, logdet = self.actnorm(z, logdet, reverse=True)
+        return z, logdet

@@ -1,0 +1,63 @@
+"""The multi-level conditional flow (official name `flowUpsamplerNet`)."""
+from __future__ import annotations
+
+import numpy as np
+import torch.nn as nn
+
+from utils.registry import FLOW_STEP_REGISTRY
+from .ops import SqueezeLayer
+
+# Conditioning tensor per level at scale 1: level 1 (H/2) <- fea_up2, level 2 (H/4) <- fea_up1, level 3 (H/8) <- fea_up0.
+LEVEL_TO_NAME = {1: "fea_up2", 2: "fea_up1", 3: "fea_up0"}
+
+
+class FlowUpsamplerNet(nn.Module):
+    """L levels of squeeze -> `n_noaffine` ActNorm+invconv steps -> K coupling steps; no split.
+
+    `unused_f_in`: when not None, also holds the official (never-used) `f` conv so official checkpoints load strictly.
+    """
+
+    def __init__(self, in_channels: int, cond_channels: int, opt: dict, K: int, L: int = 3, n_noaffine: int = 2,
+                 coupling: str = "CondAffineSeparatedAndCond", step: str = "FlowStep",
+                 unused_f_in: int | None = None, seed: int | None = None):
+        super().__init__()
+        if L > len(LEVEL_TO_NAME):
+            raise ValueError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
+        step_cls = FLOW_STEP_REGISTRY.get(step)
+        rng = np.random.default_rng(seed)
+        self.layers = nn.ModuleList()
+        self.level_of = []
+        c = in_channels
+        for level in range(1, L + 1):
+            c *= 4
+            self.layers.append(SqueezeLayer(2))
+            self.level_of.append(level)
+            for _ in range(n_noaffine):
+                self.layers.append(step_cls(c, cond_channels, None, opt, rng))
+                self.level_of.append(level)
+            for _ in range(K):
+                self.layers.append(step_cls(c, cond_channels, coupling, opt, rng))
+                self.level_of.append(level)
+        self.out_channels = c
+        self.L = L
+        if unused_f_in is not None:
+            self.f = nn.Sequential(nn.Conv2d(unused_f_in, 384, 3, padding=1))
+
+    def encode(self, x, cond: dict, logdet):
+        """Image -> latent (training direction)."""
+        z = x
+        for layer, level in zip(self.layers, self.level_of):
+            if isinstance(layer, SqueezeLayer):
+                z, logdet = layer(z, logdet)
+            else:
+                z, logdet = layer(z, logdet, cond[LEVEL_TO_NAME[level]])
+        return z, logdet
+
+    def decode(self, z, cond: dict, logdet):
+        """Latent -> image (inference direction)."""
+        for layer, level in zip(reversed(self.layers), reversed(self.level_of)):
+            if isinstance(layer, SqueezeLayer):
+                z, logdet = layer(z, logdet, reverse=True)
+            else:
+                z, logdet = layer(z, logdet, cond[LEVEL_TO_NAME[level]], reverse=True)
+        return z, logdet

@@ -1,0 +1,104 @@
+"""The conditional flow generator: encoder (`RRDB`) + multi-level flow (`flowUpsamplerNet`) + prior.
+
+One class serves every family; the family (models/variants.py) chooses the registered encoder, flow step, coupling
+and prior. Attribute names match the official checkpoints (`RRDB.*`, `flowUpsamplerNet.*`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+import models.encoders  # noqa: F401  (registers encoders)
+import models.flow.couplings  # noqa: F401  (registers couplings)
+from utils.registry import ARCH_REGISTRY, ENCODER_REGISTRY
+from .flow.ops import gaussian_logp, squeeze2d
+from .flow.upsampler import FlowUpsamplerNet
+from .variants import Variant
+
+# Official switches that change the network but are broken or dead in every released code base (spec §1.3, §9).
+UNSUPPORTED_TRUE_KEYS = ("to_yuv", "encode_color_map", "le_curve", "sigmoid_output", "align_condition_feature",
+                         "avg_color_map")
+
+
+def chromaticity(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel colour map x / (sum_c x + 1e-4) (LLFlow's GT prior mean)."""
+    return x / (x.sum(1, keepdim=True) + 1e-4)
+
+
+@ARCH_REGISTRY.register("LLFlow", "UPTFlow")
+class FlowGenerator(nn.Module):
+    """Encoder + conditional flow. `nll()` is the training direction, `reverse()` the enhancement."""
+
+    def __init__(self, opt: dict, variant: Variant):
+        super().__init__()
+        for key in UNSUPPORTED_TRUE_KEYS:
+            if opt.get(key):
+                raise NotImplementedError(f"option '{key}: true' is not supported (it is dead or broken in the "
+                                          f"official code, see the README); set it to false")
+        net = opt["network_G"]
+        flow = net.get("flow") or {}
+        if (flow.get("split") or {}).get("enable"):
+            raise NotImplementedError("network_G.flow.split.enable: true is not supported (no released model uses it)")
+        self.variant = variant
+        self.RRDB = ENCODER_REGISTRY.get(variant.encoder)(opt)
+        cond_channels = int(flow.get("conditionInFeaDim") or variant.cond_channels)
+        blocks = ((flow.get("stackRRDB") or {}).get("blocks")) or []
+        self.L = int(flow.get("L", 3))
+        self.flowUpsamplerNet = FlowUpsamplerNet(
+            3, cond_channels, net, K=int(flow["K"]), L=self.L, n_noaffine=int(flow.get("additionalFlowNoAffine", 2)),
+            coupling=variant.coupling, step=variant.step,
+            unused_f_in=64 * (len(blocks) + 1) if variant.unused_f else None)
+        train = ((opt.get("datasets") or {}).get("train") or {})
+        self.quant = float(train.get("quant") or 32)
+        self.aux_input = getattr(self.RRDB, "aux_input", None)
+        self.pad_multiple = max(int(getattr(self.RRDB, "pad_multiple", 1)), 2 ** self.L)
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def prior_mean(self, cond: dict, gt: torch.Tensor | None = None):
+        """Mean of the Gaussian prior at the latent resolution: LLFlow's colour map, or None for N(0, I)."""
+        if self.variant.prior != "colormap":
+            return None
+        cmap = chromaticity(gt) if gt is not None else cond["color_map"]
+        return squeeze2d(cmap, 2 ** self.L)
+
+    # -- directions ----------------------------------------------------------------------------------------------
+    def nll(self, gt, lq, aux=None, add_gt_noise: bool | None = None, prior_from_gt: bool = False, noise=None):
+        """Negative log-likelihood of `gt` given `lq`, in bits per pixel summed over the 3 channels (official units).
+
+        `add_gt_noise` defaults to the family's official training behaviour; `noise` (U(-1/2, 1/2)-shaped) can be
+        passed for reproducibility. The dequantisation constant is the official -ln(quant)*H*W (it omits C; it is a
+        constant and does not change gradients).
+        """
+        if add_gt_noise is None:
+            add_gt_noise = self.variant.add_gt_noise
+        b, _, h, w = gt.shape
+        logdet = gt.new_zeros(b)
+        z = gt
+        if add_gt_noise:
+            if noise is None:
+                noise = torch.rand_like(gt) - 0.5
+            z = z + noise / self.quant
+            logdet = logdet - math.log(self.quant) * h * w
+        cond = self.RRDB(lq, aux)
+        z, logdet = self.flowUpsamplerNet.encode(z, cond, logdet)
+        mean = self.prior_mean(cond, gt if prior_from_gt else None)
+        objective = logdet + gaussian_logp(z, mean)
+        nll = -objective / (math.log(2.0) * h * w)
+        return {"z": z, "logdet": logdet, "nll": nll, "cond": cond}
+
+    def reverse(self, lq, aux=None, heat: float = 0.0, z: torch.Tensor | None = None, cond: dict | None = None):
+        """Enhance `lq`: decode z = prior mean + heat * N(0, I) (or the given z). No clamping."""
+        if cond is None:
+            cond = self.RRDB(lq, aux)
+        b, _, h, w = lq.shape
+        f = 2 ** self.L
+        if z is None:
+            mean = self.prior_mean(cond)
+            shape = (b, self.flowUpsamplerNet.out_channels, h // f, w // f)
+            z = lq.new_zeros(shape) if mean is None else mean
+            if heat:
+                z = z + heat * torch.randn(shape, device=lq.device, dtype=lq.dtype)
+        x, _ = self.flowUpsamplerNet.decode(z, cond, lq.new_zeros(b))
+        return x

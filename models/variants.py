@@ -1,0 +1,72 @@
+"""The published model families as presets: which encoder, flow step, coupling and prior each one uses.
+
+The official GLTG-AFlow and ZMAR-SNFlow YAMLs both say `which_model_G: LLFlow`, `cond_encoder: ConEncoder1`,
+`coupling: CondAffineSeparatedAndCond`; they only differ in the repo they ran in. `network_G.variant` names the family
+explicitly; without it the family is inferred from the config and, when a checkpoint is given, from its keys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    encoder: str          # ENCODER_REGISTRY name
+    coupling: str         # COUPLING_REGISTRY name
+    step: str             # FLOW_STEP_REGISTRY name
+    prior: str            # 'colormap' (LLFlow) or 'standard' (N(0, I))
+    unused_f: bool        # official flowUpsamplerNet.f conv present in checkpoints
+    cond_channels: int    # official conditioning width (conditionInFeaDim default)
+    add_gt_noise: bool    # dequantisation noise in training (as the official training code)
+
+
+VARIANTS = {
+    "llflow": Variant("llflow", "ConEncoder1", "CondAffineSeparatedAndCond", "FlowStep", "colormap", True, 320, False),
+    "gltg": Variant("gltg", "GLTGRestormer", "AFlowCoupling", "AFlowStep", "standard", True, 288, True),
+    "zmar": Variant("zmar", "ZMARRestormer", "SNFlowCoupling", "FlowStep", "standard", True, 288, True),
+    "upt": Variant("upt", "MSFormer", "CrossCoupling", "FlowStep", "standard", False, 288, True),
+}
+
+# Distinctive state-dict key fragments of each family's official checkpoints.
+KEY_SIGNATURES = {
+    "upt": "relative_position_index",
+    "gltg": "attn_intra",
+    "zmar": "attn_share",
+    "llflow": "RRDB_trunk",
+}
+
+
+def detect_variant_from_keys(keys) -> str | None:
+    """Family of a state dict from its key names, or None if unrecognised."""
+    keys = list(keys)
+    for name, frag in KEY_SIGNATURES.items():
+        if any(frag in k for k in keys):
+            return name
+    return None
+
+
+def resolve_variant(opt: dict, checkpoint_keys=None) -> Variant:
+    """Pick the family: explicit `network_G.variant`, else inferred; raises a clear error when ambiguous."""
+    net = opt.get("network_G") or {}
+    explicit = net.get("variant")
+    if explicit:
+        if explicit not in VARIANTS:
+            raise KeyError(f"network_G.variant '{explicit}' unknown; choose one of {', '.join(VARIANTS)}")
+        return VARIANTS[explicit]
+    if checkpoint_keys is not None:
+        found = detect_variant_from_keys(checkpoint_keys)
+        if found:
+            return VARIANTS[found]
+    if str(net.get("which_model_G", "LLFlow")).lower() == "uptflow":
+        return VARIANTS["upt"]
+    enc = opt.get("cond_encoder", "ConEncoder1")
+    for v in VARIANTS.values():
+        if enc == v.encoder and enc != "ConEncoder1":
+            return v
+    # LLFlow's RRDB encoder takes the histeq input; the official Restormer configs switch it off.
+    if opt.get("concat_histeq", True) and "restormer" not in net:
+        return VARIANTS["llflow"]
+    raise ValueError(
+        "cannot tell whether this config is GLTG-AFlow or ZMAR-SNFlow (their official YAMLs are identical in form): "
+        "set `network_G.variant: gltg` or `zmar` (or pass a checkpoint so the family is read from its keys)")

@@ -1,0 +1,35 @@
+"""Shared pytest fixtures: the ../shared reference folder and small helpers."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LLFLOW_SHARED", ROOT.parent / "shared"))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder; tests that need it skip when it is absent (a user's machine)."""
+    if not SHARED.is_dir():
+        pytest.skip(f"reference folder {SHARED} not present (only CI and developers have ../shared)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def golden(shared_dir):
+    """Return a function mapping a model name to its golden folder, skipping if absent."""
+    def get(name: str) -> Path:
+        p = shared_dir / "golden" / name
+        if not p.is_dir():
+            pytest.skip(f"golden folder {p} not present")
+        return p
+    return get
