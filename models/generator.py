@@ -64,6 +64,12 @@ class FlowGenerator(nn.Module):
         return squeeze2d(cmap, 2 ** self.L)
 
     # -- directions ----------------------------------------------------------------------------------------------
+    def forward(self, gt=None, lq=None, aux=None, reverse: bool = False, **kwargs):
+        """`reverse=False`: NLL dict (training; what DDP wraps); `reverse=True`: the enhanced image."""
+        if reverse:
+            return self.reverse(lq, aux, **kwargs)
+        return self.nll(gt, lq, aux, **kwargs)
+
     def nll(self, gt, lq, aux=None, add_gt_noise: bool | None = None, prior_from_gt: bool = False, noise=None):
         """Negative log-likelihood of `gt` given `lq`, in bits per pixel summed over the 3 channels (official units).
 

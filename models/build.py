@@ -1,0 +1,23 @@
+"""Build a generator from options, optionally loading a checkpoint (the family can be read from its keys)."""
+from __future__ import annotations
+
+import logging
+
+from utils.registry import ARCH_REGISTRY
+from . import generator  # noqa: F401  (registers the architectures)
+from .checkpoint import load_weights, read_state_dict
+from .variants import resolve_variant
+
+log = logging.getLogger("lowlight_flow")
+
+
+def build_generator(opt: dict, checkpoint: str | None = None, strict: bool = True):
+    """Return (generator, notes). `checkpoint` is a path; notes are messages worth showing to the user."""
+    state = read_state_dict(checkpoint) if checkpoint else None
+    variant = resolve_variant(opt, state.keys() if state is not None else None)
+    arch = ARCH_REGISTRY.get(opt["network_G"].get("which_model_G") or "LLFlow")
+    model = arch(opt, variant)
+    notes = [f"model family: {variant.name} (encoder {variant.encoder}, coupling {variant.coupling})"]
+    if state is not None:
+        notes += load_weights(model, state, strict=strict, source=f"checkpoint '{checkpoint}'")
+    return model, notes

@@ -1,0 +1,101 @@
+"""Reading and writing weights: official plain state dicts, `module.`-prefixed ones and our own files.
+
+Loading is strict by default and always uses `torch.load(..., weights_only=True)`; mismatches are reported in
+sentences (missing / unexpected / wrong-shape keys), with model-specific explanations where a module offers one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that does not fit the model; the message says why."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """Load a state dict from an official `.pth`, a DataParallel one, or our training files."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint '{path}' not found")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, or a pickle that needs arbitrary code: refuse either way
+        raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    for key in ("params", "state_dict", "netG", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint '{path}' does not hold a state dict of tensors")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, source: str = "checkpoint") -> list[str]:
+    """Copy `state` into `model`. Returns notes (e.g. keys a module initialises itself); raises on real mismatches.
+
+    Modules may define `optional_checkpoint_keys()` (names relative to themselves that official checkpoints lack and
+    that they initialise deterministically) and `explain_checkpoint_mismatch(state, prefix)` (one sentence, or None).
+    """
+    own = model.state_dict()
+    optional = set()
+    for name, mod in model.named_modules():
+        if hasattr(mod, "optional_checkpoint_keys"):
+            prefix = f"{name}." if name else ""
+            optional.update(prefix + k for k in mod.optional_checkpoint_keys())
+    for name, mod in model.named_modules():
+        if hasattr(mod, "explain_checkpoint_mismatch"):
+            msg = mod.explain_checkpoint_mismatch(state, f"{name}." if name else "")
+            if msg:
+                raise CheckpointError(f"{source}: {msg}")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+    notes = []
+    tolerated = [k for k in missing if k in optional]
+    missing = [k for k in missing if k not in optional]
+    if tolerated:
+        notes.append(f"{source} lacks {len(tolerated)} tensors that this implementation adds "
+                     f"(kept at their deterministic initialisation): {', '.join(sorted(tolerated)[:6])}"
+                     + (" ..." if len(tolerated) > 6 else ""))
+    problems = []
+    if shape:
+        problems.append(f"{len(shape)} tensors have other shapes, e.g. {'; '.join(shape[:3])}")
+    if strict and missing:
+        problems.append(f"{len(missing)} model tensors are missing, e.g. {', '.join(missing[:5])}")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} checkpoint tensors are unknown to the model, e.g. {', '.join(unexpected[:5])}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model built from the config: " + "; ".join(problems)
+                              + ". Check network_G (variant, nf/nb, flow.K, encoder sizes) against the checkpoint.")
+    model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+    if not strict and (missing or unexpected):
+        notes.append(f"non-strict load: {len(missing)} missing, {len(unexpected)} unexpected tensors ignored")
+    return notes
+
+
+def atomic_save(obj, path: str | os.PathLike):
+    """torch.save to a temp file in the same folder, fsync, then rename: a kill never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_generator(model: torch.nn.Module, path: str | os.PathLike):
+    """Save as the official code does: a plain CPU state dict without `module.`."""
+    net = model.module if hasattr(model, "module") else model
+    atomic_save({k: v.detach().cpu() for k, v in net.state_dict().items()}, path)

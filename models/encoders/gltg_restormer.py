@@ -1,0 +1,424 @@
+"""GLTG-AFlow's conditional encoder: the "Global-and-Local-channel self-attention Transformer Generator" (spec 2.2).
+
+A Restormer U-Net whose three encoder levels use ``TransformerBlockWithMask``:
+
+    x1 = x  + Attention_inter(LN1(x))            global channel attention (Restormer MDTA)
+    x2 = x1 + Attention_intra(LN2(x1), mask)     "local channel" attention over a 4x4 grid of large patches
+    out = x2 + FeedForward_new(LN3(x2))          spatially gated FFN (dense 3x3 "dwconv", as the checkpoints hold)
+
+Data flow (dim = 48 at the official size):
+
+    lq (log low, 3 ch) -> patch_embed -> encoder_level1 (mask level 1) -> down -> encoder_level2 (level 2) -> down
+    -> encoder_level3 (level 3) -> down -> latent -> reduce_chan0 = fea_up0 (H/8, 4*dim)
+    -> up + skip -> decoder_level3 -> reduce_chan1 = fea_up1 (H/4, 4*dim) -> up + skip -> decoder_level2
+    -> reduce_chan2 = fea_up2 (H/2, 4*dim) -> up + skip -> decoder_level1 -> refinement = cat_f (H, 2*dim)
+
+Every ``fea_up*`` is returned with bilinear(cat_f) concatenated: 6*dim channels (288 at the official size).
+
+Attention_intra: the (reflect-padded to x4) feature map is cut into a 4x4 grid of 16 large patches. Per head and per
+channel, the 16 patches are the tokens and the patch's pixels are the token vector:
+A_x = softmax(cos(q_i, k_j) * T). The mask prior (official ``MaskMap``, module name ``get_attn_m``) is
+A_m = softmax(L2-normalise_rows(G * T_m)) where G is the raw 16x16 Gram matrix of the mask patches; it is the same for
+every channel, so G is computed once per encoder level and shared by its blocks. Output: softmax(A_x + A_m) V.
+
+Masks (``aux``, 1 or 3 channels; channel 0 is used). Two behaviours, chosen by ONE switch,
+``network_G.restormer.official_compat`` (default false):
+
+- default (correct): per-sample masks; the mask must have the input's H x W (pad it like the image). Every level
+  uses ``mask > 0.2`` at that level's size (levels 2/3: bilinear resize to (H/k, W/k), then threshold), reflect-
+  padded to x4 exactly like the features. Pure torch, any device.
+- ``official_compat: true`` reproduces the official code bit-for-bit in behaviour (golden features): level 1 uses the
+  raw mask (not binarised, not padded; it may be smaller than the padded input, as in the official test.py where it
+  comes from the unpadded image); levels 2/3 take batch element 0's mask only, resize it to (W/k rows, H/k columns)
+  (cv2's (width, height) argument order was swapped in the official ``downmask``), threshold at 0.2, reflect-pad to
+  x4 and share it across the batch. Still pure torch (the official cv2 CPU round trip is replaced by bilinear
+  interpolation, which equals cv2.INTER_LINEAR on float input). With the official test mask (divided by 255) the
+  level-2/3 masks are all zero.
+
+Modules kept only so official checkpoints load strictly and never run: per masked block ``mask`` (the official
+``Mask``, 22 M parameters at full size), ``conv_cat1``/``conv_cat2``, ``ffn_new.fc``, ``attn_intra.norm1``; and
+``output`` + ``fine_tune_color_map`` (the colour head, computed only when asked: ``forward(..., with_color_map=True)``;
+the GLTG prior is N(0, I) and never reads it).
+
+Input size: H and W must be multiples of ``pad_multiple = 16`` (three 2x downsamplings, and the 4x4 patch grid at
+H/4). The official test script pads with :func:`official_auto_padding` (symmetric cv2.BORDER_REFLECT, always adding
+16 - H % 16 rows, i.e. 16 when H is already divisible).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.registry import ENCODER_REGISTRY
+from .restormer_blocks import (Attention, Downsample, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample,
+                               with_cat_f)
+
+PATCH_GRID = 4          # official N: a 4x4 grid of large patches (16 tokens)
+MASK_THRESHOLD = 0.2    # official downmask binarisation: > 0.2 -> 1
+
+GLTG_DEFAULTS = {
+    "inp_channels": 3,
+    "out_channels": 3,
+    "dim": 48,
+    "num_blocks": [2, 4, 6, 8],
+    "num_refinement_blocks": 2,
+    "heads": [1, 2, 4, 8],
+    "ffn_expansion_factor": 2.66,
+    "bias": False,
+    "LayerNorm_type": "WithBias",
+    "official_compat": False,
+}
+
+
+def gltg_config(opt: dict) -> dict:
+    """Encoder settings from ``network_G.restormer`` (official Restormer() defaults for missing/None keys), validated.
+
+    An unknown key is a KeyError naming it.
+    """
+    given = ((opt.get("network_G") or {}).get("restormer")) or {}
+    if not isinstance(given, dict):
+        raise TypeError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
+    given = {k: v for k, v in given.items() if v is not None}
+    for key in given:
+        if key not in GLTG_DEFAULTS:
+            raise KeyError(f"network_G.restormer: unknown key '{key}' for GLTGRestormer; "
+                           f"allowed keys: {', '.join(GLTG_DEFAULTS)}")
+    cfg = {**GLTG_DEFAULTS, **given}
+    for key in ("num_blocks", "heads"):
+        val = cfg[key]
+        if not isinstance(val, (list, tuple)) or len(val) != 4 or not all(isinstance(v, int) and v > 0 for v in val):
+            raise ValueError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
+        cfg[key] = list(val)
+    for key in ("dim", "num_refinement_blocks", "inp_channels", "out_channels"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
+            raise ValueError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
+        raise ValueError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
+                         f"got {cfg['LayerNorm_type']!r}")
+    for key in ("bias", "official_compat"):
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"network_G.restormer.{key} must be true or false, got {cfg[key]!r}")
+    if float(cfg["ffn_expansion_factor"]) <= 0:
+        raise ValueError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
+    for i, h in enumerate(cfg["heads"]):
+        width = cfg["dim"] * 2 ** i
+        if width % h:
+            raise ValueError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
+    if (cfg["dim"] * 2) % cfg["heads"][0]:
+        raise ValueError(f"network_G.restormer: heads[0]={cfg['heads'][0]} does not divide the decoder width "
+                         f"{2 * cfg['dim']}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ padding
+
+def auto_padding_amounts(h: int, w: int, times: int = 16):
+    """The official test.py ``auto_padding`` amounts (top, bottom, left, right).
+
+    It always adds ``times - h % times`` rows (so 16 when h is already a multiple), split top = pad // 2,
+    bottom = the rest; likewise for the columns.
+    """
+    ph, pw = times - h % times, times - w % times
+    return ph // 2, ph - ph // 2, pw // 2, pw - pw // 2
+
+
+def _symmetric_index(n: int, before: int, after: int, device) -> torch.Tensor:
+    idx = torch.arange(-before, n + after, device=device)
+    idx = torch.where(idx < 0, -idx - 1, idx)
+    return torch.where(idx >= n, 2 * n - 1 - idx, idx)
+
+
+def official_auto_padding(x: torch.Tensor, times: int = 16):
+    """Pad (..., H, W) like the official test.py: cv2.BORDER_REFLECT ('fedcba|abcdef', the edge pixel repeated),
+    symmetric top/bottom and left/right, amounts from :func:`auto_padding_amounts`.
+
+    Returns ``(padded, (top, bottom, left, right))``; undo with :func:`crop_padding`. Works on any device/dtype.
+    """
+    h, w = x.shape[-2:]
+    top, bottom, left, right = auto_padding_amounts(h, w, times)
+    if max(top, bottom) > h or max(left, right) > w:
+        raise ValueError(f"official_auto_padding: image {h}x{w} is too small to reflect-pad by {times}")
+    x = x.index_select(-2, _symmetric_index(h, top, bottom, x.device))
+    x = x.index_select(-1, _symmetric_index(w, left, right, x.device))
+    return x, (top, bottom, left, right)
+
+
+def crop_padding(x: torch.Tensor, pads) -> torch.Tensor:
+    """Remove the (top, bottom, left, right) padding added by :func:`official_auto_padding`."""
+    top, bottom, left, right = pads
+    h, w = x.shape[-2:]
+    return x[..., top:h - bottom, left:w - right]
+
+
+# ------------------------------------------------------------------------------------------------ mask helpers
+
+def pad4(x: torch.Tensor) -> torch.Tensor:
+    """Reflect-pad bottom/right so H and W are multiples of 4 (official Attention_intra / downmask)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % PATCH_GRID, (-w) % PATCH_GRID
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+    return x
+
+
+def to_patches(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, heads, C/heads, 16, H*W/16): token = one cell of the 4x4 grid, pixels row-major."""
+    b, c, h, w = x.shape
+    g = PATCH_GRID
+    x = x.view(b, heads, c // heads, g, h // g, g, w // g).permute(0, 1, 2, 3, 5, 4, 6)
+    return x.reshape(b, heads, c // heads, g * g, (h // g) * (w // g))
+
+
+def from_patches(p: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`to_patches`."""
+    b, heads, cph = p.shape[:3]
+    g = PATCH_GRID
+    p = p.view(b, heads, cph, g, g, h // g, w // g).permute(0, 1, 2, 3, 5, 4, 6)
+    return p.reshape(b, heads * cph, h, w)
+
+
+def mask_gram(mask: torch.Tensor) -> torch.Tensor:
+    """Raw Gram matrix of the 16 mask patches: (B, 1, H, W) -> (B, 1, 16, 16) (official MaskMap's q k^T)."""
+    h, w = mask.shape[-2:]
+    if h % PATCH_GRID or w % PATCH_GRID:
+        raise ValueError(f"GLTG mask of size {h}x{w} cannot be cut into a {PATCH_GRID}x{PATCH_GRID} grid "
+                         f"(the official code fails the same way); pad the mask like the image")
+    p = to_patches(mask, 1)[:, 0]                       # (B, 1, 16, n)
+    return p @ p.transpose(-2, -1)
+
+
+def resize_binarise(m: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear (half-pixel centres, no antialias = cv2.INTER_LINEAR) resize, then > 0.2 -> 1 else 0."""
+    if tuple(m.shape[-2:]) != tuple(size):
+        m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
+    return (m > MASK_THRESHOLD).to(m.dtype)
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+
+class UnusedMask(nn.Module):
+    """The official ``Mask`` module present in every masked block: parameters only, never run (spec 2.2)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1, 1))
+        self.norm1 = LayerNorm(dim, True)
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
+        self.qkv_conv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, bias=False)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("the official GLTG `Mask` module is unused; it exists only so checkpoints load")
+
+
+class MaskMap(nn.Module):
+    """Mask prior of Attention_intra: A_m = softmax(L2-normalise_rows(G * T_m)), one 16x16 map per head."""
+
+    def __init__(self, num_heads: int):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1, 1))
+
+    def forward(self, gram: torch.Tensor) -> torch.Tensor:
+        """gram (B, 1, 16, 16) -> (B, heads, 1, 16, 16), broadcast over the channels of each head."""
+        a = gram * self.temperature.view(1, -1, 1, 1)
+        return torch.softmax(F.normalize(a, dim=-1), dim=-1).unsqueeze(2)
+
+
+class AttentionIntra(nn.Module):
+    """"Local channel" attention among the 16 cells of a 4x4 grid, per head and channel, with the mask prior."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1, 1))
+        self.norm1 = LayerNorm(dim, True)  # official, unused
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
+        self.get_attn_m = MaskMap(num_heads)
+
+    def forward(self, x: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        xp = pad4(x)
+        hp, wp = xp.shape[-2:]
+        q, k, v = self.qkv_dwconv(self.qkv(xp)).chunk(3, dim=1)
+        n = self.num_heads
+        # temperature (heads, 1, 1, 1) broadcasts over (B, heads, C/heads, 16, pixels); folded into q.
+        q = F.normalize(to_patches(q, n), dim=-1) * self.temperature
+        k = F.normalize(to_patches(k, n), dim=-1)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        attn = torch.softmax(attn + self.get_attn_m(gram), dim=-1)
+        out = from_patches(attn @ to_patches(v, n), hp, wp)[..., :h, :w]
+        return self.project_out(out)    # a 1x1 conv commutes with the crop
+
+
+class FeedForwardNew(nn.Module):
+    """Spatially gated FFN: g = sigmoid(c33(c32(c31([mean_c x1, max_c x1])))); out = proj(g * GELU(x2))."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool):
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, bias=bias)  # dense in the official model
+        self.c31 = nn.Conv2d(2, 2, 3, padding=1, bias=bias)
+        self.c32 = nn.Conv2d(2, 2, 3, padding=1, bias=bias)
+        self.c33 = nn.Conv2d(2, 1, 3, padding=1, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+        self.fc = nn.Sequential(nn.Conv2d(hidden, hidden // 16, 1, bias=False), nn.ReLU(),
+                                nn.Conv2d(hidden // 16, hidden, 1, bias=False))  # official, unused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        pooled = torch.cat([x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)], dim=1)
+        gate = torch.sigmoid(self.c33(self.c32(self.c31(pooled))))
+        return self.project_out(gate * F.gelu(x2))
+
+
+class TransformerBlockWithMask(nn.Module):
+    """x + MDTA(LN1 x); + Attention_intra(LN2 ., mask); + FeedForward_new(LN3 .)."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
+        super().__init__()
+        self.mask = UnusedMask(dim, num_heads)
+        self.norm1 = LayerNorm(dim, layernorm_bias)
+        self.attn = Attention(dim, num_heads, bias)
+        self.norm2 = LayerNorm(dim, layernorm_bias)
+        self.norm3 = LayerNorm(dim, layernorm_bias)
+        self.ffn_new = FeedForwardNew(dim, ffn_expansion_factor, bias)
+        self.attn_intra = AttentionIntra(dim, num_heads)
+        self.conv_cat1 = nn.Conv2d(2 * dim, dim, 3, padding=1, bias=True)  # official, unused
+        self.conv_cat2 = nn.Conv2d(2 * dim, dim, 3, padding=1, bias=True)  # official, unused
+
+    def forward(self, x: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.attn_intra(self.norm2(x), gram)
+        return x + self.ffn_new(self.norm3(x))
+
+
+class MaskedLevel(nn.Module):
+    """One encoder level (official ``TransformerBlock_1``; ``layer_stack.<i>``)."""
+
+    def __init__(self, n_layers: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+                 layernorm_bias: bool):
+        super().__init__()
+        self.layer_stack = nn.ModuleList([TransformerBlockWithMask(dim, num_heads, ffn_expansion_factor, bias,
+                                                                   layernorm_bias) for _ in range(n_layers)])
+
+    def forward(self, x: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        for blk in self.layer_stack:
+            x = blk(x, gram)
+        return x
+
+
+def _stack(n: int, dim: int, heads: int, ffn: float, bias: bool, ln_bias: bool) -> nn.Sequential:
+    return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln_bias) for _ in range(n)])
+
+
+# ------------------------------------------------------------------------------------------------ encoder
+
+@ENCODER_REGISTRY.register("GLTGRestormer")
+class GLTGRestormer(nn.Module):
+    """GLTG-AFlow's Restormer encoder (official `restormer_arch.Restormer` names; sizes from network_G.restormer).
+
+    ``forward(lq, aux, with_color_map=False)``: lq (B, 3, H, W) log low image, aux (B, 1 or 3, H, W) zero-element
+    mask in {0, 1} (``data.preprocess.aux_input(low01, 'gltg_mask')``, required). Returns fea_up0/1/2
+    (with cat_f concatenated), cat_f and, when asked, color_map.
+    """
+
+    aux_input = "gltg_mask"
+    pad_multiple = 16
+
+    def __init__(self, opt: dict):
+        super().__init__()
+        cfg = gltg_config(opt)
+        self.config = cfg
+        self.official_compat = cfg["official_compat"]
+        dim, nb, heads = cfg["dim"], cfg["num_blocks"], cfg["heads"]
+        ffn, bias = float(cfg["ffn_expansion_factor"]), cfg["bias"]
+        ln = cfg["LayerNorm_type"] != "BiasFree"
+        self.dim = dim
+
+        self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], dim)
+        self.encoder_level1 = MaskedLevel(nb[0], dim, heads[0], ffn, bias, ln)
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = MaskedLevel(nb[1], dim * 2, heads[1], ffn, bias, ln)
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = MaskedLevel(nb[2], dim * 4, heads[2], ffn, bias, ln)
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = _stack(nb[3], dim * 8, heads[3], ffn, bias, ln)
+
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
+        self.decoder_level3 = _stack(nb[2], dim * 4, heads[2], ffn, bias, ln)
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
+        self.decoder_level2 = _stack(nb[1], dim * 2, heads[1], ffn, bias, ln)
+        self.up2_1 = Upsample(dim * 2)
+        self.decoder_level1 = _stack(nb[0], dim * 2, heads[0], ffn, bias, ln)
+        self.refinement = _stack(cfg["num_refinement_blocks"], dim * 2, heads[0], ffn, bias, ln)
+
+        # Colour head: computed only on request (the N(0, I) prior never uses it).
+        self.output = nn.Conv2d(dim * 2, cfg["out_channels"], 3, padding=1, bias=bias)
+        self.fine_tune_color_map = nn.Sequential(
+            nn.Conv2d(cfg["out_channels"], 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1),
+            nn.Sigmoid())
+        self.reduce_chan0 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
+        self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
+        self.reduce_chan2 = nn.Conv2d(dim * 2, dim * 4, 1, bias=bias)
+
+    @property
+    def out_channels(self) -> int:
+        """Conditioning width per flow level: 4*dim + 2*dim (288 at dim 48)."""
+        return 6 * self.dim
+
+    # -- masks ---------------------------------------------------------------------------------------------------
+    def mask_grams(self, aux: torch.Tensor | None, lq: torch.Tensor):
+        """The three per-level 16x16 mask Gram matrices (B or 1, 1, 16, 16), per the mask mode (module docstring)."""
+        b, _, h, w = lq.shape
+        sizes = [(h, w), (h // 2, w // 2), (h // 4, w // 4)]
+        if aux is None:
+            raise ValueError("GLTGRestormer needs the zero-element mask (aux_input 'gltg_mask'): "
+                             "data.preprocess.aux_input(low01, 'gltg_mask')")
+        if aux.dim() != 4 or aux.shape[0] != b:
+            raise ValueError(f"GLTGRestormer: mask must be (B, 1 or 3, H, W) with B={b}, got {tuple(aux.shape)}")
+        m = aux[:, :1].to(lq.dtype)
+        if self.official_compat:
+            grams = [mask_gram(m)]                              # level 1: raw values, unpadded, per sample
+            m0 = m[:1]                                          # official downmask: batch element 0 only
+            mh, mw = m0.shape[-2:]
+            for k in (2, 4):
+                mk = resize_binarise(m0, (int(mw / k), int(mh / k)))   # swapped (width, height)
+                grams.append(mask_gram(pad4(mk)))
+            return grams
+        if tuple(m.shape[-2:]) != (h, w):
+            raise ValueError(f"GLTGRestormer: mask is {m.shape[-2]}x{m.shape[-1]} but the input is {h}x{w}; pad the "
+                             f"mask like the image (or set network_G.restormer.official_compat for the official, "
+                             f"unpadded test-time mask)")
+        return [mask_gram(pad4(resize_binarise(m, s))) for s in sizes]
+
+    # -- forward -------------------------------------------------------------------------------------------------
+    def forward(self, lq: torch.Tensor, aux: torch.Tensor | None = None, with_color_map: bool = False) -> dict:
+        h, w = lq.shape[-2:]
+        if h % 8 or w % 8:
+            raise ValueError(f"GLTGRestormer: input {h}x{w} must be a multiple of 8 (pad_multiple is "
+                             f"{self.pad_multiple}; pad with official_auto_padding or the inference pipeline)")
+        g1, g2, g3 = self.mask_grams(aux, lq)
+
+        enc1 = self.encoder_level1(self.patch_embed(lq), g1)
+        enc2 = self.encoder_level2(self.down1_2(enc1), g2)
+        enc3 = self.encoder_level3(self.down2_3(enc2), g3)
+        latent = self.latent(self.down3_4(enc3))
+
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1))
+        cat_f = self.refinement(dec1)
+
+        feats = {"fea_up0": self.reduce_chan0(latent), "fea_up1": self.reduce_chan1(dec3),
+                 "fea_up2": self.reduce_chan2(dec2)}
+        out = with_cat_f(feats, cat_f)
+        out["cat_f"] = cat_f
+        if with_color_map:
+            out["color_map"] = self.fine_tune_color_map(self.output(cat_f) + lq)
+        return out

@@ -1,0 +1,273 @@
+"""UPT-Flow's local branch: Uformer-style LeWin blocks whose window attention takes Q and K from the unbalanced-point
+map and V from the image features (spec §4.2).
+
+Parameter/buffer names follow the official checkpoints (`blocks.<i>.{norm1,attn,norm2,mlp}`,
+`attn.{relative_position_bias_table,relative_position_index,temperature,qkv.to_q,qkv.to_k,qkv.to_v,proj}`,
+`mlp.{conv1,dwconv.0,conv2,eca.conv}`).
+
+Attention runs through ``F.scaled_dot_product_attention``: the per-head temperature and d_h^-1/2 are folded into q,
+and the relative-position bias plus the shifted-window region mask (-100 between regions) form ``attn_mask``.
+The relative-position index is a registered buffer (as in checkpoints); the shift masks are cached per padded size
+and device, outside the state dict.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SHIFT_MASK_VALUE = -100.0
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a whole sample's residual branch with probability p, rescale the rest by 1/(1-p).
+
+    Active only in training mode (identity in eval and when p == 0).
+    """
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask.div_(keep) if keep > 0 else x * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+def relative_position_index(win: int) -> torch.Tensor:
+    """(win², win²) index into the ((2·win − 1)², heads) bias table for every (query, key) pair of a window.
+
+    Tokens are numbered row-major inside the window; the index of (i, j) is (dy + win − 1)·(2·win − 1) + (dx + win − 1)
+    with (dy, dx) = position(i) − position(j).
+    """
+    ys, xs = torch.meshgrid(torch.arange(win), torch.arange(win), indexing="ij")
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+    dy = ys[:, None] - ys[None, :] + (win - 1)
+    dx = xs[:, None] - xs[None, :] + (win - 1)
+    return dy * (2 * win - 1) + dx
+
+
+def win_size_from_table_rows(rows: int) -> int | None:
+    """Window size w with (2w − 1)² == rows, or None when rows is not such a square."""
+    side = math.isqrt(rows)
+    if side * side != rows or side % 2 == 0:
+        return None
+    return (side + 1) // 2
+
+
+def shift_region_mask(hp: int, wp: int, win: int, shift: int, device=None) -> torch.Tensor:
+    """(nW, 1, win², win²) additive mask of a cyclically shifted (hp x wp) map: 0 inside a region, -100 across.
+
+    Regions are the 3x3 bands [0, hp − win), [hp − win, hp − shift), [hp − shift, hp) (same for the width); the
+    windows are numbered row-major over the shifted map, as the window partition below.
+    """
+    def bands(n):
+        ids = torch.zeros(n, dtype=torch.long, device=device)
+        ids[n - win:] = 1
+        ids[n - shift:] = 2
+        return ids
+
+    region = bands(hp)[:, None] * 3 + bands(wp)[None, :]                     # (hp, wp)
+    region = region.view(hp // win, win, wp // win, win).permute(0, 2, 1, 3).reshape(-1, win * win)
+    diff = region[:, None, :] != region[:, :, None]                           # (nW, N, N): [i, j] key j vs query i
+    mask = torch.zeros(diff.shape, device=device)
+    mask.masked_fill_(diff, SHIFT_MASK_VALUE)
+    return mask.unsqueeze(1)
+
+
+def window_partition(x: torch.Tensor, win: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B·nW, C, win, win), windows row-major (H and W multiples of win)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // win, win, w // win, win, c).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(-1, c, win, win)
+
+
+def window_merge(x: torch.Tensor, win: int, b: int, h: int, w: int) -> torch.Tensor:
+    """(B, nW, win², C) -> (B, H, W, C); inverse of the partition order above."""
+    c = x.shape[-1]
+    x = x.reshape(b, h // win, w // win, win, win, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+
+class ECA(nn.Module):
+    """Efficient channel attention: x * sigmoid(conv1d_k(global average of x over H, W)) (`conv`, no bias)."""
+
+    def __init__(self, channels: int, k_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False)
+
+    def forward(self, x):
+        y = x.mean(dim=(2, 3)).unsqueeze(1)                      # (B, 1, C)
+        y = torch.sigmoid(self.conv(y)).transpose(1, 2)          # (B, C, 1)
+        return x * y.unsqueeze(-1)
+
+
+class LeFF(nn.Module):
+    """Locally-enhanced FFN on NCHW maps: 1x1 C->hidden, depthwise 3x3 + GELU, 1x1 hidden->C, ECA.
+
+    (The official UPT variant has no activation after the first 1x1.)
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.GELU())
+        self.conv2 = nn.Conv2d(hidden, dim, 1)
+        self.eca = ECA(dim)
+
+    def forward(self, x):
+        return self.eca(self.conv2(self.dwconv(self.conv1(x))))
+
+
+class ConvProjection(nn.Module):
+    """Depthwise 3x3 projections applied per window (zero padding at window borders): q, k from the map, v from x."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.to_q = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.to_k = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.to_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, x_win, zmap_win):
+        """(B', C, w, w) windows -> q, k, v as (B', C, w²)."""
+        bw, c = x_win.shape[:2]
+        return (self.to_q(zmap_win).reshape(bw, c, -1), self.to_k(zmap_win).reshape(bw, c, -1),
+                self.to_v(x_win).reshape(bw, c, -1))
+
+
+class LinearProjection(nn.Module):
+    """Per-token linear projections (official `token_projection: linear`): v from x, [q, k] from the map."""
+
+    def __init__(self, dim: int, bias: bool = True):
+        super().__init__()
+        self.to_v = nn.Linear(dim, dim, bias=bias)
+        self.to_qk = nn.Linear(dim, 2 * dim, bias=False)
+
+    def forward(self, x_win, zmap_win):
+        bw, c = x_win.shape[:2]
+        v = self.to_v(x_win.reshape(bw, c, -1).transpose(1, 2)).transpose(1, 2)
+        q, k = self.to_qk(zmap_win.reshape(bw, c, -1).transpose(1, 2)).transpose(1, 2).chunk(2, dim=1)
+        return q, k, v
+
+
+class WindowAttention(nn.Module):
+    """softmax((q d_h^-1/2 · τ_h) kᵀ + B_rel [+ M_shift]) v, then a linear projection."""
+
+    def __init__(self, dim: int, win_size: int, num_heads: int, token_projection: str = "conv"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"window attention: dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim, self.win_size, self.num_heads = dim, win_size, num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * win_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(win_size))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        if token_projection == "conv":
+            self.qkv = ConvProjection(dim)
+        elif token_projection == "linear":
+            self.qkv = LinearProjection(dim)
+        else:
+            raise ValueError(f"token_projection must be 'conv' or 'linear', got {token_projection!r}")
+        self.proj = nn.Linear(dim, dim)
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+
+    def relative_bias(self) -> torch.Tensor:
+        """(heads, N, N) bias gathered from the table."""
+        n = self.win_size * self.win_size
+        return self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(self, x_win, zmap_win, batch: int, shift_mask: torch.Tensor | None = None):
+        """x_win, zmap_win: (B·nW, C, w, w). Returns (B, nW, w², C)."""
+        q, k, v = self.qkv(x_win, zmap_win)                                   # (B·nW, C, N)
+        bw, c, n = q.shape
+        h = self.num_heads
+        shape = (batch, bw // batch, h, c // h, n)
+        q = q.reshape(shape).transpose(-1, -2) * (self.temperature * self.scale).to(q.dtype)
+        k = k.reshape(shape).transpose(-1, -2)
+        v = v.reshape(shape).transpose(-1, -2)                                # (B, nW, h, N, d)
+        mask = self.relative_bias()
+        if shift_mask is not None:
+            mask = mask + shift_mask                                          # (nW, h, N, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=1.0)
+        out = out.transpose(-2, -3).reshape(batch, bw // batch, n, c)         # channel = head * d + j
+        return self.proj(out)
+
+
+class LeWinTransformerBlock(nn.Module):
+    """x + Attn(LN(x), map) then + LeFF(LN(.)), on NCHW maps; odd blocks in a layer use shifted windows.
+
+    Like the official block: x and the map are zero-padded right/bottom to a multiple of the window *before* the
+    LayerNorm (padded tokens take the LN bias and take part in attention), the map is not normalised, and the
+    result is cropped back.
+    """
+
+    def __init__(self, dim: int, num_heads: int, win_size: int, shift_size: int = 0, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0, token_projection: str = "conv"):
+        super().__init__()
+        if not 0 <= shift_size < win_size:
+            raise ValueError(f"shift_size {shift_size} must be in [0, win_size={win_size})")
+        self.win_size, self.shift_size = win_size, shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, win_size, num_heads, token_projection)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = LeFF(dim, int(dim * mlp_ratio))
+        self._mask_cache = {}
+
+    def shift_mask(self, hp: int, wp: int, device) -> torch.Tensor:
+        key = (hp, wp, str(device))
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            if len(self._mask_cache) > 8:
+                self._mask_cache.clear()
+            mask = shift_region_mask(hp, wp, self.win_size, self.shift_size, device)
+            self._mask_cache[key] = mask
+        return mask
+
+    def forward(self, x, zmap):
+        b, c, h, w = x.shape
+        ws, s = self.win_size, self.shift_size
+        pad_b, pad_r = (-h) % ws, (-w) % ws
+        shortcut = x.permute(0, 2, 3, 1)                                      # (B, H, W, C)
+        xp = F.pad(shortcut, (0, 0, 0, pad_r, 0, pad_b))
+        zp = F.pad(zmap.permute(0, 2, 3, 1), (0, 0, 0, pad_r, 0, pad_b))
+        hp, wp = h + pad_b, w + pad_r
+        xp = self.norm1(xp)
+        mask = None
+        if s > 0:
+            xp = torch.roll(xp, shifts=(-s, -s), dims=(1, 2))
+            zp = torch.roll(zp, shifts=(-s, -s), dims=(1, 2))
+            mask = self.shift_mask(hp, wp, x.device)
+        out = self.attn(window_partition(xp, ws), window_partition(zp, ws), b, mask)
+        out = window_merge(out, ws, b, hp, wp)
+        if s > 0:
+            out = torch.roll(out, shifts=(s, s), dims=(1, 2))
+        y = shortcut + self.drop_path(out[:, :h, :w])
+        y = y.permute(0, 3, 1, 2)
+        return y + self.drop_path(self.mlp(self.norm2(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)))
+
+
+class LeWinLayer(nn.Module):
+    """A stack of LeWin blocks (`blocks.<i>`, official `BasicUformerLayer`); shift win//2 on odd blocks."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, win_size: int, drop_path, mlp_ratio: float = 4.0,
+                 token_projection: str = "conv", shift_flag: bool = True):
+        super().__init__()
+        rates = list(drop_path) if isinstance(drop_path, (list, tuple)) else [float(drop_path)] * depth
+        self.blocks = nn.ModuleList([
+            LeWinTransformerBlock(dim, num_heads, win_size, (win_size // 2) if (shift_flag and i % 2) else 0,
+                                  mlp_ratio, rates[i], token_projection)
+            for i in range(depth)])
+
+    def forward(self, x, zmap):
+        for blk in self.blocks:
+            x = blk(x, zmap)
+        return x

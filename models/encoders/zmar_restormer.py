@@ -1,0 +1,313 @@
+"""ZMAR-SNFlow's conditional encoder: a Restormer U-Net whose encoder blocks add zero-element mask attention (ZMA).
+
+Data flow (dim = 48 at the official size; spec 3.2):
+
+    lq (log low, 3 ch) -> patch_embed -> encoder_level1 (mask m1) -> down -> encoder_level2 (m2) -> down
+    -> encoder_level3 (m3) -> down -> latent -> reduce_chan0 = fea_up0 (H/8, 4*dim)
+    -> up + skip -> decoder_level3 = fea_up1 (H/4, 4*dim) -> up + skip -> decoder_level2 -> reduce_chan2 = fea_up2
+    (H/2, 4*dim) -> up + skip -> decoder_level1 -> refinement = cat_f (H, 2*dim)
+
+Every ``fea_up*`` is returned with bilinear(cat_f) concatenated: 6*dim channels (288 at the official size).
+
+Zero-element mask attention (`Mask`): the image (padded to a multiple of 4) is cut into a 4x4 grid of 16 large patches.
+The 16x16 patch-mixing matrix is softmax(cos-sim(mask patch i, mask patch j) * T); image features supply only V. It
+is the same matrix for every channel and head. Because it depends on the mask alone, it is computed once per encoder
+level and shared by all blocks of that level (the official code recomputes the identical matrix in every block).
+
+Deliberate differences from the official code (none changes a result on valid inputs):
+- The temperature T is the constant ``MASK_TEMPERATURE = 1``. The official `Mask.forward` builds a fresh
+  ``nn.Parameter(torch.ones(b, 1, 1, 1)).cuda()`` on every call: never registered, never trained, always 1.
+- `Mask` only needs the V third of its dense 3x3 "dwconv" (no ``groups``). As both convs are bias-free, 1x1 then
+  3x3 (zero padding) equals one 3x3 conv with the folded weight ``W3[2C:] o W1``; that is what runs (about 9x fewer
+  FLOPs than the official qkv path). Gradients reach the same parameter entries as in the official model.
+- SDPA is not used in ZMA: queries and keys are the mask itself, so the attention matrix is shared across blocks and
+  channels and is applied with one batched matmul; SDPA would recompute it per block, and its head size (H*W/16)
+  is far beyond the fused kernels anyway.
+
+Modules kept only so official checkpoints load strictly, never run in forward: `attn_share` (Attentionshare) in every
+masked block, `Mask.norm1`, `output`, `fine_tune_color_map`, `reduce_chan1`.
+
+Input size: H and W must be multiples of ``pad_multiple = 8``. Three PixelUnshuffle(2) downsamplings and the flow's
+three squeezes need 8; the 4x4 patch grid needs H/k divisible by 4 at levels k = 1, 2, 4. That holds at levels 1 and 2
+for multiples of 8, and level 3 (H/4) would need multiples of 16. The official model does not require 16: like
+`Mask.forward` and `downmask`, this encoder reflect-pads the level-3 features and mask (bottom/right) to a multiple of 4
+and crops afterwards. Official LOL inputs (400x600: W/4 = 150) rely on that padding, so padding the image to 16 instead
+would change the output. (Images must be at least 16 px high and wide: reflect padding needs pad < size.)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.registry import ENCODER_REGISTRY
+from .restormer_blocks import (Attention, Downsample, FeedForward, LayerNorm, OverlapPatchEmbed, TransformerBlock,
+                               Upsample, with_cat_f)
+
+MASK_TEMPERATURE = 1.0   # official: a fresh, untrained nn.Parameter(ones) created inside every Mask.forward
+PATCH_GRID = 4           # official N: a 4x4 grid of patches (16 tokens) per image
+MASK_THRESHOLD = 0.2     # downmask binarisation (> 0.2 -> 1)
+
+RESTORMER_DEFAULTS = {
+    "inp_channels": 3,
+    "out_channels": 3,
+    "dim": 48,
+    "num_blocks": [4, 4, 4, 4],
+    "num_refinement_blocks": 4,
+    "heads": [1, 2, 4, 8],
+    "ffn_expansion_factor": 2.66,
+    "bias": False,
+    "LayerNorm_type": "WithBias",
+}
+
+
+def restormer_config(opt: dict) -> dict:
+    """Encoder sizes from ``network_G.restormer`` (official Restormer() defaults for missing or None keys), validated.
+
+    An unknown key (with a value other than None) is a KeyError naming it.
+    """
+    given = ((opt.get("network_G") or {}).get("restormer")) or {}
+    if not isinstance(given, dict):
+        raise TypeError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
+    given = {k: v for k, v in given.items() if v is not None}  # None = unset (options/schema.py fills None)
+    for key in given:
+        if key not in RESTORMER_DEFAULTS:
+            raise KeyError(f"network_G.restormer: unknown key '{key}' for ZMARRestormer; "
+                           f"allowed keys: {', '.join(RESTORMER_DEFAULTS)}")
+    cfg = {**RESTORMER_DEFAULTS, **given}
+    for key in ("num_blocks", "heads"):
+        val = cfg[key]
+        if not isinstance(val, (list, tuple)) or len(val) != 4 or not all(isinstance(v, int) and v > 0 for v in val):
+            raise ValueError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
+    for key in ("dim", "num_refinement_blocks", "inp_channels", "out_channels"):
+        if not isinstance(cfg[key], int) or cfg[key] <= 0:
+            raise ValueError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
+        raise ValueError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
+                         f"got {cfg['LayerNorm_type']!r}")
+    if not isinstance(cfg["bias"], bool):
+        raise ValueError(f"network_G.restormer.bias must be true or false, got {cfg['bias']!r}")
+    if float(cfg["ffn_expansion_factor"]) <= 0:
+        raise ValueError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
+    for i, h in enumerate(cfg["heads"]):
+        width = cfg["dim"] * 2 ** min(i, 3)
+        if width % h:
+            raise ValueError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
+    cfg["num_blocks"] = list(cfg["num_blocks"])
+    cfg["heads"] = list(cfg["heads"])
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ mask helpers
+
+def pad_to_multiple(x: torch.Tensor, n: int = PATCH_GRID) -> torch.Tensor:
+    """Reflect-pad bottom/right so H and W are multiples of n (as the official Mask/downmask)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % n, (-w) % n
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+    return x
+
+
+def downmask(mask: torch.Tensor, k: int) -> torch.Tensor:
+    """The mask at 1/k resolution: bilinear resize to (H/k, W/k), binarise (> 0.2 -> 1); per batch element."""
+    h, w = mask.shape[-2:]
+    m = F.interpolate(mask, size=(int(h / k), int(w / k)), mode="bilinear", align_corners=False)
+    return (m > MASK_THRESHOLD).to(mask.dtype)
+
+
+def to_patches(x: torch.Tensor, grid: int = PATCH_GRID) -> torch.Tensor:
+    """(B, C, H, W) with H, W divisible by grid -> (B, grid*grid, C*(H/grid)*(W/grid)): one row per patch."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, grid * grid, -1)
+
+
+def from_patches(p: torch.Tensor, c: int, h: int, w: int, grid: int = PATCH_GRID) -> torch.Tensor:
+    """Inverse of :func:`to_patches`."""
+    b = p.shape[0]
+    p = p.view(b, grid, grid, c, h // grid, w // grid).permute(0, 3, 1, 4, 2, 5)
+    return p.reshape(b, c, h, w)
+
+
+def mask_attention_map(mask: torch.Tensor, temperature: float = MASK_TEMPERATURE) -> torch.Tensor:
+    """softmax(cos-sim of the 16 mask patches * T): (B, 16, 16). All-zero patches get zero similarity to all."""
+    if mask.shape[1] != 1:
+        raise ValueError(f"the ZMAR mask must have 1 channel, got {mask.shape[1]}")
+    q = F.normalize(to_patches(mask), dim=-1)
+    return torch.softmax(q @ q.transpose(-2, -1) * temperature, dim=-1)
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+
+class Mask(nn.Module):
+    """Zero-element mask attention: out = proj(A @ V) with A from the mask only (official name `Mask`).
+
+    Always bias-free with a WithBias `norm1` (the official constructor ignores the block's bias/LayerNorm_type);
+    `norm1` is never used. `qkv_dwconv` is a dense 3x3 conv of which only the V third is used.
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads  # heads do not change the maths: A is shared by every channel
+        self.norm1 = LayerNorm(dim, True)
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, bias=False)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
+
+    def value_weight(self) -> torch.Tensor:
+        """The 3x3 weight of x -> V: qkv_dwconv's V rows composed with the 1x1 qkv conv."""
+        c = self.project_out.in_channels
+        w3 = self.qkv_dwconv.weight[2 * c:]                       # (C, 3C, 3, 3)
+        w1 = self.qkv.weight[:, :, 0, 0]                          # (3C, C)
+        return torch.einsum("omhw,mi->oihw", w3, w1)
+
+    def forward(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) normalised features; attn: (B, 16, 16) from :func:`mask_attention_map` at padded size."""
+        h, w = x.shape[-2:]
+        xp = pad_to_multiple(x)
+        hp, wp = xp.shape[-2:]
+        v = F.conv2d(xp, self.value_weight(), padding=1)
+        out = from_patches(torch.bmm(attn, to_patches(v)), v.shape[1], hp, wp)
+        return self.project_out(out[:, :, :h, :w])
+
+
+class Attentionshare(nn.Module):
+    """Parameters of the official (never-run) shared-V attention, kept so checkpoints load strictly."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False):
+        super().__init__()
+        self.temperature_5 = nn.Parameter(torch.ones(num_heads, 1, 1, 1))
+        self.temperature_4 = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.share_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("Attentionshare is unused in ZMAR-SNFlow; it exists only for checkpoint compatibility")
+
+
+class TransformerBlockWithMask(nn.Module):
+    """x + ZMA(LN1(x)), then + MDTA(LN1(.)) with the same LN1, then + GDFN(LN2(.))."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
+        super().__init__()
+        self.mask = Mask(dim, num_heads)
+        self.attn_share = Attentionshare(dim, num_heads, bias)
+        self.norm1 = LayerNorm(dim, layernorm_bias)
+        self.attn = Attention(dim, num_heads, bias)
+        self.norm2 = LayerNorm(dim, layernorm_bias)
+        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        x = x + self.mask(self.norm1(x), attn)
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class MaskedLevel(nn.Module):
+    """A stack of masked blocks sharing one mask-attention map (official `TransformerBlock_1`, `layer_stack`)."""
+
+    def __init__(self, n_layers: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
+                 layernorm_bias: bool):
+        super().__init__()
+        self.layer_stack = nn.ModuleList([
+            TransformerBlockWithMask(dim, num_heads, ffn_expansion_factor, bias, layernorm_bias)
+            for _ in range(n_layers)])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """mask: (B, 1, h, w) at this level's resolution (not yet padded)."""
+        if mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"mask size {tuple(mask.shape[-2:])} does not match the features {tuple(x.shape[-2:])}")
+        attn = mask_attention_map(pad_to_multiple(mask.to(x.dtype)))
+        for blk in self.layer_stack:
+            x = blk(x, attn)
+        return x
+
+
+def _stack(n: int, dim: int, heads: int, ffn: float, bias: bool, ln_bias: bool) -> nn.Sequential:
+    return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln_bias) for _ in range(n)])
+
+
+@ENCODER_REGISTRY.register("ZMARRestormer")
+class ZMARRestormer(nn.Module):
+    """ZMAR-SNFlow's Restormer encoder (official `restormer_arch.Restormer` names; sizes from network_G.restormer).
+
+    ``forward(lq, aux)``: lq (B, 3, H, W) log low image, aux (B, 1, H, W) chromaticity mask
+    (``data.preprocess.chroma_mask(low01, 'unbalanced_is_one')``). Returns fea_up0/1/2 (with cat_f concatenated)
+    and cat_f.
+    """
+
+    aux_input = "zmar_mask"
+    pad_multiple = 8
+
+    def __init__(self, opt: dict):
+        super().__init__()
+        cfg = restormer_config(opt)
+        self.config = cfg
+        dim, nb, heads = cfg["dim"], cfg["num_blocks"], cfg["heads"]
+        ffn, bias = float(cfg["ffn_expansion_factor"]), cfg["bias"]
+        ln_bias = cfg["LayerNorm_type"] != "BiasFree"
+
+        self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], dim)
+        self.encoder_level1 = MaskedLevel(nb[0], dim, heads[0], ffn, bias, ln_bias)
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = MaskedLevel(nb[1], dim * 2, heads[1], ffn, bias, ln_bias)
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = MaskedLevel(nb[2], dim * 4, heads[2], ffn, bias, ln_bias)
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = _stack(nb[3], dim * 8, heads[3], ffn, bias, ln_bias)
+
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
+        self.decoder_level3 = _stack(nb[2], dim * 4, heads[2], ffn, bias, ln_bias)
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
+        self.decoder_level2 = _stack(nb[1], dim * 2, heads[1], ffn, bias, ln_bias)
+        self.up2_1 = Upsample(dim * 2)
+        self.decoder_level1 = _stack(nb[0], dim * 2, heads[0], ffn, bias, ln_bias)
+        self.refinement = _stack(cfg["num_refinement_blocks"], dim * 2, heads[0], ffn, bias, ln_bias)
+
+        # Unused in forward (official checkpoint entries): output conv, colour head, reduce_chan1.
+        self.output = nn.Conv2d(dim * 2, cfg["out_channels"], 3, padding=1, bias=bias)
+        self.fine_tune_color_map = nn.Sequential(
+            nn.Conv2d(3, 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1), nn.Sigmoid())
+        self.reduce_chan0 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
+        self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
+        self.reduce_chan2 = nn.Conv2d(dim * 2, dim * 4, 1, bias=bias)
+
+    @property
+    def out_channels(self) -> int:
+        """Conditioning width per flow level: 4*dim + 2*dim (288 at dim 48)."""
+        return 6 * self.config["dim"]
+
+    def forward(self, lq: torch.Tensor, aux: torch.Tensor | None = None) -> dict:
+        if aux is None:
+            raise ValueError("ZMARRestormer needs the chromaticity mask (aux_input 'zmar_mask'): "
+                             "data.preprocess.aux_input(low01, 'zmar_mask')")
+        b, _, h, w = lq.shape
+        if h % self.pad_multiple or w % self.pad_multiple:
+            raise ValueError(f"ZMARRestormer: input {h}x{w} must be a multiple of {self.pad_multiple} "
+                             f"(pad it first, e.g. with the test pipeline's reflect padding)")
+        if lq.shape[1] != self.config["inp_channels"]:
+            raise ValueError(f"ZMARRestormer expects a {self.config['inp_channels']}-channel input (the log low image), "
+                             f"got {lq.shape[1]} channels (concat_histeq must be false for this model)")
+        if aux.dim() != 4 or aux.shape[0] != b or aux.shape[1] != 1 or aux.shape[-2:] != lq.shape[-2:]:
+            raise ValueError(f"ZMARRestormer: mask must be (B, 1, H, W) = ({b}, 1, {h}, {w}), got {tuple(aux.shape)}")
+        mask = aux.to(lq.dtype)
+
+        enc1 = self.encoder_level1(self.patch_embed(lq), mask)          # level-1 mask: raw values, full size
+        enc2 = self.encoder_level2(self.down1_2(enc1), downmask(mask, 2))
+        enc3 = self.encoder_level3(self.down2_3(enc2), downmask(mask, 4))
+        latent = self.latent(self.down3_4(enc3))
+
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1))
+        cat_f = self.refinement(dec1)
+
+        feats = {"fea_up0": self.reduce_chan0(latent), "fea_up1": dec3, "fea_up2": self.reduce_chan2(dec2)}
+        out = with_cat_f(feats, cat_f)
+        out["cat_f"] = cat_f
+        return out

@@ -1,0 +1,324 @@
+"""GLTG-AFlow's "attention flow" (AFlow): the flow step with SAN and CSN, and the SCAN-based affine coupling.
+
+Per step (spec 2.3), forward:  ActNorm -> invertible 1x1 conv -> SAN -> CSN -> [AFlowCoupling]   (reverse: inverse
+order). With C channels, z1 = z[:, :C//2] and z2 = z[:, C//2:]:
+
+- SAN (spatial attention, module ``sp_att``): h = head(cat[z1, ft_proj(ft)]);
+  a = sigmoid(conv5x5(cat[max_c h, mean_c h]) + 2) + 1e-4 (one map, B x 1 x H x W); z2 <- z2 * a;
+  log-det += C2 * sum_hw log a.
+- CSN (row x column map, module ``csn``): h = head(cat[z1, ft_proj(ft)]); r = fc_row(mean_W h) (B, k, H);
+  c = fc_col(mean_H h) (B, k, W); A = sigmoid(r^T c + 2) + 1e-4 (B x 1 x H x W, a rank-k bilinear form);
+  z2 <- z2 * A; log-det += C2 * sum_hw log A.
+- AFlowCoupling: [t, s~] = NN_F(cat[z1, ft]) with the "cross" split; s = sigmoid(s~ + 2) + eps; z2 <- (z2 + t) * s.
+  NN_F = ActNormConv1x1 -> GELU -> ActNormConv1x1 -> GELU -> SCAN -> Conv2dZeros1x1 (``fAffine.model.{0,2,4,5}``).
+
+The official code is broken here (spec 0 fact 10, 9 GLTG 2-3); the design decisions of this implementation:
+
+1. Every layer the official ``FlowStep.forward`` built randomly *inside each call* (the 1x1 ft projection cast to fp16,
+   the two-conv ActNorm "head", fc1/fc2) is a registered, trained, saved submodule here, created once in
+   ``__init__``. The official code drew fresh random layers per call, so forward != reverse; here the step is exactly
+   invertible and its log-det is exact.
+2. What the heads see: only z1 (the half SAN/CSN/coupling never modify) and the conditioning ft. Since z1 passes
+   SAN, CSN and the coupling unchanged, the reverse pass recomputes the same maps from the same inputs.
+3. SAN and CSN each get their own ft projection and head (as in the official code, where each drew its own).
+   The head width is the coupling's ``hidden_channels`` (default 64 = the official hard-coded width); the CSN
+   bottleneck is width // 8 (official). ft projection width: C // 2 (official).
+4. The official invertible 1x1 conv also computed a random "self-attention" map and discarded it; that is omitted.
+5. SCAN's first gate pooled the mean and max over the *batch* (cross-sample leakage). Here each sample is its own
+   batch of one: mean and max of a single sample are the sample itself, so the gate is 2 * sigmoid(conv(x)). This
+   is exactly the official result at batch size 1 (every inference) and keeps samples independent in training.
+6. New (non-official) tensors: ``sp_att.ft_proj``, ``sp_att.head``, ``csn.*`` in every step. They are initialised
+   deterministically from a fixed torch generator (``AFLOW_HEAD_SEED``), independent of the global RNG, so one
+   official checkpoint (which lacks them) always gives one image. ``init_aflow_heads(module)`` re-draws them with a
+   distinct seed per step (call it once after building the flow); ``AFlowStep.optional_checkpoint_keys()`` and
+   :func:`aflow_head_parameter_names` list them for the checkpoint loader.
+7. Official-name modules kept but unused: ``affine.fFeatures`` (the conditional injector, never applied by the
+   official coupling) and ``affine.sp_att`` (a 7x7 spatial map); both load from checkpoints and never run.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
+from ..invconv import InvertibleConv1x1
+from ..ops import ActNorm2d, ActNormConv2d, affine_subnet, split_half, sum_chw
+from .llflow import affine_params, coupling_opts
+
+AFLOW_HEAD_SEED = 20241211   # fixed seed of the non-official head initialisation (GLTG-AFlow's release date)
+MAP_EPS = 1e-4               # official: sigmoid(x + 2) + 0.0001 for the SAN and CSN maps
+
+
+# ------------------------------------------------------------------------------------------------ shared pieces
+
+class BasicConv(nn.Module):
+    """Official ``BasicConv`` without ReLU: a bias-free conv named ``conv``."""
+
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_planes, out_planes, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def channel_pool(x: torch.Tensor) -> torch.Tensor:
+    """cat[max over channels, mean over channels] (official ``ChannelPool``)."""
+    return torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
+
+
+class SpatialMap(nn.Module):
+    """Official ``Spatialmap``: sigmoid(conv_k(cat[max_c x, mean_c x]) + 2) + 1e-4 (``spatial.conv.weight``)."""
+
+    def __init__(self, kernel_size: int):
+        super().__init__()
+        self.spatial = BasicConv(2, 1, kernel_size)
+
+    def forward(self, x):
+        return torch.sigmoid(self.spatial(channel_pool(x)) + 2.0) + MAP_EPS
+
+
+def _attention_head(in_ch: int, width: int) -> nn.Sequential:
+    """ActNormConv1x1 -> GELU -> ActNormConv1x1 -> GELU (the official per-call "head")."""
+    return nn.Sequential(ActNormConv2d(in_ch, width, 1), nn.GELU(), ActNormConv2d(width, width, 1), nn.GELU())
+
+
+def _kaiming_uniform_(w: torch.Tensor, g: torch.Generator):
+    """nn.Conv2d's default init (kaiming_uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))), seeded."""
+    fan_in = w.shape[1] * w[0, 0].numel()
+    bound = 1.0 / math.sqrt(fan_in)
+    w.copy_(torch.empty(w.shape, device="cpu").uniform_(-bound, bound, generator=g))
+
+
+def _normal_(w: torch.Tensor, std: float, g: torch.Generator):
+    w.copy_(torch.empty(w.shape, device="cpu").normal_(0.0, std, generator=g))
+
+
+@torch.no_grad()
+def _reset_head(head: nn.Sequential, g: torch.Generator):
+    for m in head:
+        if isinstance(m, ActNormConv2d):
+            _normal_(m.weight, 0.05, g)                      # official flow.Conv2d init, N(0, 0.05)
+            m.actnorm.bias.zero_()
+            m.actnorm.logs.zero_()
+            m.actnorm.inited = False
+
+
+class _HalfMap(nn.Module):
+    """A map a(z1, ft) > 0 (B x 1 x H x W) that scales z2; invertible with an exact log-det."""
+
+    def attention_map(self, z1: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, z, logdet, ft, reverse: bool = False):
+        z1, z2 = split_half(z)
+        a = self.attention_map(z1, ft)
+        dlogdet = z2.shape[1] * sum_chw(torch.log(a))
+        if not reverse:
+            return torch.cat([z1, z2 * a], 1), logdet + dlogdet
+        return torch.cat([z1, z2 / a], 1), logdet - dlogdet
+
+
+class SAN(_HalfMap):
+    """Spatial attention normalisation. Module name ``sp_att`` in a step; ``spatial.conv`` (5x5) is official."""
+
+    def __init__(self, in_channels: int, cond_channels: int, width: int = 64, kernel_size: int = 5):
+        super().__init__()
+        c1 = in_channels // 2
+        self.spatial = BasicConv(2, 1, kernel_size)
+        self.ft_proj = nn.Conv2d(cond_channels, c1, 1, bias=False)
+        self.head = _attention_head(2 * c1, width)
+
+    def attention_map(self, z1, ft):
+        h = self.head(torch.cat([z1, self.ft_proj(ft)], 1))
+        return torch.sigmoid(self.spatial(channel_pool(h)) + 2.0) + MAP_EPS
+
+    @torch.no_grad()
+    def reset_heads(self, g: torch.Generator):
+        _kaiming_uniform_(self.ft_proj.weight, g)
+        _reset_head(self.head, g)
+
+
+class CSN(_HalfMap):
+    """Row x column "self-attention" normalisation: A = sigmoid(fc_row(mean_W h)^T fc_col(mean_H h) + 2) + 1e-4."""
+
+    def __init__(self, in_channels: int, cond_channels: int, width: int = 64):
+        super().__init__()
+        c1 = in_channels // 2
+        red = max(1, width // 8)
+        self.ft_proj = nn.Conv2d(cond_channels, c1, 1, bias=False)
+        self.head = _attention_head(2 * c1, width)
+        self.fc_row = nn.Sequential(nn.Conv2d(width, red, 1, bias=False), nn.ReLU(),
+                                    nn.Conv2d(red, width, 1, bias=False))
+        self.fc_col = nn.Sequential(nn.Conv2d(width, red, 1, bias=False), nn.ReLU(),
+                                    nn.Conv2d(red, width, 1, bias=False))
+
+    def attention_map(self, z1, ft):
+        h = self.head(torch.cat([z1, self.ft_proj(ft)], 1))
+        rows = self.fc_row(h.mean(3, keepdim=True)).squeeze(3)     # (B, k, H)
+        cols = self.fc_col(h.mean(2, keepdim=True)).squeeze(2)     # (B, k, W)
+        a = rows.transpose(1, 2) @ cols                             # (B, H, W)
+        return (torch.sigmoid(a + 2.0) + MAP_EPS).unsqueeze(1)
+
+    @torch.no_grad()
+    def reset_heads(self, g: torch.Generator):
+        _kaiming_uniform_(self.ft_proj.weight, g)
+        _reset_head(self.head, g)
+        for fc in (self.fc_row, self.fc_col):
+            _kaiming_uniform_(fc[0].weight, g)
+            _kaiming_uniform_(fc[2].weight, g)
+
+
+# ------------------------------------------------------------------------------------------------ SCAN / NN_F
+
+class GateConv(nn.Module):
+    """Official ``ChannelGate_conv_wh``: x * (sigmoid(conv(pool_a x)) + sigmoid(conv(pool_b x))), conv shared.
+
+    ``conv`` = Conv1x1 C->2C -> depthwise 3x3 -> Conv1x1 2C->C, all with bias. ``pools``:
+    'self' (SCAN gate 1, per-sample replacement of the official batch pooling: both pools are the sample itself),
+    'hmean_wmax' (gate 2: mean over H, max over W), 'hmax_wmean' (gate 3: max over H, mean over W).
+    """
+
+    def __init__(self, channels: int, pools: str):
+        super().__init__()
+        self.pools = pools
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, channels * 2, 1, bias=True),
+            nn.Conv2d(channels * 2, channels * 2, 3, padding=1, groups=channels * 2, bias=True),
+            nn.Conv2d(channels * 2, channels, 1, bias=True))
+
+    def forward(self, x):
+        if self.pools == "self":
+            return x * (2.0 * torch.sigmoid(self.conv(x)))
+        if self.pools == "hmean_wmax":
+            a, b = x.mean(2, keepdim=True), x.amax(3, keepdim=True)
+        else:
+            a, b = x.amax(2, keepdim=True), x.mean(3, keepdim=True)
+        return x * (torch.sigmoid(self.conv(a)) + torch.sigmoid(self.conv(b)))
+
+
+class SCAN(nn.Module):
+    """SCAN(x) = G3(G2(G1(x))) + x (``ChannelGate_wh0``, ``ChannelGate_wh``, ``ChannelGate_wh1``)."""
+
+    def __init__(self, gate_channels: int):
+        super().__init__()
+        self.ChannelGate_wh0 = GateConv(gate_channels, "self")
+        self.ChannelGate_wh = GateConv(gate_channels, "hmean_wmax")
+        self.ChannelGate_wh1 = GateConv(gate_channels, "hmax_wmean")
+
+    def forward(self, x):
+        return self.ChannelGate_wh1(self.ChannelGate_wh(self.ChannelGate_wh0(x))) + x
+
+
+class NN_F(nn.Module):  # noqa: N801 (official name)
+    """Coupling subnet ``model`` = ActNormConv1x1 -> GELU -> ActNormConv1x1 -> GELU -> SCAN -> Conv2dZeros1x1."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int):
+        super().__init__()
+        self.model = affine_subnet(in_channels, out_channels, hidden, k_first=1, k_hidden=1, k_last=1, act=nn.GELU,
+                                   extra=SCAN(hidden))
+
+    def forward(self, x):
+        return self.model(x)
+
+
+@COUPLING_REGISTRY.register("AFlowCoupling")
+class AFlowCoupling(nn.Module):
+    """Self-conditional affine coupling z2 <- (z2 + t) * s, [t, s~] = NN_F(cat[z1, ft]) (official GLTG coupling).
+
+    ``fFeatures`` and ``sp_att`` exist only so official checkpoints load; they never run.
+    """
+
+    def __init__(self, in_channels: int, cond_channels: int, opt: dict):
+        super().__init__()
+        hidden, self.eps = coupling_opts(opt)
+        c1 = in_channels // 2
+        c2 = in_channels - c1
+        self.sp_att = SpatialMap(7)                                                # official, unused
+        self.fAffine = NN_F(c1 + cond_channels, 2 * c2, hidden)
+        self.fFeatures = NN_F(cond_channels, 2 * in_channels, hidden)               # official, unused
+
+    def forward(self, z, logdet, ft, reverse: bool = False):
+        z1, z2 = split_half(z)
+        shift, scale = affine_params(self.fAffine(torch.cat([z1, ft], 1)), self.eps)
+        dlogdet = sum_chw(torch.log(scale))
+        if not reverse:
+            return torch.cat([z1, (z2 + shift) * scale], 1), logdet + dlogdet
+        return torch.cat([z1, z2 / scale - shift], 1), logdet - dlogdet
+
+
+# ------------------------------------------------------------------------------------------------ step
+
+def _step_seed(in_channels: int, cond_channels: int, has_coupling: bool) -> int:
+    """Constructor seed of a step's heads: fixed, from the step's shape only (see init_aflow_heads)."""
+    return AFLOW_HEAD_SEED + 1_000_003 * in_channels + 1009 * cond_channels + int(has_coupling)
+
+
+@FLOW_STEP_REGISTRY.register("AFlowStep")
+class AFlowStep(nn.Module):
+    """ActNorm -> invconv -> SAN (``sp_att``) -> CSN (``csn``) -> optional coupling (``affine``)."""
+
+    def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
+        super().__init__()
+        if in_channels % 2:
+            raise ValueError(f"AFlowStep needs an even channel count, got {in_channels}")
+        width, _ = coupling_opts(opt)
+        self.actnorm = ActNorm2d(in_channels)
+        self.invconv = InvertibleConv1x1(in_channels, rng)
+        self.sp_att = SAN(in_channels, cond_channels, width)
+        self.csn = CSN(in_channels, cond_channels, width)
+        self.affine = COUPLING_REGISTRY.get(coupling)(in_channels, cond_channels, opt) if coupling else None
+        self.reset_heads(torch.Generator().manual_seed(_step_seed(in_channels, cond_channels, coupling is not None)))
+
+    @torch.no_grad()
+    def reset_heads(self, g: torch.Generator):
+        """(Re)draw the non-official head tensors from generator g (deterministic)."""
+        self.sp_att.reset_heads(g)
+        self.csn.reset_heads(g)
+
+    def optional_checkpoint_keys(self) -> list[str]:
+        """State-dict keys (relative to this step) that official checkpoints lack: the SAN/CSN heads."""
+        keys = [f"sp_att.{k}" for k in self.sp_att.state_dict() if not k.startswith("spatial.")]
+        return keys + [f"csn.{k}" for k in self.csn.state_dict()]
+
+    def forward(self, z, logdet, ft=None, reverse: bool = False):
+        if not reverse:
+            z, logdet = self.actnorm(z, logdet)
+            z, logdet = self.invconv(z, logdet)
+            z, logdet = self.sp_att(z, logdet, ft)
+            z, logdet = self.csn(z, logdet, ft)
+            if self.affine is not None:
+                z, logdet = self.affine(z, logdet, ft)
+            return z, logdet
+        if self.affine is not None:
+            z, logdet = self.affine(z, logdet, ft, reverse=True)
+        z, logdet = self.csn(z, logdet, ft, reverse=True)
+        z, logdet = self.sp_att(z, logdet, ft, reverse=True)
+        z, logdet = self.invconv(z, logdet, reverse=True)
+        z, logdet = self.actnorm(z, logdet, reverse=True)
+        return z, logdet
+
+
+def aflow_head_parameter_names(module: nn.Module, prefix: str = "") -> list[str]:
+    """Full state-dict names of every non-official AFlow head tensor under ``module`` (for loader messages)."""
+    names = []
+    for name, m in module.named_modules():
+        if isinstance(m, AFlowStep):
+            base = f"{prefix}{name}." if name else prefix
+            names += [base + k for k in m.optional_checkpoint_keys()]
+    return names
+
+
+@torch.no_grad()
+def init_aflow_heads(module: nn.Module, seed: int = AFLOW_HEAD_SEED) -> int:
+    """Re-draw every AFlowStep's heads under ``module`` with a distinct, fixed seed per step (in module order).
+
+    Deterministic: the same architecture always gets the same head tensors. Returns the number of steps.
+    """
+    steps = [m for m in module.modules() if isinstance(m, AFlowStep)]
+    for i, step in enumerate(steps):
+        step.reset_heads(torch.Generator().manual_seed(seed + 7919 * (i + 1)))
+    return len(steps)

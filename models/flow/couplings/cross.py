@@ -1,0 +1,143 @@
+"""UPT-Flow's cross coupling (spec §4.4): injector, affine z2 <- z1, injector, affine z1 <- z2, with CBAM subnets.
+
+Official state-dict names: `fAffine_1`, `fAffine_2`, `fFeatures_1`, `fFeatures_2`, each `.model.<i>` with
+0 = ActNormConv 1x1, 2 = ActNormConv 3x3, 4 = CBAM (`ChannelGate.mlp.{1,3}`, `SpatialGate.spatial.conv`),
+5 = Conv2dZeros 1x1.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from utils.registry import COUPLING_REGISTRY
+from ..ops import affine_subnet, split_half, sum_chw
+from .llflow import affine_params, coupling_opts
+
+UPT_DEFAULT_EPS = 3e-4
+
+
+class ChannelGate(nn.Module):
+    """x * sigmoid(MLP(avgpool x) + MLP(maxpool x)); MLP = C -> C/r -> C with ReLU (`mlp.1`, `mlp.3`)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        mid = channels // reduction
+        if mid < 1:
+            raise ValueError(f"CBAM channel gate: {channels} channels with reduction {reduction} leaves no hidden "
+                             f"unit; use flow.CondAffineSeparatedAndCond.hidden_channels >= {reduction}")
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, mid), nn.ReLU(), nn.Linear(mid, channels))
+
+    def forward(self, x):
+        b = x.shape[0]
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], 0)   # both pools through the MLP at once
+        att = self.mlp(pooled)
+        return x * torch.sigmoid(att[:b] + att[b:])[:, :, None, None]
+
+
+class SpatialGate(nn.Module):
+    """x * sigmoid(conv7x7([max_c x, mean_c x])) (`spatial.conv`, no bias)."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.spatial = nn.ModuleDict({"conv": nn.Conv2d(2, 1, kernel_size, padding=(kernel_size - 1) // 2,
+                                                        bias=False)})
+
+    def forward(self, x):
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], 1)
+        return x * torch.sigmoid(self.spatial["conv"](pooled))
+
+
+class CBAM(nn.Module):
+    """Channel gate then spatial gate, with a residual: out = gated(x) + x."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.ChannelGate = ChannelGate(channels, reduction)
+        self.SpatialGate = SpatialGate()
+
+    def forward(self, x):
+        return self.SpatialGate(self.ChannelGate(x)) + x
+
+
+class CBAMSubnet(nn.Module):
+    """UPT's NN_F: ActNormConv 1x1 -> ReLU -> ActNormConv 3x3 -> ReLU -> CBAM -> Conv2dZeros 1x1 (as `model`)."""
+
+    def __init__(self, in_ch: int, out_ch: int, hidden: int):
+        super().__init__()
+        self.model = affine_subnet(in_ch, out_ch, hidden, k_first=1, k_hidden=3, k_last=1, act=nn.ReLU,
+                                   extra=CBAM(hidden))
+
+    def forward(self, x):
+        return self.model(x)
+
+
+@COUPLING_REGISTRY.register("CrossCoupling")
+class CrossCoupling(nn.Module):
+    """Four affine stages, all scales sigmoid(. + 2) + eps (eps from `flow.CondAffineSeparatedAndCond.eps`,
+    default 3e-4):
+
+    1. z  <- (z  + t_f1) * s_f1,  [t_f1, s_f1] = fFeatures_1(ft)
+    2. z2 <- (z2 + t_1)  * s_1,   [t_1, s_1]   = fAffine_1([z1, ft])
+    3. z  <- (z  + t_f2) * s_f2,  [t_f2, s_f2] = fFeatures_2(ft)
+    4. z1 <- (z1 + t_2)  * s_2,   [t_2, s_2]   = fAffine_2([z2, ft])   (the cross step)
+
+    log-det = sum of log of all four scales; reverse applies the exact inverses in reverse order.
+    """
+
+    def __init__(self, in_channels: int, cond_channels: int, opt: dict):
+        super().__init__()
+        hidden, self.eps = coupling_opts(opt, default_hidden=64, default_eps=UPT_DEFAULT_EPS)
+        c1 = in_channels // 2
+        c2 = in_channels - c1
+        self.in_channels = in_channels
+        self.fAffine_1 = CBAMSubnet(c1 + cond_channels, 2 * c2, hidden)
+        self.fAffine_2 = CBAMSubnet(c2 + cond_channels, 2 * c1, hidden)
+        self.fFeatures_1 = CBAMSubnet(cond_channels, 2 * in_channels, hidden)
+        self.fFeatures_2 = CBAMSubnet(cond_channels, 2 * in_channels, hidden)
+
+    def _feat(self, net, ft):
+        return affine_params(net(ft), self.eps)
+
+    def _aff(self, net, z_cond, ft):
+        return affine_params(net(torch.cat([z_cond, ft], 1)), self.eps)
+
+    def forward(self, z, logdet, ft, reverse: bool = False):
+        if z.shape[1] != self.in_channels:
+            raise ValueError(f"CrossCoupling built for {self.in_channels} channels, got {z.shape[1]}")
+        if not reverse:
+            t, s = self._feat(self.fFeatures_1, ft)
+            z = (z + t) * s
+            logdet = logdet + sum_chw(torch.log(s))
+            z1, z2 = split_half(z)
+            t, s = self._aff(self.fAffine_1, z1, ft)
+            z2 = (z2 + t) * s
+            logdet = logdet + sum_chw(torch.log(s))
+            z = torch.cat([z1, z2], 1)
+            t, s = self._feat(self.fFeatures_2, ft)
+            z = (z + t) * s
+            logdet = logdet + sum_chw(torch.log(s))
+            z1, z2 = split_half(z)
+            t, s = self._aff(self.fAffine_2, z2, ft)
+            z1 = (z1 + t) * s
+            logdet = logdet + sum_chw(torch.log(s))
+            return torch.cat([z1, z2], 1), logdet
+
+        z1, z2 = split_half(z)
+        t, s = self._aff(self.fAffine_2, z2, ft)
+        z1 = z1 / s - t
+        logdet = logdet - sum_chw(torch.log(s))
+        z = torch.cat([z1, z2], 1)
+        t, s = self._feat(self.fFeatures_2, ft)
+        z = z / s - t
+        logdet = logdet - sum_chw(torch.log(s))
+        z1, z2 = split_half(z)
+        t, s = self._aff(self.fAffine_1, z1, ft)
+        z2 = z2 / s - t
+        # The official reverse subtracts sum(log s_2) here (a copy-paste slip); the inverse of stage 2 removes
+        # sum(log s_1). Only the reported log-det changes; the reconstructed z is the same.
+        logdet = logdet - sum_chw(torch.log(s))
+        z = torch.cat([z1, z2], 1)
+        t, s = self._feat(self.fFeatures_1, ft)
+        z = z / s - t
+        logdet = logdet - sum_chw(torch.log(s))
+        return z, logdet

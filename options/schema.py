@@ -1,0 +1,73 @@
+"""Every option key the framework knows, with its default (None = no default). The single place defaults live.
+
+Keys of the official LLFlow, GLTG-AFlow, ZMAR-SNFlow and UPT-Flow YAMLs are all listed (several are inert in the
+official code and kept only so those files load unchanged; see README "Configuration"). Sections are nested dicts;
+`PHASE` is the schema of every `datasets.<phase>` entry.
+"""
+from __future__ import annotations
+
+FREE = object()  # a dict whose keys are not checked (e.g. the zero_map spec is validated by the data package)
+
+RESTORMER = {"dim": None, "num_blocks": None, "num_refinement_blocks": None, "heads": None,
+             "ffn_expansion_factor": None, "bias": None, "LayerNorm_type": None, "inp_channels": None,
+             "out_channels": None, "official_compat": None}
+MSFORMER = {"dim": None, "num_refinement_blocks": None, "heads": None, "depths": None, "num_heads": None,
+            "win_size": None, "token_projection": None, "token_mlp": None, "shift_flag": None, "drop_path_rate": None,
+            "ffn_expansion_factor": None, "bias": None, "LayerNorm_type": None, "inp_channels": None,
+            "out_channels": None, "mlp_ratio": None}
+
+FLOW = {
+    "K": None, "L": 3, "hidden_channels": None, "conditionInFeaDim": None, "noInitialInj": None,
+    "coupling": "CondAffineSeparatedAndCond", "additionalFlowNoAffine": 2, "split": {"enable": False},
+    "fea_up0": None, "stackRRDB": {"blocks": None, "concat": True},
+    "CondAffineSeparatedAndCond": {"hidden_channels": None, "eps": None},
+    "flow_permutation": None, "norm": None, "condAff": None, "levelConditional": None,
+    "augmentation": {"noiseQuant": None},
+}
+
+NETWORK_G = {
+    "which_model_G": "LLFlow", "variant": None, "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 24, "gc": 32,
+    "train_RRDB": None, "train_RRDB_delay": None, "scale": 1, "flow": FLOW,
+    "restormer": RESTORMER, "msformer": MSFORMER,
+}
+
+PHASE = {
+    "name": None, "dataset": None, "mode": None, "root": None, "dataroot_LQ": None, "dataroot_GT": None,
+    "quant": 32, "use_shuffle": None, "n_workers": 0, "batch_size": 1, "use_flip": False, "use_rot": False,
+    "color": None, "use_crop": False, "GT_size": None, "center_crop_hr_size": None, "noise_prob": 0,
+    "noise_level": 0, "log_low": None, "gamma_aug": False, "n_max": None, "scale": None, "phase": None,
+    # ours
+    "subset": None, "cache": False, "zero_map": FREE, "resize_to": None, "test_split": None, "split_file": None,
+    "holdout": None, "holdout_from": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
+    "seed": None, "repeat": None, "indoor_outdoor": None, "train_split": None,
+}
+
+PATH = {"root": None, "pretrain_model_G": None, "load_submodule": None, "strict_load": True, "resume_state": None,
+        "experiments_root": "experiments", "results_root": "results"}
+
+TRAIN = {
+    "manual_seed": 10, "lr_G": 5e-4, "weight_decay_G": 0.0, "beta1": 0.9, "beta2": 0.99, "lr_scheme": "MultiStepLR",
+    "warmup_iter": -1, "lr_steps_rel": None, "lr_steps": None, "lr_gamma": 0.5, "weight_l1": 0, "weight_fl": 1,
+    "flow_warm_up_iter": None, "niter": None, "val_freq": None, "lr_RRDB": None, "restarts": None,
+    "restart_weights": None, "clear_state": None, "T_period_rel": None, "eta_min": None, "lr_steps_inverse_rel": None,
+    # ours
+    "use_amp": False, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+}
+
+VAL = {"heats": None, "n_sample": None, "heat": 0.0, "ssim": "skimage_rgb", "psnr": "uint8", "save_images": True,
+       "max_images": None}
+TEST = {"heats": None, "heat": None}
+LOGGER = {"print_freq": 100, "save_checkpoint_freq": 1000, "keep_checkpoints": 2}
+INFERENCE = {"tile": None, "tile_overlap": 32, "device": "auto", "amp": False, "pad_mode": "reflect"}
+
+TOP = {
+    "name": "experiment", "use_tb_logger": True, "model": "LLFlow", "distortion": None, "scale": 1, "gpu_ids": None,
+    "dataset": None, "optimize_all_z": None, "cond_encoder": "ConEncoder1", "train_gt_ratio": 0.2,
+    "avg_color_map": False, "concat_histeq": False, "histeq_as_input": False, "concat_color_map": False,
+    "gray_map": False, "align_condition_feature": False, "align_weight": None, "align_maxpool": None,
+    "to_yuv": False, "encode_color_map": False, "le_curve": False, "sigmoid_output": False, "pad_factor": None,
+    "dataroot_unpaired": None, "dataroot_GT": None, "dataroot_LR": None, "dataroot_test": None,
+    "dataroot_zeromaps": None, "model_path": None, "heat": 0.0, "is_train": None, "dist": None,
+    "datasets": {"*": PHASE}, "network_G": NETWORK_G, "path": PATH, "train": TRAIN, "val": VAL, "test": TEST,
+    "logger": LOGGER, "inference": INFERENCE,
+}

@@ -1,0 +1,23 @@
+"""Entry-point wrapper: expected user errors become one line on stderr and exit code 2, not a traceback."""
+from __future__ import annotations
+
+import sys
+
+from data.image_io import ImageError
+from models.checkpoint import CheckpointError
+from options.options import OptionError
+
+USER_ERRORS = (OptionError, ImageError, CheckpointError, KeyError, FileNotFoundError, NotImplementedError)
+
+
+def run_cli(main, argv=None):
+    """Call main(argv); print `error: <message>` for user errors (set LLFLOW_DEBUG=1 for the traceback)."""
+    import os
+    try:
+        return main(argv)
+    except USER_ERRORS as e:
+        if os.environ.get("LLFLOW_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)

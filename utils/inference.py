@@ -1,0 +1,145 @@
+"""Inference plumbing in one place: device choice, padding to what the model needs, tiling, and the enhance call.
+
+Images are padded (reflect, bottom/right) to the model's multiple *before* preprocessing, so histogram equalisation
+and auxiliary maps see exactly the pixels the network sees; the output is cropped back to the input size.
+Tiled inference runs overlapping tiles of the already-preprocessed input and blends them with linear ramps; models
+with global attention (the Restormer family) see less context per tile, so tiling trades exactness for memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data import preprocess
+
+
+def pick_device(name: str | None = "auto") -> torch.device:
+    """'auto' -> CUDA if available, else CPU; otherwise the named device."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pad_amount(size: int, multiple: int) -> int:
+    return (-size) % multiple
+
+
+def pad_image(img: np.ndarray, multiple: int, mode: str = "reflect") -> np.ndarray:
+    """Pad an HxWxC array at the bottom/right to a multiple (reflect without edge repeat; edge if too small)."""
+    ph, pw = pad_amount(img.shape[0], multiple), pad_amount(img.shape[1], multiple)
+    if not ph and not pw:
+        return img
+    if mode == "reflect" and (ph >= img.shape[0] or pw >= img.shape[1]):
+        mode = "edge"  # reflect needs the pad to be smaller than the image
+    widths = ((0, ph), (0, pw)) + ((0, 0),) * (img.ndim - 2)
+    return np.pad(img, widths, mode=mode)
+
+
+def _ramp(n: int, overlap: int, at_start: bool, at_end: bool, device) -> torch.Tensor:
+    w = torch.ones(n, device=device)
+    if overlap > 0:
+        r = torch.linspace(0, 1, overlap + 2, device=device)[1:-1]
+        if not at_start:
+            w[:overlap] = r
+        if not at_end:
+            w[-overlap:] = r.flip(0)
+    return w
+
+
+def _tile_starts(size: int, tile: int, step: int):
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, step)) + [size - tile]
+    return sorted(set(starts))
+
+
+class Enhancer:
+    """Runs a generator on uint8 RGB images: pad -> preprocess -> (tiled) reverse pass -> crop.
+
+    `opt` is the resolved options dict (its `inference` section gives tile/overlap/device/amp defaults).
+    """
+
+    def __init__(self, model, opt: dict, device=None, tile: int | None = None, overlap: int | None = None,
+                 amp: bool | None = None):
+        inf = opt.get("inference") or {}
+        self.opt = opt
+        self.device = pick_device(device or inf.get("device"))
+        self.model = model.to(self.device).eval()
+        self.multiple = int(model.pad_multiple)
+        tile = tile if tile is not None else inf.get("tile")
+        self.tile = None if not tile else int(math.ceil(int(tile) / self.multiple) * self.multiple)
+        ov = overlap if overlap is not None else inf.get("tile_overlap", 32)
+        self.overlap = int(math.ceil(int(ov) / self.multiple) * self.multiple) if ov else 0
+        self.amp = bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda"
+        self.pad_mode = inf.get("pad_mode") or "reflect"
+        phase = next(iter((opt.get("datasets") or {}).values()), {}) or {}
+        self.prep_opt = {"log_low": phase.get("log_low"), "concat_histeq": opt.get("concat_histeq"),
+                         "histeq_as_input": opt.get("histeq_as_input")}
+
+    def prepare(self, low: np.ndarray, aux_mask: np.ndarray | None = None):
+        """uint8 HxWx3 -> (lq, aux) tensors (1xCxHpxWp) on the CPU, padded to the model multiple."""
+        low_p = pad_image(low, self.multiple, self.pad_mode)
+        low01 = torch.from_numpy(np.ascontiguousarray(low_p)).permute(2, 0, 1).float().div_(255.0)
+        his01 = None
+        if self.prep_opt["concat_histeq"] or self.prep_opt["histeq_as_input"]:
+            his01 = torch.from_numpy(preprocess.histeq(low_p)).permute(2, 0, 1).float().div_(255.0)
+        lq = preprocess.build_lq(low01, his01, self.prep_opt).unsqueeze(0)
+        aux = None
+        kind = self.model.aux_input
+        if kind is not None:
+            zm = None
+            if aux_mask is not None:
+                zm = torch.from_numpy(np.ascontiguousarray(pad_image(aux_mask, self.multiple, self.pad_mode)))
+            aux = preprocess.aux_input(low01, kind, zero_map=zm).unsqueeze(0)
+        return lq, aux
+
+    def _run(self, lq, aux, heat, generator=None):
+        lq = lq.to(self.device, non_blocking=True)
+        aux = aux.to(self.device, non_blocking=True) if aux is not None else None
+        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        with ctx:
+            out = self.model.reverse(lq, aux, heat=heat)
+        return out.float()
+
+    @torch.inference_mode()
+    def enhance_tensor(self, lq, aux=None, heat: float = 0.0) -> torch.Tensor:
+        """Reverse pass on padded tensors, tiled if configured; returns a CPU float tensor 1x3xHpxWp (unclamped)."""
+        _, _, h, w = lq.shape
+        if not self.tile or (h <= self.tile and w <= self.tile):
+            return self._run(lq, aux, heat).cpu()
+        out = torch.zeros(1, 3, h, w)
+        wsum = torch.zeros(1, 1, h, w)
+        th, tw = min(self.tile, h), min(self.tile, w)
+        step_h = max(self.multiple, th - self.overlap)
+        step_w = max(self.multiple, tw - self.overlap)
+        ys, xs = _tile_starts(h, th, step_h), _tile_starts(w, tw, step_w)
+        for y in ys:
+            for x in xs:
+                sl = (slice(None), slice(None), slice(y, y + th), slice(x, x + tw))
+                res = self._run(lq[sl], None if aux is None else aux[sl], heat).cpu()
+                wy = _ramp(th, min(self.overlap, th), y == 0, y + th >= h, "cpu")
+                wx = _ramp(tw, min(self.overlap, tw), x == 0, x + tw >= w, "cpu")
+                wt = (wy[:, None] * wx[None, :])[None, None]
+                out[sl] += res * wt
+                wsum[sl] += wt
+                del res
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        return out / wsum
+
+    def __call__(self, low: np.ndarray, heat: float = 0.0, aux_mask: np.ndarray | None = None) -> np.ndarray:
+        """Enhance one uint8 RGB image; returns float32 HxWx3 (raw network output, not clamped)."""
+        h, w = low.shape[:2]
+        lq, aux = self.prepare(low, aux_mask)
+        out = self.enhance_tensor(lq, aux, heat)
+        return out[0, :, :h, :w].permute(1, 2, 0).numpy()
+
+
+def to_uint8(img: np.ndarray, rounding: str = "round") -> np.ndarray:
+    """Clamp a float [0,1] image and quantise ('round', or 'truncate' as the official test scripts do)."""
+    x = np.clip(img, 0.0, 1.0) * 255.0
+    return (np.rint(x) if rounding == "round" else np.floor(x)).astype(np.uint8)

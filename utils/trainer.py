@@ -1,0 +1,321 @@
+"""The training loop behind train.py: run folder, data, resume, validation, checkpoints, TensorBoard, tqdm."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from natsort import natsorted
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from data.image_io import write_rgb
+from data.loader import create_dataset
+from data.sampler import EpochSampler
+from models.checkpoint import atomic_save, load_weights, read_state_dict, save_generator
+from models.flow_model import FlowModel
+from options.options import OptionError, dump_options
+from utils import metrics
+from utils.inference import to_uint8
+from utils.logging_setup import setup_cli_logging
+
+log = logging.getLogger("lowlight_flow")
+
+
+# -- distributed ---------------------------------------------------------------------------------------------------
+def init_distributed(launcher: str):
+    """(rank, world_size, device). `pytorch` = torchrun environment; NCCL on CUDA, gloo on CPU."""
+    if launcher == "none":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, dev
+    import torch.distributed as dist
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+        dist.init_process_group("nccl")
+    else:
+        dev = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return rank, world, dev
+
+
+def barrier(world):
+    if world > 1:
+        torch.distributed.barrier()
+
+
+# -- run folder ----------------------------------------------------------------------------------------------------
+class RunDir:
+    """experiments/<name>/{models, training_states, val_images, tb} plus config.yml, cmd.txt and train.log."""
+
+    def __init__(self, opt):
+        self.root = Path(opt["path"]["experiments_root"]) / opt["name"]
+        self.models = self.root / "models"
+        self.states = self.root / "training_states"
+        self.val_images = self.root / "val_images"
+        self.tb = self.root / "tb"
+
+    def newest_state(self):
+        if not self.states.is_dir():
+            return None
+        files = natsorted(self.states.glob("*.state"))
+        # A state is usable only with its weights next to it (weights are written first).
+        files = [f for f in files if (self.models / f"{f.stem}_G.pth").is_file()]
+        return files[-1] if files else None
+
+    def archive(self):
+        """Never delete an earlier run: move it aside with a timestamp."""
+        if self.root.exists() and any(self.root.iterdir()):
+            dst = self.root.with_name(f"{self.root.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+            self.root.rename(dst)
+            return dst
+        return None
+
+    def make(self):
+        for d in (self.models, self.states, self.val_images):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+def build_datasets(opt, aux_kind):
+    """Train set and a validation set that is not the test set.
+
+    `datasets.val.holdout: N` takes the last N training pairs (in listing order, without augmentation) as the
+    validation split and removes them from training; otherwise `datasets.val` is built as configured.
+    """
+    dsets = opt["datasets"]
+    if "train" not in dsets:
+        raise OptionError("option 'datasets.train' is required for training")
+    topt = dict(dsets["train"], aux_input=aux_kind)
+    train = create_dataset(topt, "train")
+    val = None
+    vopt = dsets.get("val")
+    if vopt is not None:
+        n = vopt.get("holdout")
+        if n:
+            n = int(n)
+            if n >= len(train):
+                raise OptionError(f"datasets.val.holdout={n} leaves no training data ({len(train)} pairs)")
+            vbase = dict(topt, use_crop=False, use_flip=False, use_rot=False, noise_prob=0, gamma_aug=False,
+                         cache=False, zero_map=vopt.get("zero_map", topt.get("zero_map")))
+            # Listed as the training split, read without augmentation.
+            full_val = create_dataset(vbase, "train")
+            full_val.train = False
+            idx = list(range(len(train)))
+            val = Subset(full_val, idx[-n:])
+            train = Subset(train, idx[:-n])
+        else:
+            val = create_dataset(dict(vopt, aux_input=aux_kind), "val")
+    return train, val
+
+
+def _base(ds):
+    return ds.dataset if isinstance(ds, Subset) else ds
+
+
+# -- validation ----------------------------------------------------------------------------------------------------
+def pad_tensor(x, multiple, mode="reflect"):
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not ph and not pw:
+        return x
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+@torch.inference_mode()
+def validate(model: FlowModel, loader, opt, step, run: RunDir, writer=None) -> dict:
+    """PSNR/SSIM on the validation split, without and with the (LLFlow) GT-mean correction."""
+    net = model.net
+    net.eval()
+    vopt = opt["val"]
+    heat = float(vopt.get("heat") or 0.0)
+    plain = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="none", quantisation="round")
+    gtm = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="llflow", quantisation="round")
+    agg_p, agg_g = metrics.MetricAggregator(plain), metrics.MetricAggregator(gtm)
+    max_images = vopt.get("max_images")
+    for i, batch in enumerate(loader):
+        if max_images and i >= int(max_images):
+            break
+        lq = batch["LQ"].to(model.device)
+        aux = batch.get("AUX")
+        h, w = lq.shape[-2:]
+        lq_p = pad_tensor(lq, net.pad_multiple)
+        aux_p = pad_tensor(aux.to(model.device), net.pad_multiple) if aux is not None else None
+        out = net.reverse(lq_p, aux_p, heat=heat)[0, :, :h, :w].float().permute(1, 2, 0).cpu().numpy()
+        gt = to_uint8(batch["GT"][0].permute(1, 2, 0).numpy(), "round")
+        name = batch["name"][0]
+        agg_p.add(name, metrics.evaluate_pair(out, gt, plain))
+        agg_g.add(name, metrics.evaluate_pair(out, gt, gtm))
+        if vopt.get("save_images", True) and i < 4:
+            write_rgb(run.val_images / str(step) / f"{name}.png",
+                      np.concatenate([to_uint8(np.exp(batch["LQ"][0, :3].permute(1, 2, 0).numpy()) - 1e-3
+                                               if opt["datasets"]["train"].get("log_low") else
+                                               batch["LQ"][0, :3].permute(1, 2, 0).numpy()),
+                                      to_uint8(out), gt], axis=1))
+    mp, mg = agg_p.means(), agg_g.means()
+    res = {"psnr": mp["psnr"], "ssim": mp["ssim"], "psnr_gtmean": mg["psnr"], "ssim_gtmean": mg["ssim"],
+           "count": agg_p.count, "protocol": plain.describe(), "protocol_gtmean": gtm.describe()}
+    log.info("val @%d: PSNR %.3f SSIM %.4f | with GT-mean: PSNR %.3f SSIM %.4f (n=%d; %s)", step, res["psnr"],
+             res["ssim"], res["psnr_gtmean"], res["ssim_gtmean"], res["count"], plain.describe())
+    if writer is not None:
+        for k in ("psnr", "ssim", "psnr_gtmean", "ssim_gtmean"):
+            writer.add_scalar(f"val/{k}", res[k], step)
+    return res
+
+
+# -- main loop -----------------------------------------------------------------------------------------------------
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) -> dict:
+    """Train until `train.niter`; returns the last validation result (rank 0) or {}."""
+    rank, world, device = init_distributed(launcher)
+    run = RunDir(opt)
+    want_resume = resume or opt["path"].get("resume_state") not in (None, "", False)
+    state_file = None
+    if want_resume:
+        rs = opt["path"].get("resume_state")
+        state_file = Path(rs) if rs and rs != "auto" and Path(rs).is_file() else run.newest_state()
+    if rank == 0:
+        if state_file is None:
+            archived = run.archive()
+        run.make()
+    barrier(world)
+    setup_cli_logging(run.root / "train.log", rank=rank)
+    if rank == 0 and state_file is None and archived:
+        log.info("earlier run moved to %s", archived)
+    if rank == 0:
+        dump_options(opt, run.root / "config.yml")
+        if opt.get("opt_path"):
+            shutil.copy(opt["opt_path"], run.root / "config_original.yml")
+        with open(run.root / "cmd.txt", "a") as f:
+            f.write(" ".join([sys.executable] + list(argv if argv is not None else sys.argv)) + "\n")
+
+    tr = opt["train"]
+    seed = int(tr.get("manual_seed") or 0)
+    seed_everything(seed + rank)
+    model = FlowModel(opt, device, rank, world)
+    train_set, val_set = build_datasets(opt, model.net.aux_input)
+    niter = tr.get("niter")
+    if not niter:
+        raise OptionError("option 'train.niter' is required for training")
+    topt = opt["datasets"]["train"]
+    batch = int(topt.get("batch_size") or 1)
+    sampler = EpochSampler(len(train_set), seed, shuffle=True, rank=rank, world_size=world)
+    if sampler.per_rank < batch:
+        raise OptionError(f"train set has {len(train_set)} pairs, fewer than one batch of {batch} per process")
+    loader = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True,
+                        num_workers=int(topt.get("n_workers") or 0), persistent_workers=False)
+    val_loader = DataLoader(val_set, batch_size=1, shuffle=False) if (val_set is not None and rank == 0) else None
+
+    step, epoch, done_in_epoch = 0, 0, 0
+    if state_file is not None:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        weights = run.models / f"{state_file.stem}_G.pth"
+        load_weights(model.net, read_state_dict(weights), strict=True, source=str(weights))
+        model.restore_training_state(state)
+        step, epoch, done_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batches_in_epoch"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", state_file, step, epoch, done_in_epoch)
+        for a in model.net.modules():  # loaded ActNorms must not re-initialise
+            if hasattr(a, "inited"):
+                a.inited = True
+    writer = None
+    if rank == 0 and opt.get("use_tb_logger", True):
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(run.tb), purge_step=step + 1 if step else None)
+    n_params = sum(p.numel() for p in model.net.parameters())
+    log.info("model %s: %.3f M parameters; %d train pairs, %s val pairs; %d steps",
+             model.variant.name, n_params / 1e6, len(train_set), len(val_set) if val_set is not None else 0, niter)
+
+    val_freq = int(tr.get("val_freq") or 0)
+    print_freq = int(opt["logger"].get("print_freq") or 100)
+    save_freq = int(opt["logger"].get("save_checkpoint_freq") or 0)
+    keep = int(opt["logger"].get("keep_checkpoints") or 2)
+    best = _read_best(run)
+    last_val = {}
+    need_init = state_file is None and not opt["path"].get("pretrain_model_G")
+    pbar = tqdm(total=niter, initial=step, desc=f"train {opt['name']}", unit="it", disable=rank != 0,
+                dynamic_ncols=True)
+    stop = step >= niter
+    while not stop:
+        sampler.set_epoch(epoch, done_in_epoch * batch)
+        base = _base(train_set)
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(seed + 1000003 * epoch)
+        for data in loader:
+            if need_init:
+                model.init_actnorm(data)
+                need_init = False
+            model.wrap_ddp()
+            logs = model.optimize(data)
+            step += 1
+            done_in_epoch += 1
+            pbar.update(1)
+            pbar.set_postfix(nll=f"{logs['nll']:.3f}", lr=f"{logs['lr']:.2e}")
+            if writer is not None:
+                for k, v in logs.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        writer.add_scalar(f"train/{k}", v, step)
+            if step % print_freq == 0:
+                log.info("step %d epoch %d: %s", step, epoch,
+                         " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float)))
+            if val_freq and step % val_freq == 0:
+                if rank == 0 and val_loader is not None:
+                    last_val = validate(model, val_loader, opt, step, run, writer)
+                    if best.get("psnr") is None or last_val["psnr"] > best["psnr"]:
+                        best = {"psnr": last_val["psnr"], "step": step, "protocol": last_val["protocol"]}
+                        save_generator(model.net, run.models / "best_psnr_G.pth")
+                        _write_json(run.root / "best_psnr.json", best)
+                barrier(world)
+            if (save_freq and step % save_freq == 0) or step >= niter:
+                if rank == 0:
+                    save_checkpoint(model, run, step, epoch, done_in_epoch, keep)
+                barrier(world)
+            if step >= niter:
+                stop = True
+                break
+        else:
+            epoch += 1
+            done_in_epoch = 0
+    pbar.close()
+    if writer is not None:
+        writer.close()
+    if rank == 0:
+        log.info("training done at step %d (%d steps skipped as non-finite)", step, model.skipped_steps)
+    return last_val
+
+
+def save_checkpoint(model: FlowModel, run: RunDir, step, epoch, done_in_epoch, keep: int):
+    """Weights first, then the training state (so every state has its weights); old states pruned, weights kept."""
+    save_generator(model.net, run.models / f"{step}_G.pth")
+    atomic_save(model.training_state(step, epoch, done_in_epoch), run.states / f"{step}.state")
+    states = natsorted(run.states.glob("*.state"))
+    for old in states[:-keep] if keep > 0 else []:
+        old.unlink()
+
+
+def _read_best(run):
+    p = run.root / "best_psnr.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _write_json(path, obj):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
