@@ -65,7 +65,8 @@ def resolve_variant(opt: dict, checkpoint_keys=None) -> Variant:
         if enc == v.encoder and enc != "ConEncoder1":
             return v
     # LLFlow's RRDB encoder takes the histeq input; the official Restormer configs switch it off.
-    if opt.get("concat_histeq", True) and "restormer" not in net:
+    restormer = any(v is not None for v in (net.get("restormer") or {}).values())
+    if opt.get("concat_histeq", True) and not restormer:
         return VARIANTS["llflow"]
     raise ValueError(
         "cannot tell whether this config is GLTG-AFlow or ZMAR-SNFlow (their official YAMLs are identical in form): "

@@ -39,7 +39,8 @@ PHASE = {
     # ours
     "subset": None, "cache": False, "zero_map": FREE, "resize_to": None, "test_split": None, "split_file": None,
     "holdout": None, "holdout_from": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
-    "seed": None, "repeat": None, "indoor_outdoor": None, "train_split": None,
+    "seed": None, "test_prefix": None, "split_match": None, "frame_pairing": None, "gt_exclude": None,
+    "npy_channel_order": None, "pin_memory": False,
 }
 
 PATH = {"root": None, "pretrain_model_G": None, "load_submodule": None, "strict_load": True, "resume_state": None,

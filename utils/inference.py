@@ -93,7 +93,7 @@ class Enhancer:
         if kind is not None:
             zm = None
             if aux_mask is not None:
-                zm = torch.from_numpy(np.ascontiguousarray(pad_image(aux_mask, self.multiple, self.pad_mode)))
+                zm = pad_image(aux_mask, self.multiple, self.pad_mode)
             aux = preprocess.aux_input(low01, kind, zero_map=zm).unsqueeze(0)
         return lq, aux
 

@@ -1,0 +1,100 @@
+"""Options: official-format configs parse, bad keys are rejected by name, overrides are typed, paths handled."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from models.variants import resolve_variant
+from options.options import OptionError, check_path, load_options, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFS = sorted((ROOT / "confs").rglob("*.yml"))
+
+
+def test_there_are_shipped_configs():
+    assert len(CONFS) >= 4
+
+
+@pytest.mark.parametrize("conf", CONFS, ids=lambda p: str(p.relative_to(ROOT / "confs")))
+def test_shipped_configs_load(conf):
+    opt = load_options(conf)
+    assert opt["network_G"]["flow"]["K"] >= 1
+    if conf.name == "LOLv2-pc.yml" and conf.parent.name in ("GLTG-AFlow", "ZMAR-SNFlow"):
+        # kept exactly as published: the family must come from the checkpoint or network_G.variant
+        with pytest.raises(ValueError, match="network_G.variant"):
+            resolve_variant(opt)
+    else:
+        resolve_variant(opt)  # every other shipped config names or implies its family
+
+
+@pytest.mark.parametrize("model", ["LLFlow", "GLTG-AFlow", "ZMAR-SNFlow", "UPT-Flow"])
+def test_golden_official_format_configs_load(golden, model):
+    opt = load_options(golden(model) / "config.yml")
+    # defaults are filled in one place, official values kept
+    assert opt["network_G"]["flow"]["L"] == 3
+    if opt["train"]["lr_steps_rel"]:  # GLTG ships no train section
+        assert opt["train"]["lr_steps"] == [int(r * opt["train"]["niter"]) for r in opt["train"]["lr_steps_rel"]]
+    assert opt["datasets"]["train"]["phase"] == "train"
+
+
+def _raw():
+    return yaml.safe_load((ROOT / "confs/LLFlow/LOL-pc.yml").read_text())
+
+
+@pytest.mark.parametrize("section,bad,good", [
+    (("network_G", "flow"), "Kk", "K"),
+    (("train",), "lr_g", "lr_G"),
+    (("datasets", "train"), "GT_sise", "GT_size"),
+    ((), "concat_histq", "concat_histeq"),
+])
+def test_unknown_key_is_named_with_suggestion(section, bad, good):
+    raw = _raw()
+    d = raw
+    for s in section:
+        d = d[s]
+    d[bad] = 1
+    with pytest.raises(OptionError) as e:
+        load_options(raw=raw)
+    dotted = ".".join(section + (bad,))
+    assert f"'{dotted}'" in str(e.value) and f"'{good}'" in str(e.value)
+
+
+def test_overrides_are_typed_and_nested():
+    opt = load_options(ROOT / "confs/LLFlow/LOL-pc.yml",
+                       ["train.lr_G=1e-4", "network_G.flow.stackRRDB.blocks=[1, 2]", "use_tb_logger=false",
+                        "datasets.train.GT_size=96"])
+    assert opt["train"]["lr_G"] == pytest.approx(1e-4) and isinstance(opt["train"]["lr_G"], float)
+    assert opt["network_G"]["flow"]["stackRRDB"]["blocks"] == [1, 2]
+    assert opt["use_tb_logger"] is False
+    assert opt["datasets"]["train"]["GT_size"] == 96
+    with pytest.raises(OptionError, match="unknown option 'train.nitre'"):
+        load_options(ROOT / "confs/LLFlow/LOL-pc.yml", ["train.nitre=5"])
+    with pytest.raises(OptionError, match="key=value"):
+        parse_override("train.niter")
+
+
+def test_relative_paths_resolve_against_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = _raw()
+    raw["datasets"]["train"]["root"] = "data\\LOL"  # Windows separators become '/'
+    opt = load_options(raw=raw)
+    assert opt["datasets"]["train"]["root"] == str(tmp_path / "data" / "LOL")
+
+
+def test_windows_drive_paths_are_reported_when_used():
+    opt = load_options(raw=yaml.safe_load((ROOT / "confs/LLFlow/LOL-pc.yml").read_text().replace(
+        "model_path: pretrained/LOL.pth", "model_path: D:\\m\\LOL.pth")))
+    with pytest.raises(OptionError, match="Windows path"):
+        check_path(opt["model_path"], "model_path")
+
+
+def test_gltg_and_zmar_configs_need_the_family_named():
+    raw = _raw()
+    raw["concat_histeq"] = False
+    with pytest.raises(ValueError, match="network_G.variant"):
+        resolve_variant(load_options(raw=raw))
+    raw["network_G"]["variant"] = "zmar"
+    assert resolve_variant(load_options(raw=raw)).name == "zmar"
+    # a checkpoint's keys decide it too
+    assert resolve_variant(load_options(raw=_raw() | {"concat_histeq": False}),
+                           ["RRDB.encoder_level1.layer_stack.0.attn_intra.qkv.weight"]).name == "gltg"
