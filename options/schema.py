@@ -55,7 +55,7 @@ TRAIN = {
     "use_amp": False, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
 }
 
-VAL = {"heats": None, "n_sample": None, "heat": 0.0, "ssim": "skimage_rgb", "psnr": "uint8", "save_images": True,
+VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": "skimage_rgb", "psnr": "uint8", "save_images": True,
        "max_images": None}
 TEST = {"heats": None, "heat": None}
 LOGGER = {"print_freq": 100, "save_checkpoint_freq": 1000, "keep_checkpoints": 2}

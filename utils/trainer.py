@@ -184,7 +184,7 @@ def seed_everything(seed: int):
 
 
 def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) -> dict:
-    """Train until `train.niter`; returns the last validation result (rank 0) or {}."""
+    """Train until `train.niter`. Returns the history on rank 0: {'nll': [(step, nll)], 'val': [(step, result)]}."""
     rank, world, device = init_distributed(launcher)
     run = RunDir(opt)
     want_resume = resume or opt["path"].get("resume_state") not in (None, "", False)
@@ -248,10 +248,10 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     save_freq = int(opt["logger"].get("save_checkpoint_freq") or 0)
     keep = int(opt["logger"].get("keep_checkpoints") or 2)
     best = _read_best(run)
-    last_val = {}
+    history = {"nll": [], "val": []}
     need_init = state_file is None and not opt["path"].get("pretrain_model_G")
     pbar = tqdm(total=niter, initial=step, desc=f"train {opt['name']}", unit="it", disable=rank != 0,
-                dynamic_ncols=True)
+                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     stop = step >= niter
     while not stop:
         sampler.set_epoch(epoch, done_in_epoch * batch)
@@ -262,12 +262,15 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             if need_init:
                 model.init_actnorm(data)
                 need_init = False
+                if opt["val"].get("at_start") and rank == 0 and val_loader is not None:
+                    history["val"].append((0, validate(model, val_loader, opt, 0, run, writer)))
             model.wrap_ddp()
             logs = model.optimize(data)
             step += 1
             done_in_epoch += 1
             pbar.update(1)
             pbar.set_postfix(nll=f"{logs['nll']:.3f}", lr=f"{logs['lr']:.2e}")
+            history["nll"].append((step, logs["nll"]))
             if writer is not None:
                 for k, v in logs.items():
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -278,6 +281,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             if val_freq and step % val_freq == 0:
                 if rank == 0 and val_loader is not None:
                     last_val = validate(model, val_loader, opt, step, run, writer)
+                    history["val"].append((step, last_val))
                     if best.get("psnr") is None or last_val["psnr"] > best["psnr"]:
                         best = {"psnr": last_val["psnr"], "step": step, "protocol": last_val["protocol"]}
                         save_generator(model.net, run.models / "best_psnr_G.pth")
@@ -298,7 +302,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
         writer.close()
     if rank == 0:
         log.info("training done at step %d (%d steps skipped as non-finite)", step, model.skipped_steps)
-    return last_val
+    return history
 
 
 def save_checkpoint(model: FlowModel, run: RunDir, step, epoch, done_in_epoch, keep: int):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from utils.registry import FLOW_STEP_REGISTRY
@@ -24,7 +25,8 @@ class FlowUpsamplerNet(nn.Module):
         if L > len(LEVEL_TO_NAME):
             raise ValueError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
         step_cls = FLOW_STEP_REGISTRY.get(step)
-        rng = np.random.default_rng(seed)
+        # Orthogonal invconv inits come from numpy; seed them from torch's RNG so train.manual_seed fixes them too.
+        rng = np.random.default_rng(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
         self.layers = nn.ModuleList()
         self.level_of = []
         c = in_channels

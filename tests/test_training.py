@@ -1,0 +1,118 @@
+"""Training: NLL falls and val PSNR rises on the demo data, kill + resume equals an uninterrupted run,
+non-finite steps are skipped, and DDP runs on CPU with gloo."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import read_state_dict
+from models.flow_model import FlowModel, NonFiniteError
+from options.options import load_options
+from utils.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "confs/LLFlow/demo_tiny.yml"
+SMALL = ["datasets.train.GT_size=32", "datasets.train.batch_size=2", "network_G.nf=8", "network_G.nb=1",
+         "network_G.flow.K=1", "network_G.flow.stackRRDB.blocks=[0]", "network_G.flow.conditionInFeaDim=16", "network_G.flow.CondAffineSeparatedAndCond.hidden_channels=16",
+         "use_tb_logger=false", "val.save_images=false", "train.warmup_iter=2"]
+
+
+def _opt(tmp_path, extra=()):
+    return load_options(CONF, SMALL + [f"path.experiments_root={tmp_path}"] + list(extra), is_train=True)
+
+
+def test_demo_training_learns(tmp_path):
+    opt = _opt(tmp_path, ["train.niter=80", "train.val_freq=80", "val.at_start=true", "train.lr_G=2e-3",
+                          "datasets.train.GT_size=48", "datasets.train.batch_size=4", "logger.save_checkpoint_freq=80"])
+    hist = train(opt, argv=["test"])
+    nll = [v for _, v in hist["nll"]]
+    assert np.mean(nll[-10:]) < np.mean(nll[:10]) - 1.0, (nll[:10], nll[-10:])
+    (s0, v0), (s1, v1) = hist["val"][0], hist["val"][-1]
+    assert s0 == 0 and s1 == 80
+    assert v1["psnr"] > v0["psnr"] + 1.0, (v0, v1)
+    run = tmp_path / "demo_tiny_LLFlow"
+    for p in ("models/80_G.pth", "models/best_psnr_G.pth", "training_states/80.state", "config.yml", "cmd.txt",
+              "train.log", "best_psnr.json"):
+        assert (run / p).is_file(), p
+    # the saved generator is a plain official-style state dict
+    assert all(not k.startswith("module.") for k in read_state_dict(run / "models/80_G.pth"))
+
+
+def _train_cmd(root, niter, extra=()):
+    return [sys.executable, str(ROOT / "train.py"), "--opt", str(CONF), *sum((["--set", s] for s in SMALL), []),
+            "--set", f"path.experiments_root={root}", "--set", f"train.niter={niter}", "--set", "train.val_freq=0",
+            "--set", "logger.save_checkpoint_freq=1", "--set", "datasets.val=null", *extra]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    n = 12
+    a = subprocess.run(_train_cmd(tmp_path / "a", n), capture_output=True, text=True, env=_env(), timeout=600)
+    assert a.returncode == 0, a.stderr[-3000:]
+    proc = subprocess.Popen(_train_cmd(tmp_path / "b", n), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=_env())
+    states = tmp_path / "b/demo_tiny_LLFlow/training_states"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (states / "5.state").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b/demo_tiny_LLFlow/models" / f"{n}_G.pth").exists(), "run finished before the kill"
+    b = subprocess.run(_train_cmd(tmp_path / "b", n, ["--resume"]), capture_output=True, text=True, env=_env(),
+                       timeout=600)
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert "resumed from" in (tmp_path / "b/demo_tiny_LLFlow/train.log").read_text()
+    wa = read_state_dict(tmp_path / f"a/demo_tiny_LLFlow/models/{n}_G.pth")
+    wb = read_state_dict(tmp_path / f"b/demo_tiny_LLFlow/models/{n}_G.pth")
+    assert wa.keys() == wb.keys()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) == 0.0
+
+
+def test_fresh_start_never_deletes_an_earlier_run(tmp_path):
+    run = tmp_path / "demo_tiny_LLFlow"
+    (run / "models").mkdir(parents=True)
+    (run / "models/precious_G.pth").write_bytes(b"x")
+    train(_opt(tmp_path, ["train.niter=1", "train.val_freq=0", "datasets.val=null", "path.resume_state=null"]),
+          argv=["test"])
+    archived = [p for p in tmp_path.iterdir() if p.name.startswith("demo_tiny_LLFlow_archived_")]
+    assert len(archived) == 1 and (archived[0] / "models/precious_G.pth").read_bytes() == b"x"
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
+    opt = _opt(tmp_path, ["train.max_nonfinite=2"])
+    model = FlowModel(opt, torch.device("cpu"))
+    batch = {"GT": torch.rand(2, 3, 32, 32), "LQ": torch.log(torch.rand(2, 6, 32, 32) + 1e-3)}
+    batch["LQ"][:, 3:] = torch.rand(2, 3, 32, 32)
+    model.init_actnorm(batch)
+    good = model.optimize(batch)
+    assert not good["skipped"]
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    bad = dict(batch, GT=batch["GT"].clone())
+    bad["GT"][0, 0, 0, 0] = float("nan")
+    logs = model.optimize(bad)
+    assert logs["skipped"] and model.skipped_steps == 1
+    assert all(torch.equal(before[k], v) for k, v in model.net.state_dict().items())
+    model.optimize(bad)
+    with pytest.raises(NonFiniteError, match="max_nonfinite"):
+        model.optimize(bad)
+
+
+def test_ddp_two_cpu_processes_with_gloo(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *_train_cmd(tmp_path, 3)[1:], "--launcher", "pytorch"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "demo_tiny_LLFlow"
+    assert (run / "models/3_G.pth").is_file() and (run / "training_states/3.state").is_file()
+    log = (run / "train.log").read_text()
+    assert "training done at step 3" in log
