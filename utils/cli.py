@@ -7,7 +7,7 @@ from data.image_io import ImageError
 from models.checkpoint import CheckpointError
 from options.options import OptionError
 
-USER_ERRORS = (OptionError, ImageError, CheckpointError, KeyError, FileNotFoundError, NotImplementedError)
+USER_ERRORS = (OptionError, ImageError, CheckpointError, KeyError, FileNotFoundError, NotImplementedError, ValueError)
 
 
 def run_cli(main, argv=None):
