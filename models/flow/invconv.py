@@ -1,7 +1,6 @@
 """Invertible 1x1 convolution (Glow), with the inverse cached while the weight is unchanged."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -10,11 +9,11 @@ import torch.nn.functional as F
 class InvertibleConv1x1(nn.Module):
     """y = W x per pixel; log-det = H*W*log|det W|. Weight shape (C, C) as in official checkpoints."""
 
-    def __init__(self, num_channels: int, seed_rng: np.random.Generator | None = None):
+    def __init__(self, num_channels: int, generator: torch.Generator | None = None):
         super().__init__()
-        rng = seed_rng if seed_rng is not None else np.random.default_rng()
-        w = np.linalg.qr(rng.standard_normal((num_channels, num_channels)))[0].astype(np.float32)
-        self.weight = nn.Parameter(torch.from_numpy(w))
+        # A random rotation; the torch RNG keeps it reproducible under train.manual_seed (and avoids BLAS threads).
+        a = torch.randn(num_channels, num_channels, generator=generator, dtype=torch.float64)
+        self.weight = nn.Parameter(torch.linalg.qr(a)[0].float())
         self._cache_key = None
         self._cache = None
 

@@ -1,7 +1,6 @@
 """The multi-level conditional flow (official name `flowUpsamplerNet`)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -25,8 +24,7 @@ class FlowUpsamplerNet(nn.Module):
         if L > len(LEVEL_TO_NAME):
             raise ValueError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
         step_cls = FLOW_STEP_REGISTRY.get(step)
-        # Orthogonal invconv inits come from numpy; seed them from torch's RNG so train.manual_seed fixes them too.
-        rng = np.random.default_rng(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
+        rng = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
         self.layers = nn.ModuleList()
         self.level_of = []
         c = in_channels
@@ -40,6 +38,10 @@ class FlowUpsamplerNet(nn.Module):
             for _ in range(K):
                 self.layers.append(step_cls(c, cond_channels, coupling, opt, rng))
                 self.level_of.append(level)
+        # Steps with parameters that official checkpoints lack initialise them from their position: fixed per layer.
+        for i, layer in enumerate(self.layers):
+            if hasattr(layer, "init_by_position"):
+                layer.init_by_position(i)
         self.out_channels = c
         self.L = L
         if unused_f_in is not None:

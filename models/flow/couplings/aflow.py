@@ -41,7 +41,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
 from ..invconv import InvertibleConv1x1
@@ -278,6 +277,10 @@ class AFlowStep(nn.Module):
         """(Re)draw the non-official head tensors from generator g (deterministic)."""
         self.sp_att.reset_heads(g)
         self.csn.reset_heads(g)
+
+    def init_by_position(self, index: int, seed: int = AFLOW_HEAD_SEED):
+        """Fixed, per-layer initialisation of the heads that official checkpoints lack."""
+        self.reset_heads(torch.Generator().manual_seed(seed + 7919 * (index + 1)))
 
     def optional_checkpoint_keys(self) -> list[str]:
         """State-dict keys (relative to this step) that official checkpoints lack: the SAN/CSN heads."""

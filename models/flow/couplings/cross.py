@@ -16,6 +16,11 @@ from .llflow import affine_params, coupling_opts
 UPT_DEFAULT_EPS = 3e-4
 
 
+def _acc(logdet, scale, sign: int):
+    """logdet + sign * sum log(scale) per sample; None (log-det not wanted) stays None."""
+    return None if logdet is None else logdet + sign * sum_chw(torch.log(scale))
+
+
 class ChannelGate(nn.Module):
     """x * sigmoid(MLP(avgpool x) + MLP(maxpool x)); MLP = C -> C/r -> C with ReLU (`mlp.1`, `mlp.3`)."""
 
@@ -107,37 +112,37 @@ class CrossCoupling(nn.Module):
         if not reverse:
             t, s = self._feat(self.fFeatures_1, ft)
             z = (z + t) * s
-            logdet = logdet + sum_chw(torch.log(s))
+            logdet = _acc(logdet, s, 1)
             z1, z2 = split_half(z)
             t, s = self._aff(self.fAffine_1, z1, ft)
             z2 = (z2 + t) * s
-            logdet = logdet + sum_chw(torch.log(s))
+            logdet = _acc(logdet, s, 1)
             z = torch.cat([z1, z2], 1)
             t, s = self._feat(self.fFeatures_2, ft)
             z = (z + t) * s
-            logdet = logdet + sum_chw(torch.log(s))
+            logdet = _acc(logdet, s, 1)
             z1, z2 = split_half(z)
             t, s = self._aff(self.fAffine_2, z2, ft)
             z1 = (z1 + t) * s
-            logdet = logdet + sum_chw(torch.log(s))
+            logdet = _acc(logdet, s, 1)
             return torch.cat([z1, z2], 1), logdet
 
         z1, z2 = split_half(z)
         t, s = self._aff(self.fAffine_2, z2, ft)
         z1 = z1 / s - t
-        logdet = logdet - sum_chw(torch.log(s))
+        logdet = _acc(logdet, s, -1)
         z = torch.cat([z1, z2], 1)
         t, s = self._feat(self.fFeatures_2, ft)
         z = z / s - t
-        logdet = logdet - sum_chw(torch.log(s))
+        logdet = _acc(logdet, s, -1)
         z1, z2 = split_half(z)
         t, s = self._aff(self.fAffine_1, z1, ft)
         z2 = z2 / s - t
         # The official reverse subtracts sum(log s_2) here (a copy-paste slip); the inverse of stage 2 removes
         # sum(log s_1). Only the reported log-det changes; the reconstructed z is the same.
-        logdet = logdet - sum_chw(torch.log(s))
+        logdet = _acc(logdet, s, -1)
         z = torch.cat([z1, z2], 1)
         t, s = self._feat(self.fFeatures_1, ft)
         z = z / s - t
-        logdet = logdet - sum_chw(torch.log(s))
+        logdet = _acc(logdet, s, -1)
         return z, logdet

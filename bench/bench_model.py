@@ -1,0 +1,106 @@
+"""Time inference on one 400x600 image and one training step (batch 4 x 160x160) of a config, with peak memory.
+
+python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train] [--threads 2]
+                            [--size 400x600] [--batch 4] [--crop 160] [--weights PATH]
+
+Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own. Weights are random unless
+--weights is given (speed does not depend on the values). Numbers printed are measured, never estimated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _child(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    from models.build import build_generator
+    from options.options import load_options
+    sets = list(args.set or [])
+    if args.variant:
+        sets.append(f"network_G.variant={args.variant}")
+    opt = load_options(args.opt, sets, is_train=args.what == "train")
+    model, _ = build_generator(opt, args.weights)
+    for m in model.modules():  # a benchmark must not pay for (or depend on) ActNorm's data init
+        if hasattr(m, "inited"):
+            m.inited = True
+    h, w = (int(v) for v in args.size.split("x"))
+    mult = model.pad_multiple
+    hp, wp = -(-h // mult) * mult, -(-w // mult) * mult
+    in_ch = 3 + (3 if opt.get("concat_histeq") else 0)
+    aux_ch = {"gltg_mask": 3, "zmar_mask": 1, "upt_zero_map": 1}.get(model.aux_input)
+    g = torch.Generator().manual_seed(0)
+    if args.what == "infer":
+        model.eval()
+        lq = torch.rand(1, in_ch, hp, wp, generator=g)
+        aux = (torch.rand(1, aux_ch, hp, wp, generator=g) > 0.5).float() if aux_ch else None
+        with torch.inference_mode():
+            model.reverse(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
+            t = time.perf_counter()
+            out = model.reverse(lq, aux)
+            dt = time.perf_counter() - t
+        assert out.shape[-2:] == (hp, wp)
+        res = {"what": "inference", "shape": [hp, wp], "seconds": dt}
+    else:
+        model.train()
+        c = args.crop
+        gt = torch.rand(args.batch, 3, c, c, generator=g)
+        lq = torch.rand(args.batch, in_ch, c, c, generator=g)
+        aux = (torch.rand(args.batch, aux_ch, c, c, generator=g) > 0.5).float() if aux_ch else None
+        opt_ = torch.optim.Adam(model.parameters(), lr=1e-5)
+        t = time.perf_counter()
+        loss = model.nll(gt, lq, aux)["nll"].mean()
+        loss.backward()
+        opt_.step()
+        dt = time.perf_counter() - t
+        res = {"what": "train_step", "batch": args.batch, "crop": c, "seconds": dt, "loss_finite": bool(loss.isfinite())}
+    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    res["threads"] = args.threads
+    res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    print("RESULT " + json.dumps(res))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--opt", required=True)
+    ap.add_argument("--set", action="append")
+    ap.add_argument("--variant")
+    ap.add_argument("--weights")
+    ap.add_argument("--what", default="infer,train")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", default="400x600")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--crop", type=int, default=160)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return _child(args)
+    for what in args.what.split(","):
+        cmd = [sys.executable, __file__, "--child", "--what", what, "--opt", args.opt, "--threads", str(args.threads),
+               "--size", args.size, "--batch", str(args.batch), "--crop", str(args.crop)]
+        cmd += (["--variant", args.variant] if args.variant else []) + (["--weights", args.weights] if args.weights else [])
+        cmd += sum((["--set", s] for s in args.set or []), [])
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if r.returncode != 0 or line is None:
+            print(f"{what}: failed\n{r.stderr[-2000:]}")
+            continue
+        res = json.loads(line[7:])
+        extra = f"{res['shape'][0]}x{res['shape'][1]}" if what == "infer" else f"batch {res['batch']} x {res['crop']}^2"
+        print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
+              f"({res['threads']} threads, {res['params_m']:.2f} M params)")
+
+
+if __name__ == "__main__":
+    main()
