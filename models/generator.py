@@ -43,7 +43,9 @@ class FlowGenerator(nn.Module):
             raise NotImplementedError("network_G.flow.split.enable: true is not supported (no released model uses it)")
         self.variant = variant
         self.RRDB = ENCODER_REGISTRY.get(variant.encoder)(opt)
-        cond_channels = int(flow.get("conditionInFeaDim") or variant.cond_channels)
+        # The Restormer-family encoders know their conditioning width (6 * dim); LLFlow's depends on the taps.
+        cond_channels = int(flow.get("conditionInFeaDim") or getattr(self.RRDB, "out_channels", None)
+                            or variant.cond_channels)
         blocks = ((flow.get("stackRRDB") or {}).get("blocks")) or []
         self.L = int(flow.get("L", 3))
         self.flowUpsamplerNet = FlowUpsamplerNet(

@@ -7,8 +7,12 @@ Parameter/buffer names follow the official checkpoints (`blocks.<i>.{norm1,attn,
 
 Attention runs through ``F.scaled_dot_product_attention``: the per-head temperature and d_h^-1/2 are folded into q,
 and the relative-position bias plus the shifted-window region mask (-100 between regions) form ``attn_mask``.
-The relative-position index is a registered buffer (as in checkpoints); the shift masks are cached per padded size
-and device, outside the state dict.
+The relative-position index is a registered buffer (as in checkpoints); the shift masks and the window gather
+indices are cached per padded size and device, outside the state dict.
+
+Layout: a LeWin layer takes NCHW maps but works channels-last inside. The cyclic shift plus window partition is
+one ``index_select`` over the flattened map, and the per-window depthwise q/k/v convolutions see each window as a
+channels-last image (a view, no copy), which oneDNN runs several times faster than (B·nW, C, w, w) copies.
 """
 from __future__ import annotations
 
@@ -83,18 +87,17 @@ def shift_region_mask(hp: int, wp: int, win: int, shift: int, device=None) -> to
     return mask.unsqueeze(1)
 
 
-def window_partition(x: torch.Tensor, win: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B·nW, C, win, win), windows row-major (H and W multiples of win)."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // win, win, w // win, win, c).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(-1, c, win, win)
+def window_order(hp: int, wp: int, win: int, shift: int = 0, device=None) -> torch.Tensor:
+    """Flat (row-major) source index of every token of the map cyclically shifted by −shift, listed window by window
+    (windows row-major, tokens row-major inside a window).
 
-
-def window_merge(x: torch.Tensor, win: int, b: int, h: int, w: int) -> torch.Tensor:
-    """(B, nW, win², C) -> (B, H, W, C); inverse of the partition order above."""
-    c = x.shape[-1]
-    x = x.reshape(b, h // win, w // win, win, win, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h, w, c)
+    ``x.reshape(B, hp·wp, C).index_select(1, order)`` therefore does the cyclic shift and the window partition in
+    one gather; ``index_select(1, argsort(order))`` undoes both.
+    """
+    r = (torch.arange(hp, device=device) + shift) % hp
+    c = (torch.arange(wp, device=device) + shift) % wp
+    flat = (r[:, None] * wp + c[None, :]).view(hp // win, win, wp // win, win)
+    return flat.permute(0, 2, 1, 3).reshape(-1)
 
 
 class ECA(nn.Module):
@@ -136,11 +139,19 @@ class ConvProjection(nn.Module):
         self.to_k = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.to_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
-    def forward(self, x_win, zmap_win):
-        """(B', C, w, w) windows -> q, k, v as (B', C, w²)."""
-        bw, c = x_win.shape[:2]
-        return (self.to_q(zmap_win).reshape(bw, c, -1), self.to_k(zmap_win).reshape(bw, c, -1),
-                self.to_v(x_win).reshape(bw, c, -1))
+    def forward(self, x_tok, zmap_tok, win: int):
+        """(B', w², C) window tokens -> q, k, v as (B', w², C).
+
+        The windows are convolved as channels-last images (a permuted view, no copy): the depthwise kernels run
+        several times faster on that layout than on (B', C, w, w) copies.
+        """
+        bw, n, c = x_tok.shape
+
+        def conv(f, t):
+            y = f(t.view(bw, win, win, c).permute(0, 3, 1, 2))
+            return y.permute(0, 2, 3, 1).reshape(bw, n, c)
+
+        return conv(self.to_q, zmap_tok), conv(self.to_k, zmap_tok), conv(self.to_v, x_tok)
 
 
 class LinearProjection(nn.Module):
@@ -151,11 +162,9 @@ class LinearProjection(nn.Module):
         self.to_v = nn.Linear(dim, dim, bias=bias)
         self.to_qk = nn.Linear(dim, 2 * dim, bias=False)
 
-    def forward(self, x_win, zmap_win):
-        bw, c = x_win.shape[:2]
-        v = self.to_v(x_win.reshape(bw, c, -1).transpose(1, 2)).transpose(1, 2)
-        q, k = self.to_qk(zmap_win.reshape(bw, c, -1).transpose(1, 2)).transpose(1, 2).chunk(2, dim=1)
-        return q, k, v
+    def forward(self, x_tok, zmap_tok, win: int):
+        q, k = self.to_qk(zmap_tok).chunk(2, dim=-1)
+        return q, k, self.to_v(x_tok)
 
 
 class WindowAttention(nn.Module):
@@ -184,29 +193,38 @@ class WindowAttention(nn.Module):
         n = self.win_size * self.win_size
         return self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
 
-    def forward(self, x_win, zmap_win, batch: int, shift_mask: torch.Tensor | None = None):
-        """x_win, zmap_win: (B·nW, C, w, w). Returns (B, nW, w², C)."""
-        q, k, v = self.qkv(x_win, zmap_win)                                   # (B·nW, C, N)
-        bw, c, n = q.shape
-        h = self.num_heads
-        shape = (batch, bw // batch, h, c // h, n)
-        q = q.reshape(shape).transpose(-1, -2) * (self.temperature * self.scale).to(q.dtype)
-        k = k.reshape(shape).transpose(-1, -2)
-        v = v.reshape(shape).transpose(-1, -2)                                # (B, nW, h, N, d)
-        mask = self.relative_bias()
+    def attn_mask(self, shift_mask: torch.Tensor | None, batch: int, dtype) -> torch.Tensor:
+        """Relative-position bias (+ shift mask) as a 4-D (batch|1, heads, N, N) SDPA mask; a 4-D mask keeps the
+        fused kernels eligible (3-D or 5-D ones do not)."""
+        mask = self.relative_bias().unsqueeze(0)                              # (1, h, N, N)
         if shift_mask is not None:
-            mask = mask + shift_mask                                          # (nW, h, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=1.0)
-        out = out.transpose(-2, -3).reshape(batch, bw // batch, n, c)         # channel = head * d + j
-        return self.proj(out)
+            mask = mask + shift_mask                                          # (nW, h, N, N), per window
+            if batch > 1:
+                mask = mask.repeat(batch, 1, 1, 1)
+        return mask.to(dtype)
+
+    def forward(self, x_tok, zmap_tok, batch: int, shift_mask: torch.Tensor | None = None):
+        """x_tok, zmap_tok: (B·nW, w², C) window tokens (B-major). Returns (B·nW, w², C)."""
+        q, k, v = self.qkv(x_tok, zmap_tok, self.win_size)                    # (B·nW, N, C)
+        bw, n, c = q.shape
+        h = self.num_heads
+        d = c // h
+        q = q.view(bw, n, h, d).transpose(1, 2) * (self.temperature * self.scale).to(q.dtype)
+        k = k.view(bw, n, h, d).transpose(1, 2)
+        v = v.view(bw, n, h, d).transpose(1, 2)                               # (B·nW, h, N, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attn_mask(shift_mask, batch, q.dtype),
+                                             scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))               # channel = head * d + j
 
 
 class LeWinTransformerBlock(nn.Module):
-    """x + Attn(LN(x), map) then + LeFF(LN(.)), on NCHW maps; odd blocks in a layer use shifted windows.
+    """x + Attn(LN(x), map) then + LeFF(LN(.)), on channels-last (B, H, W, C) maps; odd blocks in a layer use
+    shifted windows.
 
     Like the official block: x and the map are zero-padded right/bottom to a multiple of the window *before* the
     LayerNorm (padded tokens take the LN bias and take part in attention), the map is not normalised, and the
-    result is cropped back.
+    result is cropped back. The cyclic shift and window partition (and their inverse) are single gathers with an
+    index cached per padded size, as is the shift mask.
     """
 
     def __init__(self, dim: int, num_heads: int, win_size: int, shift_size: int = 0, mlp_ratio: float = 4.0,
@@ -220,43 +238,51 @@ class LeWinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = LeFF(dim, int(dim * mlp_ratio))
-        self._mask_cache = {}
+        self._cache = {}
 
-    def shift_mask(self, hp: int, wp: int, device) -> torch.Tensor:
+    def _windows(self, hp: int, wp: int, device):
+        """(order, inverse order, shift mask or None) for a padded hp x wp map, built once per size and device."""
         key = (hp, wp, str(device))
-        mask = self._mask_cache.get(key)
-        if mask is None:
-            if len(self._mask_cache) > 8:
-                self._mask_cache.clear()
-            mask = shift_region_mask(hp, wp, self.win_size, self.shift_size, device)
-            self._mask_cache[key] = mask
-        return mask
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            order = window_order(hp, wp, self.win_size, self.shift_size, device)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=device)
+            mask = shift_region_mask(hp, wp, self.win_size, self.shift_size, device) if self.shift_size else None
+            hit = self._cache[key] = (order, inverse, mask)
+        return hit
 
     def forward(self, x, zmap):
-        b, c, h, w = x.shape
-        ws, s = self.win_size, self.shift_size
+        """x: (B, H, W, C) (any strides); zmap: (B, H, W, C) contiguous. Returns contiguous (B, H, W, C)."""
+        b, h, w, c = x.shape
+        ws = self.win_size
         pad_b, pad_r = (-h) % ws, (-w) % ws
-        shortcut = x.permute(0, 2, 3, 1)                                      # (B, H, W, C)
-        xp = F.pad(shortcut, (0, 0, 0, pad_r, 0, pad_b))
-        zp = F.pad(zmap.permute(0, 2, 3, 1), (0, 0, 0, pad_r, 0, pad_b))
+        xn = x
+        if pad_b or pad_r:
+            xn = F.pad(xn, (0, 0, 0, pad_r, 0, pad_b))
+            zmap = F.pad(zmap, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
-        xp = self.norm1(xp)
-        mask = None
-        if s > 0:
-            xp = torch.roll(xp, shifts=(-s, -s), dims=(1, 2))
-            zp = torch.roll(zp, shifts=(-s, -s), dims=(1, 2))
-            mask = self.shift_mask(hp, wp, x.device)
-        out = self.attn(window_partition(xp, ws), window_partition(zp, ws), b, mask)
-        out = window_merge(out, ws, b, hp, wp)
-        if s > 0:
-            out = torch.roll(out, shifts=(s, s), dims=(1, 2))
-        y = shortcut + self.drop_path(out[:, :h, :w])
-        y = y.permute(0, 3, 1, 2)
-        return y + self.drop_path(self.mlp(self.norm2(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)))
+        order, inverse, mask = self._windows(hp, wp, x.device)
+        xn = self.norm1(xn).reshape(b, hp * wp, c).index_select(1, order)
+        zw = zmap.reshape(b, hp * wp, c).index_select(1, order)
+        n = ws * ws
+        out = self.attn(xn.view(-1, n, c), zw.view(-1, n, c), b, mask)
+        out = out.view(b, hp * wp, c).index_select(1, inverse).view(b, hp, wp, c)
+        if pad_b or pad_r:
+            out = out[:, :h, :w]
+        y = self.drop_path(out) + x                                           # contiguous like the first operand
+        m = self.mlp(self.norm2(y).permute(0, 3, 1, 2))                       # channels-last NCHW view
+        return y + self.drop_path(m.permute(0, 2, 3, 1))
 
 
 class LeWinLayer(nn.Module):
-    """A stack of LeWin blocks (`blocks.<i>`, official `BasicUformerLayer`); shift win//2 on odd blocks."""
+    """A stack of LeWin blocks (`blocks.<i>`, official `BasicUformerLayer`); shift win//2 on odd blocks.
+
+    Takes and returns NCHW maps; inside, everything runs channels-last (the returned tensor is an NCHW view of
+    channels-last memory).
+    """
 
     def __init__(self, dim: int, depth: int, num_heads: int, win_size: int, drop_path, mlp_ratio: float = 4.0,
                  token_projection: str = "conv", shift_flag: bool = True):
@@ -268,6 +294,8 @@ class LeWinLayer(nn.Module):
             for i in range(depth)])
 
     def forward(self, x, zmap):
+        x = x.permute(0, 2, 3, 1)
+        zmap = zmap.permute(0, 2, 3, 1).contiguous()
         for blk in self.blocks:
             x = blk(x, zmap)
-        return x
+        return x.permute(0, 3, 1, 2)

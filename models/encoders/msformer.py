@@ -156,6 +156,7 @@ class MSFormer(nn.Module):
         win = int(cfg["win_size"])
         self.dim, self.win_size = dim, win
         self.pad_multiple = msformer_pad_multiple(win)
+        self.out_channels = 6 * dim      # width of fea_up0/1/2 after the cat_f concatenation (288 at dim 48)
 
         def tbs(ch, n_heads, n):
             return nn.Sequential(*[TransformerBlock(ch, n_heads, ffn, bias, ln_bias) for _ in range(n)])
@@ -187,8 +188,9 @@ class MSFormer(nn.Module):
         names = ["encoderlayer_1", "encoderlayer_2", "encoderlayer_3", "bottlen",
                  "decoderlayer_1", "decoderlayer_2", "decoderlayer_3"]
         for i, name in enumerate(names):
-            setattr(self, name, LeWinLayer(widths[i], depths[i], int(nh[i]), win, rates[i], float(cfg["mlp_ratio"]),
-                                           cfg["token_projection"], bool(cfg["shift_flag"])))
+            setattr(self, name, LeWinLayer(widths[i], depths[i], int(nh[i]), win, rates[i],
+                                           float(cfg["mlp_ratio"]), cfg["token_projection"],
+                                           bool(cfg["shift_flag"])))
         self.apply(self._init_weights)
 
     @staticmethod
@@ -212,8 +214,8 @@ class MSFormer(nn.Module):
             raise ValueError("MSFormer needs the unbalanced-point map (aux): "
                              "data.preprocess.aux_input(low01, 'upt_zero_map'), shape (B, 1, H, W)")
         b, _, h, w = lq.shape
-        if aux.dim() != 4 or aux.shape[1] != 1 or aux.shape[2:] != lq.shape[2:]:
-            raise ValueError(f"MSFormer: zero map must be (B, 1, {h}, {w}), got {tuple(aux.shape)}")
+        if aux.dim() != 4 or aux.shape[0] != b or aux.shape[1] != 1 or aux.shape[2:] != lq.shape[2:]:
+            raise ValueError(f"MSFormer: zero map must be ({b}, 1, {h}, {w}), got {tuple(aux.shape)}")
         if h % 8 or w % 8:
             raise ValueError(f"MSFormer: input {h}x{w} must be a multiple of 8 (pad to {self.pad_multiple})")
         zm1 = aux.to(lq.dtype).expand(-1, self.dim, -1, -1)

@@ -24,7 +24,7 @@ class FlowUpsamplerNet(nn.Module):
         if L > len(LEVEL_TO_NAME):
             raise ValueError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
         step_cls = FLOW_STEP_REGISTRY.get(step)
-        rng = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
+        rng = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,), device="cpu")))
         self.layers = nn.ModuleList()
         self.level_of = []
         c = in_channels
