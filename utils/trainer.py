@@ -269,7 +269,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             step += 1
             done_in_epoch += 1
             pbar.update(1)
-            pbar.set_postfix(nll=f"{logs['nll']:.3f}", lr=f"{logs['lr']:.2e}")
+            pbar.set_postfix(nll=f"{logs['nll']:.3f}", lr=f"{logs['lr']:.2e}", refresh=False)
             history["nll"].append((step, logs["nll"]))
             if writer is not None:
                 for k, v in logs.items():
