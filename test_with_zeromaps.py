@@ -10,7 +10,6 @@ writes N synthetic zero-maps (data/zeromap.py) into <out>/zeromaps first.
 """
 import argparse
 import logging
-from pathlib import Path
 
 from data.image_io import list_images, read_rgb
 from data.zeromap import fit_zero_map, inject_zero_map, write_zero_map_set

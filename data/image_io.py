@@ -1,13 +1,13 @@
 """Reading and writing 8-bit RGB images (and .npy frames) with one-line, file-naming errors."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from natsort import natsorted
+
+from utils.atomic import atomic_open
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 FRAME_EXTENSIONS = IMAGE_EXTENSIONS | {".npy"}
@@ -99,17 +99,8 @@ def write_rgb(path, img: np.ndarray) -> Path:
     ok, enc = cv2.imencode(ext, np.ascontiguousarray(img[:, :, ::-1]))
     if not ok:
         raise ImageError(f"{p}: OpenCV cannot encode format '{ext}'")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder so os.replace is atomic: readers never see a half-written image.
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(enc.tobytes())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(p) as f:
+        f.write(enc.tobytes())
     return p
 
 

@@ -6,10 +6,11 @@ sentences (missing / unexpected / wrong-shape keys), with model-specific explana
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from utils.atomic import atomic_open
 
 
 class CheckpointError(RuntimeError):
@@ -79,20 +80,9 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
 
 
 def atomic_save(obj, path: str | os.PathLike):
-    """torch.save to a temp file in the same folder, fsync, then rename: a kill never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """torch.save through a temp file and rename: a kill never leaves a half-written checkpoint."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def save_generator(model: torch.nn.Module, path: str | os.PathLike):

@@ -11,7 +11,7 @@ import torch
 from data.image_io import read_rgb
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian
 from models.build import build_generator
-from models.checkpoint import CheckpointError, load_weights, read_state_dict
+from models.checkpoint import CheckpointError, read_state_dict
 from models.flow.couplings.llflow import CondAffineSeparatedAndCond
 from models.flow.invconv import InvertibleConv1x1
 from models.flow.ops import ActNorm2d, SqueezeLayer, squeeze2d, unsqueeze2d

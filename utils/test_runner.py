@@ -7,7 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from data.image_io import list_images, read_rgb, write_rgb

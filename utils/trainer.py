@@ -1,7 +1,6 @@
 """The training loop behind train.py: run folder, data, resume, validation, checkpoints, TensorBoard, tqdm."""
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from models.checkpoint import atomic_save, load_weights, read_state_dict, save_g
 from models.flow_model import FlowModel
 from options.options import OptionError, dump_options
 from utils import metrics
+from utils.atomic import atomic_open
 from utils.inference import to_uint8
 from utils.logging_setup import setup_cli_logging
 
@@ -320,6 +320,5 @@ def _read_best(run):
 
 
 def _write_json(path, obj):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=1)
