@@ -14,6 +14,8 @@ Data flow (dim = 48 at the official size):
     -> reduce_chan2 = fea_up2 (H/2, 4*dim) -> up + skip -> decoder_level1 -> refinement = cat_f (H, 2*dim)
 
 Every ``fea_up*`` is returned with bilinear(cat_f) concatenated: 6*dim channels (288 at the official size).
+The U-Net skeleton, config parsing and mask padding/resizing are shared with ZMAR-SNFlow
+(``restormer_unet.MaskedRestormerUNet``); this module holds the GLTG masked block, its mask priors and the colour head.
 
 Attention_intra: the (reflect-padded to x4) feature map is cut into a 4x4 grid of 16 large patches. Per head and per
 channel, the 16 patches are the tokens and the patch's pixels are the token vector:
@@ -51,24 +53,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import ENCODER_REGISTRY
-from .restormer_blocks import (Attention, Downsample, LayerNorm, OverlapPatchEmbed, TransformerBlock, Upsample,
-                               with_cat_f)
+from .restormer_blocks import Attention, LayerNorm
+from .restormer_unet import (PATCH_GRID, MaskedLevel, MaskedRestormerUNet, parse_restormer_config, resize_binarise,
+                             restormer_defaults)
+from .restormer_unet import pad_to_multiple as pad4  # reflect-pad bottom/right to multiples of 4 (PATCH_GRID)
 
-PATCH_GRID = 4          # official N: a 4x4 grid of large patches (16 tokens)
-MASK_THRESHOLD = 0.2    # official downmask binarisation: > 0.2 -> 1
-
-GLTG_DEFAULTS = {
-    "inp_channels": 3,
-    "out_channels": 3,
-    "dim": 48,
-    "num_blocks": [2, 4, 6, 8],
-    "num_refinement_blocks": 2,
-    "heads": [1, 2, 4, 8],
-    "ffn_expansion_factor": 2.66,
-    "bias": False,
-    "LayerNorm_type": "WithBias",
-    "official_compat": False,
-}
+GLTG_DEFAULTS = restormer_defaults([2, 4, 6, 8], 2, official_compat=False)
 
 
 def gltg_config(opt: dict) -> dict:
@@ -76,39 +66,7 @@ def gltg_config(opt: dict) -> dict:
 
     An unknown key is a KeyError naming it.
     """
-    given = ((opt.get("network_G") or {}).get("restormer")) or {}
-    if not isinstance(given, dict):
-        raise TypeError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
-    given = {k: v for k, v in given.items() if v is not None}
-    for key in given:
-        if key not in GLTG_DEFAULTS:
-            raise KeyError(f"network_G.restormer: unknown key '{key}' for GLTGRestormer; "
-                           f"allowed keys: {', '.join(GLTG_DEFAULTS)}")
-    cfg = {**GLTG_DEFAULTS, **given}
-    for key in ("num_blocks", "heads"):
-        val = cfg[key]
-        if not isinstance(val, (list, tuple)) or len(val) != 4 or not all(isinstance(v, int) and v > 0 for v in val):
-            raise ValueError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
-        cfg[key] = list(val)
-    for key in ("dim", "num_refinement_blocks", "inp_channels", "out_channels"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
-            raise ValueError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
-    if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
-        raise ValueError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
-                         f"got {cfg['LayerNorm_type']!r}")
-    for key in ("bias", "official_compat"):
-        if not isinstance(cfg[key], bool):
-            raise ValueError(f"network_G.restormer.{key} must be true or false, got {cfg[key]!r}")
-    if float(cfg["ffn_expansion_factor"]) <= 0:
-        raise ValueError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
-    for i, h in enumerate(cfg["heads"]):
-        width = cfg["dim"] * 2 ** i
-        if width % h:
-            raise ValueError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
-    if (cfg["dim"] * 2) % cfg["heads"][0]:
-        raise ValueError(f"network_G.restormer: heads[0]={cfg['heads'][0]} does not divide the decoder width "
-                         f"{2 * cfg['dim']}")
-    return cfg
+    return parse_restormer_config(opt, GLTG_DEFAULTS, "GLTGRestormer")
 
 
 # ------------------------------------------------------------------------------------------------ padding
@@ -153,15 +111,6 @@ def crop_padding(x: torch.Tensor, pads) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ mask helpers
 
-def pad4(x: torch.Tensor) -> torch.Tensor:
-    """Reflect-pad bottom/right so H and W are multiples of 4 (official Attention_intra / downmask)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % PATCH_GRID, (-w) % PATCH_GRID
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-    return x
-
-
 def to_patches(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, heads, C/heads, 16, H*W/16): token = one cell of the 4x4 grid, pixels row-major."""
     b, c, h, w = x.shape
@@ -186,13 +135,6 @@ def mask_gram(mask: torch.Tensor) -> torch.Tensor:
                          f"(the official code fails the same way); pad the mask like the image")
     p = to_patches(mask, 1)[:, 0]                       # (B, 1, 16, n)
     return p @ p.transpose(-2, -1)
-
-
-def resize_binarise(m: torch.Tensor, size) -> torch.Tensor:
-    """Bilinear (half-pixel centres, no antialias = cv2.INTER_LINEAR) resize, then > 0.2 -> 1 else 0."""
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
-    return (m > MASK_THRESHOLD).to(m.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -296,81 +238,33 @@ class TransformerBlockWithMask(nn.Module):
         return x + self.ffn_new(self.norm3(x))
 
 
-class MaskedLevel(nn.Module):
-    """One encoder level (official ``TransformerBlock_1``; ``layer_stack.<i>``)."""
+class GLTGMaskedLevel(MaskedLevel):
+    """One encoder level (official ``TransformerBlock_1``; ``layer_stack.<i>``), every block given the level's Gram."""
 
-    def __init__(self, n_layers: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 layernorm_bias: bool):
-        super().__init__()
-        self.layer_stack = nn.ModuleList([TransformerBlockWithMask(dim, num_heads, ffn_expansion_factor, bias,
-                                                                   layernorm_bias) for _ in range(n_layers)])
-
-    def forward(self, x: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-        for blk in self.layer_stack:
-            x = blk(x, gram)
-        return x
-
-
-def _stack(n: int, dim: int, heads: int, ffn: float, bias: bool, ln_bias: bool) -> nn.Sequential:
-    return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln_bias) for _ in range(n)])
+    block = TransformerBlockWithMask
 
 
 # ------------------------------------------------------------------------------------------------ encoder
 
 @ENCODER_REGISTRY.register("GLTGRestormer")
-class GLTGRestormer(nn.Module):
+class GLTGRestormer(MaskedRestormerUNet):
     """GLTG-AFlow's Restormer encoder (official `restormer_arch.Restormer` names; sizes from network_G.restormer).
 
     ``forward(lq, aux, with_color_map=False)``: lq (B, 3, H, W) log low image, aux (B, 1 or 3, H, W) zero-element
     mask in {0, 1} (``data.preprocess.aux_input(low01, 'gltg_mask')``, required). Returns fea_up0/1/2
-    (with cat_f concatenated), cat_f and, when asked, color_map.
+    (with cat_f concatenated), cat_f and, when asked, color_map (the colour head ``output`` +
+    ``fine_tune_color_map``; the N(0, I) prior never uses it).
     """
 
     aux_input = "gltg_mask"
     pad_multiple = 16
+    masked_level = GLTGMaskedLevel
+    reduce_fea_up1 = True       # fea_up1 = reduce_chan1(decoder_level3)
+    color_head_in = None        # fine_tune_color_map reads out_channels channels
 
     def __init__(self, opt: dict):
-        super().__init__()
-        cfg = gltg_config(opt)
-        self.config = cfg
-        self.official_compat = cfg["official_compat"]
-        dim, nb, heads = cfg["dim"], cfg["num_blocks"], cfg["heads"]
-        ffn, bias = float(cfg["ffn_expansion_factor"]), cfg["bias"]
-        ln = cfg["LayerNorm_type"] != "BiasFree"
-        self.dim = dim
-
-        self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], dim)
-        self.encoder_level1 = MaskedLevel(nb[0], dim, heads[0], ffn, bias, ln)
-        self.down1_2 = Downsample(dim)
-        self.encoder_level2 = MaskedLevel(nb[1], dim * 2, heads[1], ffn, bias, ln)
-        self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = MaskedLevel(nb[2], dim * 4, heads[2], ffn, bias, ln)
-        self.down3_4 = Downsample(dim * 4)
-        self.latent = _stack(nb[3], dim * 8, heads[3], ffn, bias, ln)
-
-        self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
-        self.decoder_level3 = _stack(nb[2], dim * 4, heads[2], ffn, bias, ln)
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
-        self.decoder_level2 = _stack(nb[1], dim * 2, heads[1], ffn, bias, ln)
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = _stack(nb[0], dim * 2, heads[0], ffn, bias, ln)
-        self.refinement = _stack(cfg["num_refinement_blocks"], dim * 2, heads[0], ffn, bias, ln)
-
-        # Colour head: computed only on request (the N(0, I) prior never uses it).
-        self.output = nn.Conv2d(dim * 2, cfg["out_channels"], 3, padding=1, bias=bias)
-        self.fine_tune_color_map = nn.Sequential(
-            nn.Conv2d(cfg["out_channels"], 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1),
-            nn.Sigmoid())
-        self.reduce_chan0 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
-        self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
-        self.reduce_chan2 = nn.Conv2d(dim * 2, dim * 4, 1, bias=bias)
-
-    @property
-    def out_channels(self) -> int:
-        """Conditioning width per flow level: 4*dim + 2*dim (288 at dim 48)."""
-        return 6 * self.dim
+        super().__init__(gltg_config(opt))
+        self.official_compat = self.config["official_compat"]
 
     # -- masks ---------------------------------------------------------------------------------------------------
     def mask_grams(self, aux: torch.Tensor | None, lq: torch.Tensor):
@@ -403,22 +297,7 @@ class GLTGRestormer(nn.Module):
         if h % 8 or w % 8:
             raise ValueError(f"GLTGRestormer: input {h}x{w} must be a multiple of 8 (pad_multiple is "
                              f"{self.pad_multiple}; pad with official_auto_padding or the inference pipeline)")
-        g1, g2, g3 = self.mask_grams(aux, lq)
-
-        enc1 = self.encoder_level1(self.patch_embed(lq), g1)
-        enc2 = self.encoder_level2(self.down1_2(enc1), g2)
-        enc3 = self.encoder_level3(self.down2_3(enc2), g3)
-        latent = self.latent(self.down3_4(enc3))
-
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1))
-        cat_f = self.refinement(dec1)
-
-        feats = {"fea_up0": self.reduce_chan0(latent), "fea_up1": self.reduce_chan1(dec3),
-                 "fea_up2": self.reduce_chan2(dec2)}
-        out = with_cat_f(feats, cat_f)
-        out["cat_f"] = cat_f
+        out = self.unet(lq, *self.mask_grams(aux, lq))
         if with_color_map:
-            out["color_map"] = self.fine_tune_color_map(self.output(cat_f) + lq)
+            out["color_map"] = self.fine_tune_color_map(self.output(out["cat_f"]) + lq)
         return out

@@ -8,6 +8,8 @@ Data flow (dim = 48 at the official size; spec 3.2):
     (H/2, 4*dim) -> up + skip -> decoder_level1 -> refinement = cat_f (H, 2*dim)
 
 Every ``fea_up*`` is returned with bilinear(cat_f) concatenated: 6*dim channels (288 at the official size).
+The U-Net skeleton, config parsing and mask padding/resizing are shared with GLTG-AFlow
+(``restormer_unet.MaskedRestormerUNet``); this module holds the ZMA block, its per-level mask maps and its defaults.
 
 Zero-element mask attention (`Mask`): the image (padded to a multiple of 4) is cut into a 4x4 grid of 16 large patches.
 The 16x16 patch-mixing matrix is softmax(cos-sim(mask patch i, mask patch j) * T); image features supply only V. It
@@ -41,24 +43,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import ENCODER_REGISTRY
-from .restormer_blocks import (Attention, Downsample, FeedForward, LayerNorm, OverlapPatchEmbed, TransformerBlock,
-                               Upsample, with_cat_f)
+from .restormer_blocks import Attention, FeedForward, LayerNorm
+from .restormer_unet import (PATCH_GRID, MaskedLevel, MaskedRestormerUNet, pad_to_multiple, parse_restormer_config,
+                             resize_binarise, restormer_defaults)
 
 MASK_TEMPERATURE = 1.0   # official: a fresh, untrained nn.Parameter(ones) created inside every Mask.forward
-PATCH_GRID = 4           # official N: a 4x4 grid of patches (16 tokens) per image
-MASK_THRESHOLD = 0.2     # downmask binarisation (> 0.2 -> 1)
 
-RESTORMER_DEFAULTS = {
-    "inp_channels": 3,
-    "out_channels": 3,
-    "dim": 48,
-    "num_blocks": [4, 4, 4, 4],
-    "num_refinement_blocks": 4,
-    "heads": [1, 2, 4, 8],
-    "ffn_expansion_factor": 2.66,
-    "bias": False,
-    "LayerNorm_type": "WithBias",
-}
+RESTORMER_DEFAULTS = restormer_defaults([4, 4, 4, 4], 4)
 
 
 def restormer_config(opt: dict) -> dict:
@@ -66,54 +57,15 @@ def restormer_config(opt: dict) -> dict:
 
     An unknown key (with a value other than None) is a KeyError naming it.
     """
-    given = ((opt.get("network_G") or {}).get("restormer")) or {}
-    if not isinstance(given, dict):
-        raise TypeError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
-    given = {k: v for k, v in given.items() if v is not None}  # None = unset (options/schema.py fills None)
-    for key in given:
-        if key not in RESTORMER_DEFAULTS:
-            raise KeyError(f"network_G.restormer: unknown key '{key}' for ZMARRestormer; "
-                           f"allowed keys: {', '.join(RESTORMER_DEFAULTS)}")
-    cfg = {**RESTORMER_DEFAULTS, **given}
-    for key in ("num_blocks", "heads"):
-        val = cfg[key]
-        if not isinstance(val, (list, tuple)) or len(val) != 4 or not all(isinstance(v, int) and v > 0 for v in val):
-            raise ValueError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
-    for key in ("dim", "num_refinement_blocks", "inp_channels", "out_channels"):
-        if not isinstance(cfg[key], int) or cfg[key] <= 0:
-            raise ValueError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
-    if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
-        raise ValueError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
-                         f"got {cfg['LayerNorm_type']!r}")
-    if not isinstance(cfg["bias"], bool):
-        raise ValueError(f"network_G.restormer.bias must be true or false, got {cfg['bias']!r}")
-    if float(cfg["ffn_expansion_factor"]) <= 0:
-        raise ValueError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
-    for i, h in enumerate(cfg["heads"]):
-        width = cfg["dim"] * 2 ** min(i, 3)
-        if width % h:
-            raise ValueError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
-    cfg["num_blocks"] = list(cfg["num_blocks"])
-    cfg["heads"] = list(cfg["heads"])
-    return cfg
+    return parse_restormer_config(opt, RESTORMER_DEFAULTS, "ZMARRestormer")
 
 
 # ------------------------------------------------------------------------------------------------ mask helpers
 
-def pad_to_multiple(x: torch.Tensor, n: int = PATCH_GRID) -> torch.Tensor:
-    """Reflect-pad bottom/right so H and W are multiples of n (as the official Mask/downmask)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % n, (-w) % n
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-    return x
-
-
 def downmask(mask: torch.Tensor, k: int) -> torch.Tensor:
     """The mask at 1/k resolution: bilinear resize to (H/k, W/k), binarise (> 0.2 -> 1); per batch element."""
     h, w = mask.shape[-2:]
-    m = F.interpolate(mask, size=(int(h / k), int(w / k)), mode="bilinear", align_corners=False)
-    return (m > MASK_THRESHOLD).to(mask.dtype)
+    return resize_binarise(mask, (int(h / k), int(w / k)))
 
 
 def to_patches(x: torch.Tensor, grid: int = PATCH_GRID) -> torch.Tensor:
@@ -206,81 +158,35 @@ class TransformerBlockWithMask(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
-class MaskedLevel(nn.Module):
+class ZMARMaskedLevel(MaskedLevel):
     """A stack of masked blocks sharing one mask-attention map (official `TransformerBlock_1`, `layer_stack`)."""
 
-    def __init__(self, n_layers: int, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 layernorm_bias: bool):
-        super().__init__()
-        self.layer_stack = nn.ModuleList([
-            TransformerBlockWithMask(dim, num_heads, ffn_expansion_factor, bias, layernorm_bias)
-            for _ in range(n_layers)])
+    block = TransformerBlockWithMask
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """mask: (B, 1, h, w) at this level's resolution (not yet padded)."""
         if mask.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"mask size {tuple(mask.shape[-2:])} does not match the features {tuple(x.shape[-2:])}")
-        attn = mask_attention_map(pad_to_multiple(mask.to(x.dtype)))
-        for blk in self.layer_stack:
-            x = blk(x, attn)
-        return x
-
-
-def _stack(n: int, dim: int, heads: int, ffn: float, bias: bool, ln_bias: bool) -> nn.Sequential:
-    return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln_bias) for _ in range(n)])
+        return super().forward(x, mask_attention_map(pad_to_multiple(mask.to(x.dtype))))
 
 
 @ENCODER_REGISTRY.register("ZMARRestormer")
-class ZMARRestormer(nn.Module):
+class ZMARRestormer(MaskedRestormerUNet):
     """ZMAR-SNFlow's Restormer encoder (official `restormer_arch.Restormer` names; sizes from network_G.restormer).
 
     ``forward(lq, aux)``: lq (B, 3, H, W) log low image, aux (B, 1, H, W) chromaticity mask
     (``data.preprocess.chroma_mask(low01, 'unbalanced_is_one')``). Returns fea_up0/1/2 (with cat_f concatenated)
-    and cat_f.
+    and cat_f. ``output``, ``fine_tune_color_map`` and ``reduce_chan1`` are checkpoint entries only, never run.
     """
 
     aux_input = "zmar_mask"
     pad_multiple = 8
+    masked_level = ZMARMaskedLevel
+    reduce_fea_up1 = False      # fea_up1 = decoder_level3 itself
+    color_head_in = 3           # the official colour head reads 3 channels whatever out_channels is
 
     def __init__(self, opt: dict):
-        super().__init__()
-        cfg = restormer_config(opt)
-        self.config = cfg
-        dim, nb, heads = cfg["dim"], cfg["num_blocks"], cfg["heads"]
-        ffn, bias = float(cfg["ffn_expansion_factor"]), cfg["bias"]
-        ln_bias = cfg["LayerNorm_type"] != "BiasFree"
-
-        self.patch_embed = OverlapPatchEmbed(cfg["inp_channels"], dim)
-        self.encoder_level1 = MaskedLevel(nb[0], dim, heads[0], ffn, bias, ln_bias)
-        self.down1_2 = Downsample(dim)
-        self.encoder_level2 = MaskedLevel(nb[1], dim * 2, heads[1], ffn, bias, ln_bias)
-        self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = MaskedLevel(nb[2], dim * 4, heads[2], ffn, bias, ln_bias)
-        self.down3_4 = Downsample(dim * 4)
-        self.latent = _stack(nb[3], dim * 8, heads[3], ffn, bias, ln_bias)
-
-        self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
-        self.decoder_level3 = _stack(nb[2], dim * 4, heads[2], ffn, bias, ln_bias)
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
-        self.decoder_level2 = _stack(nb[1], dim * 2, heads[1], ffn, bias, ln_bias)
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = _stack(nb[0], dim * 2, heads[0], ffn, bias, ln_bias)
-        self.refinement = _stack(cfg["num_refinement_blocks"], dim * 2, heads[0], ffn, bias, ln_bias)
-
-        # Unused in forward (official checkpoint entries): output conv, colour head, reduce_chan1.
-        self.output = nn.Conv2d(dim * 2, cfg["out_channels"], 3, padding=1, bias=bias)
-        self.fine_tune_color_map = nn.Sequential(
-            nn.Conv2d(3, 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1), nn.Sigmoid())
-        self.reduce_chan0 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
-        self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
-        self.reduce_chan2 = nn.Conv2d(dim * 2, dim * 4, 1, bias=bias)
-
-    @property
-    def out_channels(self) -> int:
-        """Conditioning width per flow level: 4*dim + 2*dim (288 at dim 48)."""
-        return 6 * self.config["dim"]
+        super().__init__(restormer_config(opt))
 
     def forward(self, lq: torch.Tensor, aux: torch.Tensor | None = None) -> dict:
         if aux is None:
@@ -295,19 +201,5 @@ class ZMARRestormer(nn.Module):
                              f"got {lq.shape[1]} channels (concat_histeq must be false for this model)")
         if aux.dim() != 4 or aux.shape[0] != b or aux.shape[1] != 1 or aux.shape[-2:] != lq.shape[-2:]:
             raise ValueError(f"ZMARRestormer: mask must be (B, 1, H, W) = ({b}, 1, {h}, {w}), got {tuple(aux.shape)}")
-        mask = aux.to(lq.dtype)
-
-        enc1 = self.encoder_level1(self.patch_embed(lq), mask)          # level-1 mask: raw values, full size
-        enc2 = self.encoder_level2(self.down1_2(enc1), downmask(mask, 2))
-        enc3 = self.encoder_level3(self.down2_3(enc2), downmask(mask, 4))
-        latent = self.latent(self.down3_4(enc3))
-
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1))
-        cat_f = self.refinement(dec1)
-
-        feats = {"fea_up0": self.reduce_chan0(latent), "fea_up1": dec3, "fea_up2": self.reduce_chan2(dec2)}
-        out = with_cat_f(feats, cat_f)
-        out["cat_f"] = cat_f
-        return out
+        mask = aux.to(lq.dtype)                 # level-1 mask: raw values, full size
+        return self.unet(lq, mask, downmask(mask, 2), downmask(mask, 4))
