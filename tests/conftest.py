@@ -33,3 +33,19 @@ def golden(shared_dir):
             pytest.skip(f"golden folder {p} not present")
         return p
     return get
+
+
+@pytest.fixture(scope="session")
+def official_keys(shared_dir):
+    """Function: model name -> {state-dict key: shape} of the official full-size model (reference/keys/*.txt)."""
+    def get(model: str) -> dict:
+        path = shared_dir / "reference" / "keys" / f"{model}_keys.txt"
+        if not path.is_file():
+            pytest.skip(f"{path} not present")
+        keys = {}
+        for line in path.read_text().splitlines():
+            if line and not line.startswith("#"):
+                name, shape, _ = line.split("\t")
+                keys[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+        return keys
+    return get

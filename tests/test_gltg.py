@@ -286,20 +286,8 @@ def test_init_aflow_heads_is_deterministic_and_distinct_per_step():
 
 # ------------------------------------------------------------------------------------------------ configs and keys
 
-def _reference_keys(shared_dir: Path) -> dict:
-    path = shared_dir / "reference" / "keys" / "GLTG-AFlow_keys.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    keys = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, shape, _ = line.split("\t")
-            keys[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return keys
-
-
-def test_official_config_builds_the_official_key_set(shared_dir):
-    ref = _reference_keys(shared_dir)
+def test_official_config_builds_the_official_key_set(official_keys):
+    ref = official_keys("GLTG-AFlow")
     with open(CONFS / "LOLv2-pc.yml") as f:
         opt = yaml.safe_load(f)
     variant = resolve_variant(opt, ref.keys())          # the official YAML is ambiguous; checkpoint keys decide

@@ -71,20 +71,11 @@ def test_heat_samples_around_the_colour_map(golden):
     assert (a - b).abs().mean() > 1e-3
 
 
-def _keys(path):
-    out = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            k, shape, _ = line.split("\t")
-            out[k] = tuple(int(x) for x in shape.strip("()").split(",") if x.strip())
-    return out
-
-
 @pytest.mark.parametrize("conf", ["LOL-pc", "LOLv2-pc"])
-def test_official_configs_give_official_keys(shared_dir, conf):
+def test_official_configs_give_official_keys(official_keys, conf):
     model, _ = build_generator(load_options(ROOT / f"confs/LLFlow/{conf}.yml"))
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert ours == _keys(shared_dir / "reference/keys/LLFlow_keys.txt")
+    assert ours == official_keys("LLFlow")
 
 
 def test_small_net_parameter_count():

@@ -244,23 +244,13 @@ def test_tiny_generator_nll_and_reverse_roundtrip():
 
 # ------------------------------------------------------------------------------------------------ checkpoint keys
 
-def _official_keys(shared_dir):
-    keys = {}
-    for line in (shared_dir / "reference" / "keys" / "ZMAR-SNFlow_keys.txt").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, shape, _ = line.split("\t")
-        keys[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return keys
-
-
-def test_official_config_builds_exact_official_keys(shared_dir):
+def test_official_config_builds_exact_official_keys(official_keys):
     opt = yaml.safe_load(CONF.read_text())
     with pytest.raises(ValueError, match="variant"):
         resolve_variant(opt)             # the official file cannot say which family it is
     net = FlowGenerator(opt, VARIANTS["zmar"])      # full size, CPU (about 1 s)
     got = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    expected = _official_keys(shared_dir)
+    expected = official_keys("ZMAR-SNFlow")
     assert sorted(set(expected) - set(got)) == [] and sorted(set(got) - set(expected)) == []
     assert got == expected
     assert sum(p.numel() for p in net.parameters()) == 57338836
