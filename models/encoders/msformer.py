@@ -83,8 +83,8 @@ def msformer_options(opt: dict) -> dict:
     return cfg
 
 
-def msformer_pad_multiple(win_size: int) -> int:
-    """Input H, W multiple at which no LeWin block needs internal padding: lcm(8, win at H, 2win at H/2, ...)."""
+def window_multiple(win_size: int) -> int:
+    """Input H, W multiple at which no LeWin block pads internally: lcm(8, win at H, 2win at H/2, ...) = 8·win."""
     m = 8
     for s in (1, 2, 4, 8):
         m = m * (s * win_size) // math.gcd(m, s * win_size)
@@ -135,15 +135,17 @@ class MSFormer(nn.Module):
     `aux_input = 'upt_zero_map'`: forward needs zc = 1[all chromaticity shares > 0.1] (1 = balanced pixel),
     shape (B, 1, H, W), from the same (padded) linear low image.
 
-    `pad_multiple` = 8·win_size (40 for win 5, 64 for win 8): the lcm of 8 (three 2x down-samplings) and the window
-    size at each of the four scales (H, H/2, H/4, H/8 all multiples of win). Any H, W divisible by 8 also run: like
-    the official block, each LeWin block then zero-pads right/bottom to its window multiple internally (so the
-    official ×8-padded test protocol is reproduced exactly); LOL (400x600, win 5) and SDSD/SMID/SID (win 8) sizes
-    need no padding at all.
+    `pad_multiple` = 8 (three 2x down-samplings), as the official test.py pads (reflect, bottom/right). Each LeWin
+    block zero-pads its own input right/bottom to a window multiple when needed, exactly as the official block does,
+    so padding the image to 8 reproduces the official outputs for every size. Reflect-padding the image further, to
+    `window_multiple` = 8·win_size (40 for win 5, 64 for win 8; H, H/2, H/4, H/8 then all divide into windows),
+    would avoid the internal zero padding but change the result wherever the size is not already such a multiple
+    (the 64x96 golden crop: up to 36/255). LOL (400x600, win 5) and SDSD/SMID/SID (960x512-type sizes, win 8) are
+    multiples of `window_multiple`, so there both choices coincide.
     """
 
     aux_input = "upt_zero_map"
-    pad_multiple = msformer_pad_multiple(MSFORMER_DEFAULTS["win_size"])
+    pad_multiple = 8
 
     def __init__(self, opt: dict):
         super().__init__()
@@ -155,7 +157,7 @@ class MSFormer(nn.Module):
         ln_bias = cfg["LayerNorm_type"] != "BiasFree"
         win = int(cfg["win_size"])
         self.dim, self.win_size = dim, win
-        self.pad_multiple = msformer_pad_multiple(win)
+        self.window_multiple = window_multiple(win)
         self.out_channels = 6 * dim      # width of fea_up0/1/2 after the cat_f concatenation (288 at dim 48)
 
         def tbs(ch, n_heads, n):
@@ -217,7 +219,7 @@ class MSFormer(nn.Module):
         if aux.dim() != 4 or aux.shape[0] != b or aux.shape[1] != 1 or aux.shape[2:] != lq.shape[2:]:
             raise ValueError(f"MSFormer: zero map must be ({b}, 1, {h}, {w}), got {tuple(aux.shape)}")
         if h % 8 or w % 8:
-            raise ValueError(f"MSFormer: input {h}x{w} must be a multiple of 8 (pad to {self.pad_multiple})")
+            raise ValueError(f"MSFormer: input {h}x{w} must be a multiple of {self.pad_multiple} (pad it first)")
         zm1 = aux.to(lq.dtype).expand(-1, self.dim, -1, -1)
 
         x0 = self.patch_embed(lq)
