@@ -14,7 +14,7 @@ RESTORMER = {"dim": None, "num_blocks": None, "num_refinement_blocks": None, "he
 MSFORMER = {"dim": None, "num_refinement_blocks": None, "heads": None, "depths": None, "num_heads": None,
             "win_size": None, "token_projection": None, "token_mlp": None, "shift_flag": None, "drop_path_rate": None,
             "ffn_expansion_factor": None, "bias": None, "LayerNorm_type": None, "inp_channels": None,
-            "out_channels": None, "mlp_ratio": None}
+            "mlp_ratio": None}
 
 FLOW = {
     "K": None, "L": 3, "hidden_channels": None, "conditionInFeaDim": None, "noInitialInj": None,

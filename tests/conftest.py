@@ -13,7 +13,8 @@ SHARED = Path(os.environ.get("LLFLOW_SHARED", ROOT.parent / "shared"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: most test tensors are tiny, where extra threads only add overhead (and contention on shared CPUs).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -98,3 +98,10 @@ def test_gltg_and_zmar_configs_need_the_family_named():
     # a checkpoint's keys decide it too
     assert resolve_variant(load_options(raw=_raw() | {"concat_histeq": False}),
                            ["RRDB.encoder_level1.layer_stack.0.attn_intra.qkv.weight"]).name == "gltg"
+
+
+@pytest.mark.parametrize("conf", [c for c in CONFS if c.name.startswith("train_") or c.name == "demo_tiny.yml"],
+                         ids=lambda p: str(p.relative_to(ROOT / "confs")))
+def test_training_configs_never_select_models_on_the_test_split(conf):
+    opt = load_options(conf, is_train=True)
+    assert opt["datasets"]["val"]["holdout"], "validation must use held-out training data"
