@@ -37,3 +37,12 @@ def assert_logdet_matches_jacobian(layer, z, ft=None, rtol=1e-3, atol=1e-3):
     with torch.no_grad():
         _, ld = run(layer, z, ft, False)
     assert torch.allclose(ld[0], expected, rtol=rtol, atol=atol), (ld[0].item(), expected.item())
+
+
+def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0):
+    """Add noise to every parameter so that no layer (zero-init convs included) is an identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module

@@ -24,13 +24,6 @@ FEATURES = ("fea_up0", "fea_up1", "fea_up2", "cat_f", "color_map")
 SMALL_OPT = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 8}}}   # network_G-level dict for layers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests use tiny tensors: one intra-op thread avoids OpenMP contention on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def perturb(module: torch.nn.Module, seed: int = 0, std: float = 0.05):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data.image_io import read_rgb
-from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian
+from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 from models.build import build_generator
 from models.checkpoint import CheckpointError, read_state_dict
 from models.flow.couplings.llflow import CondAffineSeparatedAndCond
@@ -84,14 +84,6 @@ def test_small_net_parameter_count():
     assert len(sd) == 412 and sum(v.numel() for v in sd.values()) == 5_429_849  # spec §6.4/§6.5
 
 
-def _perturb(m, scale=0.05):
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return m
-
-
 @pytest.mark.parametrize("layer", ["actnorm", "invconv", "squeeze", "coupling", "step"])
 def test_layers_invert_and_logdet_matches_jacobian(layer):
     torch.manual_seed(0)
@@ -101,7 +93,7 @@ def test_layers_invert_and_logdet_matches_jacobian(layer):
            "squeeze": lambda: SqueezeLayer(2),
            "coupling": lambda: CondAffineSeparatedAndCond(12, 5, net),
            "step": lambda: FlowStep(12, 5, "CondAffineSeparatedAndCond", net)}[layer]()
-    _perturb(mod).eval()
+    perturb_(mod).eval()
     if layer in ("actnorm", "invconv", "squeeze"):
         wrapped = lambda x, ld, ft=None, reverse=False: mod(x, ld, reverse=reverse)  # noqa: E731
         assert_invertible(wrapped, z)

@@ -23,7 +23,7 @@ from models.flow.couplings.cross import CBAM, CrossCoupling
 from models.flow.step import FlowStep
 from models.generator import FlowGenerator
 from models.variants import VARIANTS, resolve_variant
-from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian
+from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFS = ROOT / "confs" / "UPT-Flow"
@@ -33,26 +33,10 @@ TINY_MS = {"dim": 8, "num_refinement_blocks": 1, "heads": [1, 1, 2, 2], "depths"
            "num_heads": [1, 1, 2, 2, 2, 1, 1], "win_size": 5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP barrier stalls when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_opt(**ms):
     return {"network_G": {"msformer": {**TINY_MS, **ms}}}
-
-
-def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0):
-    """Add noise to every parameter so that no layer (zero-init convs included) is an identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(std * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 # ------------------------------------------------------------------------------------------------ the map rule

@@ -22,7 +22,7 @@ from models.flow.couplings.snflow import SNFlowCoupling
 from models.flow.step import FlowStep
 from models.generator import FlowGenerator
 from models.variants import VARIANTS, resolve_variant
-from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian
+from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs" / "ZMAR-SNFlow" / "LOLv2-pc.yml"
@@ -31,15 +31,6 @@ TOL = 1e-4
 TINY_G = {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 2, 4, 8]},
           "flow": {"K": 1, "L": 3, "conditionInFeaDim": 48, "CondAffineSeparatedAndCond": {"hidden_channels": 8},
                    "stackRRDB": {"blocks": [], "concat": True}}}
-
-
-def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0):
-    """Add noise to every parameter so that no layer (zero-init convs included) is an identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(std * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 # ------------------------------------------------------------------------------------------------ the mask rule
