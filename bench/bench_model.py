@@ -53,6 +53,9 @@ def _child(args):
         res = {"what": "inference", "shape": [hp, wp], "seconds": dt}
     else:
         model.train()
+        if opt["train"].get("activation_checkpointing"):
+            from models.activation_checkpointing import enable_activation_checkpointing
+            enable_activation_checkpointing(model.RRDB)
         c = args.crop
         gt = torch.rand(args.batch, 3, c, c, generator=g)
         lq = torch.rand(args.batch, in_ch, c, c, generator=g)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.registry import MODEL_REGISTRY
+from .activation_checkpointing import enable_activation_checkpointing
 from .build import build_generator
 from .checkpoint import load_weights, read_state_dict
 from .lr_schedule import make_scheduler
@@ -33,6 +34,9 @@ class FlowModel:
         pre = opt["path"].get("pretrain_model_G")
         if pre:
             self.load_pretrained(pre, opt["path"].get("load_submodule"), bool(opt["path"].get("strict_load", True)))
+        if train.get("activation_checkpointing"):
+            n = enable_activation_checkpointing(self.net.RRDB)
+            log.info("activation checkpointing on %d encoder blocks", n)
         self.net.to(device)
         self.ddp = None
         self.variant = self.net.variant

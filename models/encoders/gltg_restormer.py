@@ -220,6 +220,8 @@ class FeedForwardNew(nn.Module):
 class TransformerBlockWithMask(nn.Module):
     """x + MDTA(LN1 x); + Attention_intra(LN2 ., mask); + FeedForward_new(LN3 .)."""
 
+    activation_checkpoint = True  # unit of train.activation_checkpointing
+
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
         super().__init__()
         self.mask = UnusedMask(dim, num_heads)

@@ -227,6 +227,8 @@ class LeWinTransformerBlock(nn.Module):
     index cached per padded size, as is the shift mask.
     """
 
+    activation_checkpoint = True  # unit of train.activation_checkpointing
+
     def __init__(self, dim: int, num_heads: int, win_size: int, shift_size: int = 0, mlp_ratio: float = 4.0,
                  drop_path: float = 0.0, token_projection: str = "conv"):
         super().__init__()

@@ -79,6 +79,8 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """x + MDTA(LN(x)), then + GDFN(LN(.))."""
 
+    activation_checkpoint = True  # unit of train.activation_checkpointing
+
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float = 2.66, bias: bool = False,
                  layernorm_bias: bool = True):
         super().__init__()

@@ -33,6 +33,8 @@ class ResidualDenseBlock(nn.Module):
 class RRDB(nn.Module):
     """Residual-in-residual dense block: three dense blocks, output = x + 0.2 * body(x)."""
 
+    activation_checkpoint = True  # unit of train.activation_checkpointing
+
     def __init__(self, nf: int, gc: int = 32):
         super().__init__()
         self.RDB1 = ResidualDenseBlock(nf, gc)

@@ -143,6 +143,8 @@ class Attentionshare(nn.Module):
 class TransformerBlockWithMask(nn.Module):
     """x + ZMA(LN1(x)), then + MDTA(LN1(.)) with the same LN1, then + GDFN(LN2(.))."""
 
+    activation_checkpoint = True  # unit of train.activation_checkpointing
+
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
         super().__init__()
         self.mask = Mask(dim, num_heads)
