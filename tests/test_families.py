@@ -69,7 +69,9 @@ def test_test_with_tricks_applies_the_official_gt_mean(golden, tmp_path, family)
     model, _ = build_generator(opt, str(g / "weights.pth"))
     raw = Enhancer(model, opt, device="cpu")(read_rgb(g / "low.png"))
     expected = metrics.quantise(metrics.gt_mean_llflow(raw, read_rgb(g / "gt.png")), "truncate")
-    assert np.abs(read_rgb(tmp_path / "tricks/img.png").astype(int) - expected.astype(int)).max() == 0
+    # the CLI runs with the default thread count: float sums may differ in the last bit, truncation by one level
+    diff = np.abs(read_rgb(tmp_path / "tricks/img.png").astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
