@@ -6,7 +6,7 @@ import logging
 from utils.registry import ARCH_REGISTRY
 from . import generator  # noqa: F401  (registers the architectures)
 from .checkpoint import load_weights, read_state_dict
-from .variants import resolve_variant
+from .variants import resolve_components
 
 log = logging.getLogger("lowlight_flow")
 
@@ -14,7 +14,7 @@ log = logging.getLogger("lowlight_flow")
 def build_generator(opt: dict, checkpoint: str | None = None, strict: bool = True):
     """Return (generator, notes). `checkpoint` is a path; notes are messages worth showing to the user."""
     state = read_state_dict(checkpoint) if checkpoint else None
-    variant = resolve_variant(opt, state.keys() if state is not None else None)
+    variant = resolve_components(opt, state.keys() if state is not None else None)
     arch = ARCH_REGISTRY.get(opt["network_G"].get("which_model_G") or "LLFlow")
     model = arch(opt, variant)
     notes = [f"model family: {variant.name} (encoder {variant.encoder}, coupling {variant.coupling})"]

@@ -6,7 +6,7 @@ explicitly; without it the family is inferred from the config and, when a checkp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,29 @@ def detect_variant_from_keys(keys) -> str | None:
         if any(frag in k for k in keys):
             return name
     return None
+
+
+# Every official YAML names these two, whatever the family; any other name selects that registered component.
+OFFICIAL_ENCODER_NAME = "ConEncoder1"
+OFFICIAL_COUPLING_NAME = "CondAffineSeparatedAndCond"
+
+
+def resolve_components(opt: dict, checkpoint_keys=None) -> Variant:
+    """The family's preset, with `cond_encoder` / `network_G.flow.coupling` overriding its encoder / coupling when
+    they name another registered component (unknown names raise an error listing the registered ones)."""
+    from utils.registry import COUPLING_REGISTRY, ENCODER_REGISTRY
+    import models.encoders  # noqa: F401  (fill the registries)
+    import models.flow  # noqa: F401
+    variant = resolve_variant(opt, checkpoint_keys)
+    enc = opt.get("cond_encoder") or OFFICIAL_ENCODER_NAME
+    coupling = ((opt.get("network_G") or {}).get("flow") or {}).get("coupling") or OFFICIAL_COUPLING_NAME
+    ENCODER_REGISTRY.get(enc)
+    COUPLING_REGISTRY.get(coupling)
+    if enc != OFFICIAL_ENCODER_NAME:
+        variant = replace(variant, encoder=enc)
+    if coupling != OFFICIAL_COUPLING_NAME:
+        variant = replace(variant, coupling=coupling)
+    return variant
 
 
 def resolve_variant(opt: dict, checkpoint_keys=None) -> Variant:

@@ -105,3 +105,21 @@ def test_gltg_and_zmar_configs_need_the_family_named():
 def test_training_configs_never_select_models_on_the_test_split(conf):
     opt = load_options(conf, is_train=True)
     assert opt["datasets"]["val"]["holdout"], "validation must use held-out training data"
+
+
+def test_encoder_and_coupling_names_resolve_through_registries():
+    from models.variants import resolve_components
+    raw = _raw()
+    raw["cond_encoder"] = "ConEncoder2"
+    with pytest.raises(KeyError, match="ConEncoder1.*GLTGRestormer|Registered"):
+        resolve_components(load_options(raw=raw))
+    raw = _raw()
+    raw["network_G"]["flow"]["coupling"] = "CrossCouplin"
+    with pytest.raises(KeyError, match="Did you mean 'CrossCoupling'"):
+        resolve_components(load_options(raw=raw))
+    # components compose: the ZMAR family with UPT's cross coupling
+    raw = _raw()
+    raw["network_G"]["variant"] = "zmar"
+    raw["network_G"]["flow"]["coupling"] = "CrossCoupling"
+    v = resolve_components(load_options(raw=raw))
+    assert (v.encoder, v.coupling, v.prior) == ("ZMARRestormer", "CrossCoupling", "standard")
