@@ -3,7 +3,8 @@
 python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train] [--threads 2]
                             [--size 400x600] [--batch 4] [--crop 160] [--weights PATH]
 
-Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own. Weights are random unless
+Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own; the training step is the
+second of two (the first pays for allocator growth and Adam state), inference follows a small warm-up call. Weights are random unless
 --weights is given (speed does not depend on the values). Numbers printed are measured, never estimated.
 """
 from __future__ import annotations
@@ -40,9 +41,11 @@ def _child(args):
     in_ch = 3 + (3 if opt.get("concat_histeq") else 0)
     aux_ch = {"gltg_mask": 3, "zmar_mask": 1, "upt_zero_map": 1}.get(model.aux_input)
     g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
     if args.what == "infer":
         model.eval()
-        lq = torch.rand(1, in_ch, hp, wp, generator=g)
+        lq = torch.rand(1, in_ch, hp, wp, generator=g).contiguous(memory_format=fmt)
         aux = (torch.rand(1, aux_ch, hp, wp, generator=g) > 0.5).float() if aux_ch else None
         with torch.inference_mode():
             model.reverse(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
@@ -58,17 +61,26 @@ def _child(args):
             enable_activation_checkpointing(model.RRDB)
         c = args.crop
         gt = torch.rand(args.batch, 3, c, c, generator=g)
-        lq = torch.rand(args.batch, in_ch, c, c, generator=g)
+        lq = torch.rand(args.batch, in_ch, c, c, generator=g).contiguous(memory_format=fmt)
+        gt = gt.contiguous(memory_format=fmt)
         aux = (torch.rand(args.batch, aux_ch, c, c, generator=g) > 0.5).float() if aux_ch else None
         opt_ = torch.optim.Adam(model.parameters(), lr=1e-5)
+
+        def step():
+            opt_.zero_grad(set_to_none=True)
+            loss = model.nll(gt, lq, aux)["nll"].mean()
+            loss.backward()
+            opt_.step()
+            return loss
+
+        step()  # warm-up: the first step also pays for allocator growth and Adam state creation
         t = time.perf_counter()
-        loss = model.nll(gt, lq, aux)["nll"].mean()
-        loss.backward()
-        opt_.step()
+        loss = step()
         dt = time.perf_counter() - t
         res = {"what": "train_step", "batch": args.batch, "crop": c, "seconds": dt, "loss_finite": bool(loss.isfinite())}
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     res["threads"] = args.threads
+    res["layout"] = "NHWC" if args.channels_last else "NCHW"
     res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     print("RESULT " + json.dumps(res))
 
@@ -84,6 +96,7 @@ def main(argv=None):
     ap.add_argument("--size", default="400x600")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=160)
+    ap.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs (oneDNN's preferred layout)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -92,7 +105,7 @@ def main(argv=None):
         cmd = [sys.executable, __file__, "--child", "--what", what, "--opt", args.opt, "--threads", str(args.threads),
                "--size", args.size, "--batch", str(args.batch), "--crop", str(args.crop)]
         cmd += (["--variant", args.variant] if args.variant else []) + (["--weights", args.weights] if args.weights else [])
-        cmd += sum((["--set", s] for s in args.set or []), [])
+        cmd += sum((["--set", s] for s in args.set or []), []) + (["--channels-last"] if args.channels_last else [])
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -102,7 +115,7 @@ def main(argv=None):
         res = json.loads(line[7:])
         extra = f"{res['shape'][0]}x{res['shape'][1]}" if what == "infer" else f"batch {res['batch']} x {res['crop']}^2"
         print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
-              f"({res['threads']} threads, {res['params_m']:.2f} M params)")
+              f"({res['threads']} threads, {res['layout']}, {res['params_m']:.2f} M params)")
 
 
 if __name__ == "__main__":

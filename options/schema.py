@@ -59,7 +59,8 @@ VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": 
        "max_images": None}
 TEST = {"heats": None, "heat": None}
 LOGGER = {"print_freq": 100, "save_checkpoint_freq": 1000, "keep_checkpoints": 2}
-INFERENCE = {"tile": None, "tile_overlap": 32, "device": "auto", "amp": False, "pad_mode": "reflect"}
+INFERENCE = {"tile": None, "tile_overlap": 32, "device": "auto", "amp": False, "pad_mode": "reflect",
+             "channels_last": True}
 
 TOP = {
     "name": "experiment", "use_tb_logger": True, "model": "LLFlow", "distortion": None, "scale": 1, "gpu_ids": None,
