@@ -28,17 +28,17 @@ class SNFlowCoupling(CondAffineSeparatedAndCond):
         self.fAffine2 = affine_subnet(c1, 2 * (in_channels - c1), hidden)
 
     def forward(self, z, logdet, ft, reverse: bool = False):
-        shift_f, scale_f = affine_params(self.fFeatures(ft), self.eps)
+        shift_f, scale_f, ha = self.conditional(ft)
         if not reverse:
             z = (z + shift_f) * scale_f
             z1, z2 = split_half(z)
-            shift1, scale1 = affine_params(self.fAffine(torch.cat([z1, ft], 1)), self.eps)
+            shift1, scale1 = self.self_conditional(z1, ha)
             shift2, scale2 = affine_params(self.fAffine2(z1), self.eps)
             z2 = ((z2 + shift1) * scale1 + shift2) * scale2
             logdet = logdet + sum_chw(torch.log(scale_f)) + sum_chw(torch.log(scale1) + torch.log(scale2))
             return torch.cat([z1, z2], 1), logdet
         z1, z2 = split_half(z)
-        shift1, scale1 = affine_params(self.fAffine(torch.cat([z1, ft], 1)), self.eps)
+        shift1, scale1 = self.self_conditional(z1, ha)
         shift2, scale2 = affine_params(self.fAffine2(z1), self.eps)
         z2 = (z2 / scale2 - shift2) / scale1 - shift1
         z = torch.cat([z1, z2], 1) / scale_f - shift_f
