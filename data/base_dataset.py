@@ -85,6 +85,7 @@ class LowLightDataset(Dataset):
     Option keys read here (all optional):
     - input assembly: ``log_low``, ``concat_histeq``, ``histeq_as_input``, ``aux_input`` (None | gltg_mask |
       zmar_mask | upt_zero_map), ``zero_map`` (dict, see data.zeromap.ZeroMapInjector);
+    - listing: ``split`` (train | test; default: the phase's own);
     - loading: ``cache`` (decode everything into RAM at construction, default false = lazy), ``resize_to``
       ([W, H], cv2 bilinear, applied to low and GT at load time; default native size), ``npy_channel_order``
       (bgr | rgb for .npy frames, default bgr);
@@ -100,7 +101,13 @@ class LowLightDataset(Dataset):
     def __init__(self, opt: dict, phase: str):
         self.opt = dict(opt or {})
         self.phase = phase
-        self.train = phase == "train"
+        self.train = phase == "train"  # augment and draw zero-maps at random
+        # Which files to list: the training or the test split of the layout. Defaults to the phase; the trainer's
+        # holdout validation lists the training split without augmenting it (split: train, phase: val).
+        split = self.opt.get("split") or ("train" if self.train else "test")
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.train_split = split == "train"
         self.flags = {k: bool(self.opt.get(k)) for k in ("log_low", "concat_histeq", "histeq_as_input")}
         self.need_his = self.flags["concat_histeq"] or self.flags["histeq_as_input"]
         self.aux_kind = self.opt.get("aux_input")

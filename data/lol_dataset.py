@@ -39,7 +39,7 @@ class LoL(LowLightDataset):
     def _scan(self):
         dirs = explicit_dirs(self.opt)
         if dirs is None:
-            split = find_subdir(self._root(), ["our485"] if self.train else ["eval15"])
+            split = find_subdir(self._root(), ["our485"] if self.train_split else ["eval15"])
             dirs = find_subdir(split, ["low"]), find_subdir(split, ["high"])
         return stem_samples(*dirs)
 
@@ -76,7 +76,7 @@ class LoL_v2(LowLightDataset):
             raise ValueError("LoL_v2: give 'root' (LOL-v2 layout) or dataroot_LQ + dataroot_GT")
         samples = []
         for sub in self.SUBSETS[subset]:
-            split = find_subdir(find_subdir(self.opt["root"], [sub]), ["Train"] if self.train else ["Test"])
+            split = find_subdir(find_subdir(self.opt["root"], [sub]), ["Train"] if self.train_split else ["Test"])
             samples += self._pair(find_subdir(split, ["Low"]), find_subdir(split, ["Normal", "high"]))
         return samples
 

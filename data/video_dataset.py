@@ -96,7 +96,7 @@ class _VideoFrames(LowLightDataset):
             raise ValueError(f"{type(self).__name__}: no video in {lq_root} starts with {entries}")
         samples = []
         for lq_dir, gt_dir in pairs:
-            if self._is_test(lq_dir.name, mode, entries, match) != self.train:
+            if self._is_test(lq_dir.name, mode, entries, match) != self.train_split:
                 samples += self._frames(lq_dir, gt_dir)
         return samples
 

@@ -38,7 +38,7 @@ PHASE = {
     "noise_level": 0, "log_low": None, "gamma_aug": False, "n_max": None, "scale": None, "phase": None,
     # ours
     "subset": None, "cache": False, "zero_map": FREE, "resize_to": None, "test_split": None, "split_file": None,
-    "holdout": None, "holdout_from": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
+    "holdout": None, "split": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
     "seed": None, "test_prefix": None, "split_match": None, "frame_pairing": None, "gt_exclude": None,
     "npy_channel_order": None, "pin_memory": False,
 }

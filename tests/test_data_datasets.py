@@ -59,6 +59,17 @@ def test_lol_layout_train_and_val(tmp_path):
     assert t["LQ"].shape == (6, 8, 8) and t["GT"].shape == (3, 8, 8)
 
 
+def test_split_option_lists_training_files_without_augmenting(tmp_path):
+    # what the trainer's holdout validation builds: the training split's files, read as in validation
+    _lol(tmp_path)
+    opt = {"dataset": "LoL", "root": str(tmp_path), "use_crop": True, "GT_size": 8, "use_flip": True}
+    held = create_dataset({**opt, "split": "train"}, "val")
+    assert len(held) == 3 and held[2]["LQ_path"].endswith("our485/low/3.png")
+    assert held[2]["GT"].shape == (3, H, W)  # full image: no crop, no flip outside training
+    with pytest.raises(ValueError, match="split"):
+        create_dataset({**opt, "split": "validation"}, "val")
+
+
 def test_explicit_dirs_override_layout_and_cache_matches_lazy(tmp_path):
     _lol(tmp_path)
     opt = {"dataroot_LQ": str(tmp_path / "our485" / "low"), "dataroot_GT": str(tmp_path / "our485" / "high"),

@@ -59,6 +59,19 @@ def test_preprocessing_reproduces_cond_input(golden):
     assert (lq - npy(g, "cond_input.npy")).abs().max() < 1e-6
 
 
+def test_missing_log_low_is_an_error_not_a_silent_linear_input(golden):
+    import yaml
+    from options.options import OptionError
+    g = golden("LLFlow")
+    raw = yaml.safe_load((g / "config.yml").read_text())
+    for phase in raw["datasets"].values():
+        phase.pop("log_low")
+    opt = load_options(raw=raw)
+    model, _ = build_generator(opt)
+    with pytest.raises(OptionError, match="log_low"):
+        Enhancer(model, opt, device="cpu")
+
+
 def test_heat_samples_around_the_colour_map(golden):
     g, opt, model = _load(golden)
     lq = npy(g, "cond_input.npy")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from data import preprocess
+from options.options import OptionError
 
 
 def pick_device(name: str | None = "auto") -> torch.device:
@@ -56,6 +57,17 @@ def _tile_starts(size: int, tile: int, step: int):
     return sorted(set(starts))
 
 
+def input_is_log(opt: dict) -> bool:
+    """`log_low` as the config's datasets set it (test, then val, then train); an error when none says."""
+    phases = opt.get("datasets") or {}
+    for name in ("test", "val", "train", *phases):
+        value = (phases.get(name) or {}).get("log_low")
+        if value is not None:
+            return bool(value)
+    raise OptionError("no dataset phase sets 'log_low': add datasets.test.log_low (true for LLFlow, GLTG-AFlow "
+                      "and ZMAR-SNFlow, false for UPT-Flow) so test inputs are preprocessed as in training")
+
+
 class Enhancer:
     """Runs a generator on uint8 RGB images: pad -> preprocess -> (tiled) reverse pass -> crop.
 
@@ -77,8 +89,7 @@ class Enhancer:
         self.overlap = int(math.ceil(int(ov) / self.multiple) * self.multiple) if ov else 0
         self.amp = bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda"
         self.pad_mode = inf.get("pad_mode") or "reflect"
-        phase = next(iter((opt.get("datasets") or {}).values()), {}) or {}
-        self.prep_opt = {"log_low": phase.get("log_low"), "concat_histeq": opt.get("concat_histeq"),
+        self.prep_opt = {"log_low": input_is_log(opt), "concat_histeq": opt.get("concat_histeq"),
                          "histeq_as_input": opt.get("histeq_as_input")}
 
     def prepare(self, low: np.ndarray, aux_mask: np.ndarray | None = None):

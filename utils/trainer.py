@@ -25,7 +25,7 @@ from models.flow_model import FlowModel
 from options.options import OptionError, dump_options
 from utils import metrics
 from utils.atomic import atomic_open
-from utils.inference import to_uint8
+from utils.inference import input_is_log, to_uint8
 from utils.logging_setup import setup_cli_logging
 
 log = logging.getLogger("lowlight_flow")
@@ -107,11 +107,8 @@ def build_datasets(opt, aux_kind):
             n = int(n)
             if n >= len(train):
                 raise OptionError(f"datasets.val.holdout={n} leaves no training data ({len(train)} pairs)")
-            vbase = dict(topt, use_crop=False, use_flip=False, use_rot=False, noise_prob=0, gamma_aug=False,
-                         cache=False, zero_map=vopt.get("zero_map", topt.get("zero_map")))
-            # Listed as the training split, read without augmentation.
-            full_val = create_dataset(vbase, "train")
-            full_val.train = False
+            vbase = dict(topt, split="train", cache=False, zero_map=vopt.get("zero_map", topt.get("zero_map")))
+            full_val = create_dataset(vbase, "val")  # the training split's files, read without augmentation
             idx = list(range(len(train)))
             val = Subset(full_val, idx[-n:])
             train = Subset(train, idx[:-n])
@@ -146,6 +143,7 @@ def validate(model: FlowModel, loader, opt, step, run: RunDir, writer=None) -> d
     gtm = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="llflow", quantisation="round")
     agg_p, agg_g = metrics.MetricAggregator(plain), metrics.MetricAggregator(gtm)
     max_images = vopt.get("max_images")
+    log_input = input_is_log(opt)
     for i, batch in enumerate(loader):
         if max_images and i >= int(max_images):
             break
@@ -160,11 +158,11 @@ def validate(model: FlowModel, loader, opt, step, run: RunDir, writer=None) -> d
         agg_p.add(name, metrics.evaluate_pair(out, gt, plain))
         agg_g.add(name, metrics.evaluate_pair(out, gt, gtm))
         if vopt.get("save_images", True) and i < 4:
+            low_preview = batch["LQ"][0, :3].permute(1, 2, 0).numpy()
+            if log_input:  # undo log(low + 1e-3) for display
+                low_preview = np.exp(low_preview) - 1e-3
             write_rgb(run.val_images / str(step) / f"{name}.png",
-                      np.concatenate([to_uint8(np.exp(batch["LQ"][0, :3].permute(1, 2, 0).numpy()) - 1e-3
-                                               if opt["datasets"]["train"].get("log_low") else
-                                               batch["LQ"][0, :3].permute(1, 2, 0).numpy()),
-                                      to_uint8(out), gt], axis=1))
+                      np.concatenate([to_uint8(low_preview), to_uint8(out), gt], axis=1))
     mp, mg = agg_p.means(), agg_g.means()
     res = {"psnr": mp["psnr"], "ssim": mp["ssim"], "psnr_gtmean": mg["psnr"], "ssim_gtmean": mg["ssim"],
            "count": agg_p.count, "protocol": plain.describe(), "protocol_gtmean": gtm.describe()}
