@@ -23,6 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _child(args):
+    if not args.system_malloc:
+        from utils.runtime import keep_freed_memory
+        keep_freed_memory()
     import torch
     torch.set_num_threads(args.threads)
     from models.build import build_generator
@@ -82,6 +85,7 @@ def _child(args):
     res["threads"] = args.threads
     res["layout"] = "NHWC" if args.channels_last else "NCHW"
     res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    res["malloc"] = "system" if args.system_malloc else "keep-freed"
     print("RESULT " + json.dumps(res))
 
 
@@ -97,6 +101,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=160)
     ap.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs (oneDNN's preferred layout)")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc's default (unmap freed large blocks) instead of utils.runtime.keep_freed_memory")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -106,6 +112,7 @@ def main(argv=None):
                "--size", args.size, "--batch", str(args.batch), "--crop", str(args.crop)]
         cmd += (["--variant", args.variant] if args.variant else []) + (["--weights", args.weights] if args.weights else [])
         cmd += sum((["--set", s] for s in args.set or []), []) + (["--channels-last"] if args.channels_last else [])
+        cmd += ["--system-malloc"] if args.system_malloc else []
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -115,7 +122,7 @@ def main(argv=None):
         res = json.loads(line[7:])
         extra = f"{res['shape'][0]}x{res['shape'][1]}" if what == "infer" else f"batch {res['batch']} x {res['crop']}^2"
         print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
-              f"({res['threads']} threads, {res['layout']}, {res['params_m']:.2f} M params)")
+              f"({res['threads']} threads, {res['layout']}, {res['malloc']} malloc, {res['params_m']:.2f} M params)")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ import sys
 from data.image_io import ImageError
 from models.checkpoint import CheckpointError
 from options.options import OptionError
+from utils.runtime import keep_freed_memory
 
 USER_ERRORS = (OptionError, ImageError, CheckpointError, KeyError, FileNotFoundError, NotImplementedError, ValueError)
 
 
 def run_cli(main, argv=None):
-    """Call main(argv); print `error: <message>` for user errors (set LLFLOW_DEBUG=1 for the traceback)."""
+    """Call main(argv); print `error: <message>` for user errors (set LLFLOW_DEBUG=1 for the traceback).
+
+    Applies the process-wide allocator setting of :mod:`utils.runtime` first.
+    """
     import os
+    keep_freed_memory()
     try:
         return main(argv)
     except USER_ERRORS as e:

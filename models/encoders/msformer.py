@@ -20,6 +20,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from utils.registry import ENCODER_REGISTRY
 from .lewin import LeWinLayer, win_size_from_table_rows
@@ -128,6 +129,22 @@ def _drop_path_rates(depths, rate: float):
     return out
 
 
+def _conv_of_copies(resample, u, copies: int):
+    """resample(u repeated `copies` times along channels) without building the repeat.
+
+    resample is a Downsample/Upsample (3x3 conv, then pixel (un)shuffle). A convolution over k stacked copies of u
+    equals one convolution of u with the k weight slices summed: the zero map enters level 1 as one channel
+    repeated dim times, and decoder level 2 repeats its map x2 (official), so this saves most of those FLOPs.
+    """
+    conv, shuffle = resample.body[0], resample.body[1]
+    w = conv.weight
+    c = u.shape[1]
+    if w.shape[1] != c * copies:
+        raise ValueError(f"{w.shape[1]}-channel conv cannot read {copies} copies of {c} channels")
+    w = w.view(w.shape[0], copies, c, *w.shape[2:]).sum(1)
+    return shuffle(F.conv2d(u, w, conv.bias, padding=conv.padding))
+
+
 @ENCODER_REGISTRY.register("MSFormer")
 class MSFormer(nn.Module):
     """MSFormer(opt): sizes from `network_G.msformer` (official defaults otherwise).
@@ -226,7 +243,7 @@ class MSFormer(nn.Module):
         enc1 = self.encoder_level1(x0)
         x1 = enc1 + self.encoderlayer_1(x0, zm1)
 
-        zm2 = self.down1_2(zm1)
+        zm2 = _conv_of_copies(self.down1_2, aux.to(lq.dtype), self.dim)
         enc2 = self.encoder_level2(self.down1_2(x1))
         x2 = enc2 + self.encoderlayer_2(enc2, zm2)                 # local branch on the global output (official)
 
@@ -244,11 +261,12 @@ class MSFormer(nn.Module):
         inp_d3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1))
         dec3 = self.decoder_level3(inp_d3) + self.decoderlayer_1(inp_d3, zm_d3)
 
-        zm_d2 = self.up3_2(zm_d3).repeat(1, 2, 1, 1)
+        zm_u = self.up3_2(zm_d3)
+        zm_d2 = zm_u.repeat(1, 2, 1, 1)
         inp_d2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1))
         dec2 = self.decoder_level2(inp_d2) + self.decoderlayer_2(inp_d2, zm_d2)
 
-        zm_d1 = self.up2_1(zm_d2)
+        zm_d1 = _conv_of_copies(self.up2_1, zm_u, 2)
         inp_d1 = self.reduce_chan_level1(torch.cat([self.up2_1(dec2), enc1], 1))
         dec1 = self.decoder_level1(inp_d1) + self.decoderlayer_3(inp_d1, zm_d1)
         cat_f = self.refinement(dec1)

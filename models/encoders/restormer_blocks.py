@@ -35,15 +35,36 @@ class _LNBody(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
-def channel_attention(q, k, v, temperature):
-    """softmax(norm(q) norm(k)^T * t) v over (B, heads, C/heads, HW) tensors: attention across channels."""
-    q = F.normalize(q, dim=-1) * temperature
-    k = F.normalize(k, dim=-1)
-    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+def _l2_norm_last(t):
+    """L2 norm over the last dim, accumulated in float32 (half-precision squares overflow above 256).
+
+    pow+sum is used because linalg.vector_norm over a strided (channels-last) dim is 5x slower here.
+    """
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.pow(2).sum(-1).sqrt()
+
+
+def channel_attention_weights(q, k, temperature, eps: float = 1e-12):
+    """softmax(norm(q) norm(k)^T * t) for (B, heads, d, HW) q, k (any strides): (B, heads, d, d).
+
+    The L2 normalisation over HW is applied to the d x d Gram matrix instead of to q and k, i.e.
+    (q/|q|)(k/|k|)^T = (q k^T) / (|q| |k|^T) with |.| clamped at eps as F.normalize does: the same maths without
+    writing two normalised full-resolution copies.
+    """
+    gram = torch.stack([q[:, i] @ k[:, i].transpose(1, 2) for i in range(q.shape[1])], 1)
+    nq, nk = _l2_norm_last(q).clamp_min(eps), _l2_norm_last(k).clamp_min(eps)
+    return torch.softmax(gram / (nq.unsqueeze(-1) * nk.unsqueeze(-2)) * temperature, dim=-1)
 
 
 class Attention(nn.Module):
-    """MDTA: global channel self-attention."""
+    """MDTA: global channel self-attention.
+
+    out = W_out · blockdiag(A_1..A_heads) · v (+ b_out) with A_h the d x d attention of head h. The attention is a
+    linear map across channels, so it is folded into the 1x1 output projection: one (C x C) matmul over the
+    full-resolution map replaces attention-times-v followed by the projection. (scaled_dot_product_attention
+    would compute the same d x d softmax but cannot fold the projection.)
+    """
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False):
         super().__init__()
@@ -55,10 +76,21 @@ class Attention(nn.Module):
 
     def forward(self, x):
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        shape = (b, self.num_heads, c // self.num_heads, h * w)
-        out = channel_attention(q.reshape(shape), k.reshape(shape), v.reshape(shape), self.temperature)
-        return self.project_out(out.reshape(b, c, h, w))
+        heads = self.num_heads
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)   # views, NCHW or channels-last memory
+        shape = (b, heads, c // heads, h * w)
+        attn = channel_attention_weights(q.reshape(shape), k.reshape(shape), self.temperature)
+        w_out = self.project_out.weight.view(c, heads, c // heads)
+        mix = torch.einsum("ohi,bhij->bohj", w_out, attn.to(w_out.dtype)).reshape(b, c, c)   # W_out · blockdiag(A)
+        mix = mix.to(v.dtype)
+        v = v.reshape(b, c, h * w)
+        bias = self.project_out.bias
+        if v.stride(1) == 1:    # channels-last: rows are pixels, keep the output channels-last too
+            out = torch.bmm(v.transpose(1, 2), mix.transpose(1, 2)) if bias is None else \
+                torch.baddbmm(bias.to(v.dtype), v.transpose(1, 2), mix.transpose(1, 2))
+            return out.transpose(1, 2).view(b, c, h, w)
+        out = torch.bmm(mix, v) if bias is None else torch.baddbmm(bias.to(v.dtype)[:, None], mix, v)
+        return out.view(b, c, h, w)
 
 
 class FeedForward(nn.Module):

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from utils.registry import COUPLING_REGISTRY
 from ..ops import affine_subnet, split_half, sum_chw
-from .llflow import affine_params, coupling_opts
+from .llflow import after_first_conv, affine_params, cond_first_convs, coupling_opts, z_part_first_conv
 
 UPT_DEFAULT_EPS = 3e-4
 
@@ -100,49 +100,55 @@ class CrossCoupling(nn.Module):
         self.fFeatures_1 = CBAMSubnet(cond_channels, 2 * in_channels, hidden)
         self.fFeatures_2 = CBAMSubnet(cond_channels, 2 * in_channels, hidden)
 
-    def _feat(self, net, ft):
-        return affine_params(net(ft), self.eps)
+    def conditional(self, ft):
+        """(t_f1, s_f1), (t_f2, s_f2) of the injectors and the ft parts of the fAffine first convolutions, from one
+        convolution over ft (see cond_first_convs)."""
+        c1 = self.in_channels // 2
+        h1, h2, ha1, ha2 = cond_first_convs(ft, [(self.fFeatures_1.model, 0), (self.fFeatures_2.model, 0),
+                                                 (self.fAffine_1.model, c1),
+                                                 (self.fAffine_2.model, self.in_channels - c1)])
+        f1 = affine_params(after_first_conv(self.fFeatures_1.model, h1), self.eps)
+        f2 = affine_params(after_first_conv(self.fFeatures_2.model, h2), self.eps)
+        return f1, f2, ha1, ha2
 
-    def _aff(self, net, z_cond, ft):
-        return affine_params(net(torch.cat([z_cond, ft], 1)), self.eps)
+    def _aff(self, net, z_cond, h_cond):
+        net = net.model
+        return affine_params(after_first_conv(net, z_part_first_conv(net, z_cond, h_cond)), self.eps)
 
     def forward(self, z, logdet, ft, reverse: bool = False):
         if z.shape[1] != self.in_channels:
             raise ValueError(f"CrossCoupling built for {self.in_channels} channels, got {z.shape[1]}")
+        (t_f1, s_f1), (t_f2, s_f2), ha1, ha2 = self.conditional(ft)
         if not reverse:
-            t, s = self._feat(self.fFeatures_1, ft)
-            z = (z + t) * s
-            logdet = _acc(logdet, s, 1)
+            z = (z + t_f1) * s_f1
+            logdet = _acc(logdet, s_f1, 1)
             z1, z2 = split_half(z)
-            t, s = self._aff(self.fAffine_1, z1, ft)
+            t, s = self._aff(self.fAffine_1, z1, ha1)
             z2 = (z2 + t) * s
             logdet = _acc(logdet, s, 1)
             z = torch.cat([z1, z2], 1)
-            t, s = self._feat(self.fFeatures_2, ft)
-            z = (z + t) * s
-            logdet = _acc(logdet, s, 1)
+            z = (z + t_f2) * s_f2
+            logdet = _acc(logdet, s_f2, 1)
             z1, z2 = split_half(z)
-            t, s = self._aff(self.fAffine_2, z2, ft)
+            t, s = self._aff(self.fAffine_2, z2, ha2)
             z1 = (z1 + t) * s
             logdet = _acc(logdet, s, 1)
             return torch.cat([z1, z2], 1), logdet
 
         z1, z2 = split_half(z)
-        t, s = self._aff(self.fAffine_2, z2, ft)
+        t, s = self._aff(self.fAffine_2, z2, ha2)
         z1 = z1 / s - t
         logdet = _acc(logdet, s, -1)
         z = torch.cat([z1, z2], 1)
-        t, s = self._feat(self.fFeatures_2, ft)
-        z = z / s - t
-        logdet = _acc(logdet, s, -1)
+        z = z / s_f2 - t_f2
+        logdet = _acc(logdet, s_f2, -1)
         z1, z2 = split_half(z)
-        t, s = self._aff(self.fAffine_1, z1, ft)
+        t, s = self._aff(self.fAffine_1, z1, ha1)
         z2 = z2 / s - t
         # The official reverse subtracts sum(log s_2) here (a copy-paste slip); the inverse of stage 2 removes
         # sum(log s_1). Only the reported log-det changes; the reconstructed z is the same.
         logdet = _acc(logdet, s, -1)
         z = torch.cat([z1, z2], 1)
-        t, s = self._feat(self.fFeatures_1, ft)
-        z = z / s - t
-        logdet = _acc(logdet, s, -1)
+        z = z / s_f1 - t_f1
+        logdet = _acc(logdet, s_f1, -1)
         return z, logdet

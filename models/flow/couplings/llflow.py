@@ -36,22 +36,14 @@ class CondAffineSeparatedAndCond(nn.Module):
         self.fFeatures = affine_subnet(cond_channels, 2 * in_channels, hidden)
 
     def conditional(self, ft):
-        """(shift_f, scale_f) of the injector, and the ft part of fAffine's first conv.
-
-        Both first convolutions read ft, so they run as one wider convolution (the same maths on the same
-        parameters; oneDNN is faster on the bigger GEMM, in training too).
-        """
-        wf, wa = self.fFeatures[0].weight, self.fAffine[0].weight
-        h = F.conv2d(ft, torch.cat([wf, wa[:, self.c1:]], 0), padding=wf.shape[-1] // 2)
-        hf, ha = h.split([wf.shape[0], wa.shape[0]], 1)
-        shift_f, scale_f = affine_params(_after_first_conv(self.fFeatures, hf), self.eps)
+        """(shift_f, scale_f) of the injector, and the ft part of fAffine's first conv (see :func:`cond_first_convs`)."""
+        hf, ha = cond_first_convs(ft, [(self.fFeatures, 0), (self.fAffine, self.c1)])
+        shift_f, scale_f = affine_params(after_first_conv(self.fFeatures, hf), self.eps)
         return shift_f, scale_f, ha
 
     def self_conditional(self, z1, ha):
         """(shift, scale) of the coupling from z1 and the precomputed ft part of fAffine's first conv."""
-        wa = self.fAffine[0].weight
-        h = F.conv2d(z1, wa[:, :self.c1], padding=wa.shape[-1] // 2) + ha
-        return affine_params(_after_first_conv(self.fAffine, h), self.eps)
+        return affine_params(after_first_conv(self.fAffine, z_part_first_conv(self.fAffine, z1, ha)), self.eps)
 
     def forward(self, z, logdet, ft, reverse: bool = False):
         shift_f, scale_f, ha = self.conditional(ft)
@@ -73,7 +65,26 @@ class CondAffineSeparatedAndCond(nn.Module):
         return z, logdet
 
 
-def _after_first_conv(subnet: nn.Sequential, h):
+def cond_first_convs(ft, parts):
+    """The conditioning part of several subnets' first convolutions, run as one wider convolution over ft.
+
+    parts: (subnet, offset) pairs; the subnet's first conv reads [z part (offset channels), ft], so its weight
+    columns from `offset` on apply to ft (offset 0: it reads ft only). Same maths on the same parameters; one
+    bigger GEMM is faster than several small ones (and no [z, ft] concatenation is written). Returns one tensor
+    per part (without ActNorm).
+    """
+    ws = [sub[0].weight[:, off:] for sub, off in parts]
+    h = F.conv2d(ft, torch.cat(ws, 0), padding=ws[0].shape[-1] // 2)
+    return h.split([w.shape[0] for w in ws], 1)
+
+
+def z_part_first_conv(subnet: nn.Sequential, z_part, h_cond):
+    """First conv of a subnet reading [z_part, ft], given h_cond = its ft part from :func:`cond_first_convs`."""
+    w = subnet[0].weight
+    return F.conv2d(z_part, w[:, :z_part.shape[1]], padding=w.shape[-1] // 2) + h_cond
+
+
+def after_first_conv(subnet: nn.Sequential, h):
     """Run a coupling subnet from the output of its first convolution (its ActNorm, then the remaining layers)."""
     h, _ = subnet[0].actnorm(h)
     for layer in islice(subnet, 1, None):
