@@ -1,11 +1,15 @@
 """Time inference on one 400x600 image and one training step (batch 4 x 160x160) of a config, with peak memory.
 
 python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train] [--threads 2]
-                            [--size 400x600] [--batch 4] [--crop 160] [--weights PATH]
+                            [--size 400x600] [--batch 4] [--crop 160] [--weights PATH] [--channels-last]
+                            [--repeat N] [--system-malloc]
 
 Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own; the training step is the
 second of two (the first pays for allocator growth and Adam state), inference follows a small warm-up call. Weights are random unless
 --weights is given (speed does not depend on the values). Numbers printed are measured, never estimated.
+The first full-size inference call also pays for oneDNN's kernel set-up at that size; --repeat N shows the later
+calls (what every further image of the same size costs, e.g. a test set). Like the CLIs, the child applies
+utils.runtime.keep_freed_memory unless --system-malloc is given.
 """
 from __future__ import annotations
 
@@ -52,11 +56,14 @@ def _child(args):
         aux = (torch.rand(1, aux_ch, hp, wp, generator=g) > 0.5).float() if aux_ch else None
         with torch.inference_mode():
             model.reverse(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
-            t = time.perf_counter()
-            out = model.reverse(lq, aux)
-            dt = time.perf_counter() - t
-        assert out.shape[-2:] == (hp, wp)
-        res = {"what": "inference", "shape": [hp, wp], "seconds": dt}
+            times = []
+            for _ in range(max(1, args.repeat)):
+                t = time.perf_counter()
+                out = model.reverse(lq, aux)
+                times.append(time.perf_counter() - t)
+                assert out.shape[-2:] == (hp, wp)
+                del out
+        res = {"what": "inference", "shape": [hp, wp], "seconds": times[0], "later": times[1:]}
     else:
         model.train()
         if opt["train"].get("activation_checkpointing"):
@@ -101,6 +108,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=160)
     ap.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs (oneDNN's preferred layout)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="inference calls at full size; the first pays for oneDNN's kernel set-up at that size")
     ap.add_argument("--system-malloc", action="store_true",
                     help="leave glibc's default (unmap freed large blocks) instead of utils.runtime.keep_freed_memory")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -109,7 +118,7 @@ def main(argv=None):
         return _child(args)
     for what in args.what.split(","):
         cmd = [sys.executable, __file__, "--child", "--what", what, "--opt", args.opt, "--threads", str(args.threads),
-               "--size", args.size, "--batch", str(args.batch), "--crop", str(args.crop)]
+               "--size", args.size, "--batch", str(args.batch), "--crop", str(args.crop), "--repeat", str(args.repeat)]
         cmd += (["--variant", args.variant] if args.variant else []) + (["--weights", args.weights] if args.weights else [])
         cmd += sum((["--set", s] for s in args.set or []), []) + (["--channels-last"] if args.channels_last else [])
         cmd += ["--system-malloc"] if args.system_malloc else []
@@ -121,6 +130,9 @@ def main(argv=None):
             continue
         res = json.loads(line[7:])
         extra = f"{res['shape'][0]}x{res['shape'][1]}" if what == "infer" else f"batch {res['batch']} x {res['crop']}^2"
+        later = res.get("later") or []
+        if later:
+            extra += f" (later calls: {', '.join(f'{v:.2f}' for v in later)} s)"
         print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
               f"({res['threads']} threads, {res['layout']}, {res['malloc']} malloc, {res['params_m']:.2f} M params)")
 
