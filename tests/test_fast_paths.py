@@ -122,3 +122,23 @@ def test_keep_freed_memory_reuses_large_blocks(opt_out):
         assert applied == "False" and int(faults) > pages // 2      # a fresh mapping, faulted in page by page
     else:
         assert int(faults) < pages // 20                            # the freed block was reused
+
+
+def test_mdta_half_precision_does_not_overflow():
+    # The Gram matrix sums over all pixels before normalisation: 128x128 pixels of magnitude ~3 exceed float16's
+    # 65504, so it must be formed in float32 (the plain formula normalises first and never gets near the limit).
+    torch.manual_seed(4)
+    m = perturb_(Attention(4, 2), std=0.3)
+    with torch.no_grad():
+        m.qkv.weight.copy_(torch.eye(4).repeat(3, 1).view(12, 4, 1, 1))     # q = k = v = x
+        m.qkv_dwconv.weight.zero_()
+        m.qkv_dwconv.weight[:, :, 1, 1] = 1.0
+    x = 3.0 + 0.1 * torch.randn(1, 4, 128, 128)
+    with torch.no_grad():
+        ref = mdta_reference(m, x)
+        try:
+            got = m.half()(x.half()).float()
+        except RuntimeError as e:   # a CPU build without float16 convolutions
+            pytest.skip(f"float16 conv unavailable on CPU: {e}")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2)

@@ -36,22 +36,22 @@ class _LNBody(nn.Module):
 
 
 def _l2_norm_last(t):
-    """L2 norm over the last dim, accumulated in float32 (half-precision squares overflow above 256).
-
-    pow+sum is used because linalg.vector_norm over a strided (channels-last) dim is 5x slower here.
-    """
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
+    """L2 norm over the last dim (pow+sum: linalg.vector_norm over a strided channels-last dim is 5x slower)."""
     return t.pow(2).sum(-1).sqrt()
 
 
 def channel_attention_weights(q, k, temperature, eps: float = 1e-12):
-    """softmax(norm(q) norm(k)^T * t) for (B, heads, d, HW) q, k (any strides): (B, heads, d, d).
+    """softmax(norm(q) norm(k)^T * t) for (B, heads, d, HW) q, k (any strides): (B, heads, d, d), in float32
+    for half-precision inputs or under autocast.
 
     The L2 normalisation over HW is applied to the d x d Gram matrix instead of to q and k, i.e.
     (q/|q|)(k/|k|)^T = (q k^T) / (|q| |k|^T) with |.| clamped at eps as F.normalize does: the same maths without
     writing two normalised full-resolution copies.
     """
+    if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(q.device.type):
+        # Unnormalised q k^T sums over every pixel: far beyond float16's range (65504) on real images.
+        with torch.autocast(q.device.type, enabled=False):
+            return channel_attention_weights(q.float(), k.float(), temperature.float(), eps)
     gram = torch.stack([q[:, i] @ k[:, i].transpose(1, 2) for i in range(q.shape[1])], 1)
     nq, nk = _l2_norm_last(q).clamp_min(eps), _l2_norm_last(k).clamp_min(eps)
     return torch.softmax(gram / (nq.unsqueeze(-1) * nk.unsqueeze(-2)) * temperature, dim=-1)
