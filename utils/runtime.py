@@ -1,12 +1,12 @@
-"""Process-wide runtime settings for the command-line tools (called once, before any tensor is allocated).
+"""Process-wide runtime settings for the command-line tools (applied once, at start-up).
 
 Why the allocator matters: PyTorch's CPU tensors come from glibc malloc, which serves every block over 32 MiB
 with a fresh ``mmap`` and unmaps it on free. A full-resolution feature map (96-510 channels x 400x600) is
 90-490 MB, so every intermediate of a full-size encoder is new memory that the kernel must fault in and zero
 page by page: measured on UPT-Flow at 400x600, 9 million page faults and about half of the 27 s inference.
-Telling glibc to serve large blocks from its heap and to keep freed memory lets the next tensor of the same
-size reuse the pages (27.5 s -> 14.0 s there, 1 page fault). The cost is that freed memory stays with the
-process until it exits (the peak is unchanged; see bench/bench_model.py for measured peaks).
+Telling glibc to serve large blocks from its heap and to keep freed memory lets the next tensor reuse the pages
+(UPT-Flow 22.6 s -> 12-13.5 s, 1 page fault per image). The cost: freed memory stays with the process until it
+exits, and heap fragmentation can raise the peak RSS (UPT-Flow 3.2 -> 4.2 GB; bench/bench_model.py measures both).
 """
 from __future__ import annotations
 
