@@ -22,8 +22,9 @@ from models.encoders.msformer import (MSFormer, checkpoint_win_size, msformer_op
 from models.flow.couplings.cross import CBAM, CrossCoupling
 from models.flow.step import FlowStep
 from models.generator import FlowGenerator
-from models.variants import VARIANTS, resolve_variant
+from models.variants import resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
+from tests.golden_models import golden_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFS = ROOT / "confs" / "UPT-Flow"
@@ -283,10 +284,7 @@ def test_demo_tiny_config_runs_both_directions():
 @pytest.fixture(scope="module")
 def gold(golden):
     d = golden("UPT-Flow")
-    opt = yaml.safe_load((d / "config.yml").read_text())
-    model = FlowGenerator(opt, VARIANTS["upt"])
-    model.load_state_dict(torch.load(d / "weights.pth", map_location="cpu", weights_only=True), strict=True)
-    model.eval()
+    model = golden_generator(d, "upt")
     lq = torch.from_numpy(np.load(d / "cond_input.npy"))
     zm = torch.from_numpy(np.load(d / "zero_map.npy"))
     with torch.no_grad():

@@ -23,6 +23,7 @@ from models.flow.step import FlowStep
 from models.generator import FlowGenerator
 from models.variants import VARIANTS, resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
+from tests.golden_models import golden_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs" / "ZMAR-SNFlow" / "LOLv2-pc.yml"
@@ -252,10 +253,7 @@ def test_official_config_builds_exact_official_keys(official_keys):
 @pytest.fixture(scope="module")
 def zmar_golden(golden):
     d = golden("ZMAR-SNFlow")
-    opt = yaml.safe_load((d / "config.yml").read_text())
-    net = FlowGenerator(opt, VARIANTS["zmar"])
-    net.load_state_dict(torch.load(d / "weights.pth", map_location="cpu", weights_only=True), strict=True)
-    net.eval()
+    net = golden_generator(d, "zmar")
     arr = {p.stem: torch.from_numpy(np.load(p)) for p in d.glob("*.npy")}
     meta = json.loads((d / "golden.json").read_text())
     low01 = to_tensor01(read_rgb(d / "low.png")).unsqueeze(0)

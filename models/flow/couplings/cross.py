@@ -16,6 +16,11 @@ from .llflow import after_first_conv, affine_params, cond_first_convs, coupling_
 UPT_DEFAULT_EPS = 3e-4
 
 
+def _affine(z, shift, scale, reverse: bool):
+    """(z + shift) * scale, or its inverse z / scale - shift."""
+    return z / scale - shift if reverse else (z + shift) * scale
+
+
 def _acc(logdet, scale, sign: int):
     """logdet + sign * sum log(scale) per sample; None (log-det not wanted) stays None."""
     return None if logdet is None else logdet + sign * sum_chw(torch.log(scale))
@@ -111,44 +116,26 @@ class CrossCoupling(nn.Module):
         f2 = affine_params(after_first_conv(self.fFeatures_2.model, h2), self.eps)
         return f1, f2, ha1, ha2
 
-    def _aff(self, net, z_cond, h_cond):
+    def _stage(self, i, z, cond, reverse: bool):
+        """Stage i (0-3, docstring order) or its inverse; returns (z, scale)."""
+        (t_f1, s_f1), (t_f2, s_f2), ha1, ha2 = cond
+        if i in (0, 2):                                   # injector on all channels
+            t, s = (t_f1, s_f1) if i == 0 else (t_f2, s_f2)
+            return _affine(z, t, s, reverse), s
+        net, h, target = (self.fAffine_1, ha1, 1) if i == 1 else (self.fAffine_2, ha2, 0)
+        halves = list(split_half(z))                      # stage 1: z2 from z1; stage 3: z1 from z2
         net = net.model
-        return affine_params(after_first_conv(net, z_part_first_conv(net, z_cond, h_cond)), self.eps)
+        t, s = affine_params(after_first_conv(net, z_part_first_conv(net, halves[1 - target], h)), self.eps)
+        halves[target] = _affine(halves[target], t, s, reverse)
+        return torch.cat(halves, 1), s
 
     def forward(self, z, logdet, ft, reverse: bool = False):
         if z.shape[1] != self.in_channels:
             raise ValueError(f"CrossCoupling built for {self.in_channels} channels, got {z.shape[1]}")
-        (t_f1, s_f1), (t_f2, s_f2), ha1, ha2 = self.conditional(ft)
-        if not reverse:
-            z = (z + t_f1) * s_f1
-            logdet = _acc(logdet, s_f1, 1)
-            z1, z2 = split_half(z)
-            t, s = self._aff(self.fAffine_1, z1, ha1)
-            z2 = (z2 + t) * s
-            logdet = _acc(logdet, s, 1)
-            z = torch.cat([z1, z2], 1)
-            z = (z + t_f2) * s_f2
-            logdet = _acc(logdet, s_f2, 1)
-            z1, z2 = split_half(z)
-            t, s = self._aff(self.fAffine_2, z2, ha2)
-            z1 = (z1 + t) * s
-            logdet = _acc(logdet, s, 1)
-            return torch.cat([z1, z2], 1), logdet
-
-        z1, z2 = split_half(z)
-        t, s = self._aff(self.fAffine_2, z2, ha2)
-        z1 = z1 / s - t
-        logdet = _acc(logdet, s, -1)
-        z = torch.cat([z1, z2], 1)
-        z = z / s_f2 - t_f2
-        logdet = _acc(logdet, s_f2, -1)
-        z1, z2 = split_half(z)
-        t, s = self._aff(self.fAffine_1, z1, ha1)
-        z2 = z2 / s - t
-        # The official reverse subtracts sum(log s_2) here (a copy-paste slip); the inverse of stage 2 removes
-        # sum(log s_1). Only the reported log-det changes; the reconstructed z is the same.
-        logdet = _acc(logdet, s, -1)
-        z = torch.cat([z1, z2], 1)
-        z = z / s_f1 - t_f1
-        logdet = _acc(logdet, s_f1, -1)
+        cond = self.conditional(ft)
+        # Each inverse stage removes the log of its own scale. The official reverse subtracts sum(log s_2) when
+        # undoing stage 2 (a copy-paste slip; it should be s_1): only its reported log-det is wrong, z is the same.
+        for i in ((3, 2, 1, 0) if reverse else (0, 1, 2, 3)):
+            z, s = self._stage(i, z, cond, reverse)
+            logdet = _acc(logdet, s, -1 if reverse else 1)
         return z, logdet
