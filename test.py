@@ -8,7 +8,7 @@ import argparse
 from options.options import add_common_args, load_options
 from utils.cli import run_cli
 from utils.logging_setup import setup_cli_logging
-from utils.test_runner import add_test_args, run
+from engine.evaluate import add_test_args, run
 
 
 def main(argv=None):

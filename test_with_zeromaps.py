@@ -16,7 +16,7 @@ from data.zeromap import fit_zero_map, inject_zero_map, write_zero_map_set
 from options.options import OptionError, add_common_args, check_path, load_options
 from utils.cli import run_cli
 from utils.logging_setup import setup_cli_logging
-from utils.test_runner import add_test_args, resolve_io, run
+from engine.evaluate import add_test_args, resolve_io, run
 
 log = logging.getLogger("lowlight_flow")
 

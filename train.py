@@ -16,7 +16,7 @@ def main(argv=None):
     parser.add_argument("--launcher", default="none", choices=["none", "pytorch"])
     args = parser.parse_args(argv)
     opt = load_options(args.opt, args.overrides, is_train=True)
-    from utils.trainer import train
+    from engine.trainer import train
     train(opt, launcher=args.launcher, resume=args.resume, argv=argv if argv is not None else sys.argv)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from utils.registry import ARCH_REGISTRY
+from utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from . import generator  # noqa: F401  (registers the architectures)
 from .checkpoint import load_weights, read_state_dict
 from .variants import resolve_components
@@ -21,3 +21,20 @@ def build_generator(opt: dict, checkpoint: str | None = None, strict: bool = Tru
     if state is not None:
         notes += load_weights(model, state, strict=strict, source=f"checkpoint '{checkpoint}'")
     return model, notes
+
+
+# Every module that registers a method with @MODEL_REGISTRY.register (the class behind each `model:` key).
+MODEL_MODULES = ("models.flow_model",)
+
+
+def model_class(name: str):
+    """The registered model class for the config key `model: name`."""
+    import importlib
+    for m in MODEL_MODULES:
+        importlib.import_module(m)
+    return MODEL_REGISTRY.get(name or "LLFlow")
+
+
+def build_network(opt: dict, checkpoint: str | None = None):
+    """(enhancing network, notes) for the config's `model:`, through the model registry (test scripts, export)."""
+    return model_class(opt.get("model")).build_network(opt, checkpoint)

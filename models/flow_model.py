@@ -1,15 +1,17 @@
-"""Training wrapper around the generator: optimiser, schedule, AMP, NaN guard, checkpoints and resume state."""
+"""Conditional normalizing flows (LLFlow, GLTG-AFlow, ZMAR-SNFlow, UPT-Flow) as a trainable model: NLL (+ optional
+L1 on the reverse pass), ActNorm data-init on the first batch, Adam with warm-up + multi-step decay, AMP on CUDA."""
 from __future__ import annotations
 
 import logging
 import random
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from options.options import OptionError
 from utils.registry import MODEL_REGISTRY
 from .activation_checkpointing import enable_activation_checkpointing
+from .base_model import BaseModel, NonFiniteError  # noqa: F401  (NonFiniteError re-exported)
 from .build import build_generator
 from .checkpoint import load_weights, read_state_dict
 from .lr_schedule import make_scheduler
@@ -17,18 +19,16 @@ from .lr_schedule import make_scheduler
 log = logging.getLogger("lowlight_flow")
 
 
-class NonFiniteError(RuntimeError):
-    """Too many consecutive non-finite losses or gradients."""
-
-
 @MODEL_REGISTRY.register("LLFlow", "UPTFlow")
-class FlowModel:
+class FlowModel(BaseModel):
     """Owns the generator (possibly DDP-wrapped), its optimiser, scheduler and GradScaler."""
 
+    progress_keys = ("nll", "l1")
+
     def __init__(self, opt: dict, device: torch.device, rank: int = 0, world_size: int = 1):
-        self.opt, self.device, self.rank, self.world_size = opt, device, rank, world_size
+        super().__init__(opt, device, rank, world_size)
         train = opt["train"]
-        self.net, notes = build_generator(opt)
+        self.generator, notes = self.build_network(opt)
         for n in notes:
             log.info(n)
         pre = opt["path"].get("pretrain_model_G")
@@ -37,7 +37,7 @@ class FlowModel:
         if train.get("activation_checkpointing"):
             n = enable_activation_checkpointing(self.net.RRDB)
             log.info("activation checkpointing on %d encoder blocks", n)
-        self.net.to(device)
+        self.generator.to(device)
         self.ddp = None
         self.variant = self.net.variant
         self.train_gt_ratio = float(opt.get("train_gt_ratio") or 0.0)
@@ -45,14 +45,19 @@ class FlowModel:
         self.add_gt_noise = self.variant.add_gt_noise if add_noise is None else bool(add_noise)
         self.weight_fl = float(train.get("weight_fl", 1) or 0)
         self.weight_l1 = float(train.get("weight_l1", 0) or 0)
-        self.grad_clip = train.get("grad_clip")
-        self.max_nonfinite = int(train.get("max_nonfinite") or 20)
-        self.nonfinite_run = 0
-        self.skipped_steps = 0
         self.use_amp = bool(train.get("use_amp")) and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.optimizer = self._make_optimizer(train)
-        self.scheduler = make_scheduler(self.optimizer, train)
+        self.optimizers["G"] = self._make_optimizer(train)
+        self.schedulers["G"] = make_scheduler(self.optimizers["G"], train)
+
+    @classmethod
+    def build_network(cls, opt, checkpoint=None):
+        if opt["network_G"]["flow"].get("K") is None:
+            raise OptionError("option 'network_G.flow.K' is required")
+        return build_generator(opt, checkpoint)
+
+    def networks(self):
+        return {"G": self.generator}
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _make_optimizer(self, train):
@@ -81,7 +86,7 @@ class FlowModel:
         for n in load_weights(target, state, strict=strict, source=f"pretrain_model_G '{path}'"):
             log.info(n)
 
-    def init_actnorm(self, batch):
+    def setup(self, batch):
         """Data-initialise every ActNorm with one training-mode forward; rank 0's values are broadcast."""
         self.net.train()
         with torch.no_grad():
@@ -126,74 +131,24 @@ class FlowModel:
         """One optimisation step. Non-finite loss or gradients skip the step (logged); too many in a row raise."""
         self.net.train()
         gt, lq, aux = self._unpack(batch)
-        self.optimizer.zero_grad(set_to_none=True)
+        opt = self.optimizers["G"]
+        opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             loss, logs = self._forward_loss(gt, lq, aux)
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-            gnorm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) \
-                if grads else torch.zeros(())
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(self.grad_clip))
-            finite = bool(torch.isfinite(gnorm)) or self.use_amp  # with AMP the scaler handles inf gradients
-            logs["grad_norm"] = gnorm.detach()
-        if finite:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.nonfinite_run = 0
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_run += 1
-            self.skipped_steps += 1
-            log.warning("non-finite %s: step skipped (%d in a row)",
-                        "loss" if not torch.isfinite(loss) else "gradient", self.nonfinite_run)
-            if self.nonfinite_run > self.max_nonfinite:
-                raise NonFiniteError(f"{self.nonfinite_run} consecutive non-finite steps (train.max_nonfinite="
-                                     f"{self.max_nonfinite}): lower train.lr_G or check the data")
-        self.scheduler.step()
-        logs["skipped"] = not finite
-        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        logs.update(self.step_optimizer(loss, "G", self.net.parameters(), self.scaler if self.use_amp else None))
+        self.schedulers["G"].step()
+        logs["lr"] = opt.param_groups[0]["lr"]
         return {k: (v.item() if torch.is_tensor(v) else v) for k, v in logs.items()}
 
     # -- state ---------------------------------------------------------------------------------------------------
     def training_state(self, step: int, epoch: int, batches_in_epoch: int) -> dict:
-        state = {"step": step, "epoch": epoch, "batches_in_epoch": batches_in_epoch,
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "skipped_steps": self.skipped_steps,
-                 "rng_torch": torch.get_rng_state(), "rng_numpy": _np_state_to_tensors(np.random.get_state()),
-                 "rng_python": _py_state_to_tensors(random.getstate())}
-        if torch.cuda.is_available():
-            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        state = super().training_state(step, epoch, batches_in_epoch)
+        state["scaler"] = self.scaler.state_dict()
         return state
 
     def restore_training_state(self, state: dict):
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        super().restore_training_state(state)
         self.scaler.load_state_dict(state["scaler"])
-        self.skipped_steps = int(state.get("skipped_steps", 0))
-        torch.set_rng_state(state["rng_torch"])
-        np.random.set_state(_tensors_to_np_state(state["rng_numpy"]))
-        random.setstate(_tensors_to_py_state(state["rng_python"]))
-        if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-
-
-# RNG states are stored as tensors/lists only, so `torch.load(weights_only=True)` can read the training state back.
-def _np_state_to_tensors(st):
-    return {"name": st[0], "keys": torch.from_numpy(st[1].astype(np.int64)), "pos": int(st[2]),
-            "has_gauss": int(st[3]), "cached": float(st[4])}
-
-
-def _tensors_to_np_state(d):
-    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])
-
-
-def _py_state_to_tensors(st):
-    return {"version": st[0], "state": torch.tensor(st[1], dtype=torch.int64), "gauss": st[2]}
-
-
-def _tensors_to_py_state(d):
-    return (d["version"], tuple(int(x) for x in d["state"].tolist()), d["gauss"])
+        for a in self.net.modules():  # loaded ActNorms must not re-initialise
+            if hasattr(a, "inited"):
+                a.inited = True

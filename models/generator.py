@@ -110,3 +110,7 @@ class FlowGenerator(nn.Module):
                 z = z + heat * torch.randn(shape, device=lq.device, dtype=lq.dtype)
         x, _ = self.flowUpsamplerNet.decode(z, cond, lq.new_zeros(b))
         return x
+
+    def enhance(self, lq, aux=None, heat: float = 0.0):
+        """The engine's enhance call (models/base_model.py): the reverse pass at `heat`."""
+        return self.reverse(lq, aux, heat=heat)

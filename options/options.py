@@ -151,8 +151,6 @@ def load_options(path: str | os.PathLike | None = None, overrides=None, is_train
     opt["opt_path"] = str(path) if path is not None else None
     net = opt["network_G"]
     net["scale"] = opt["scale"]
-    if net["flow"].get("K") is None:
-        raise OptionError("option 'network_G.flow.K' is required")
     train = opt["train"]
     if train["niter"] is not None:
         train["niter"] = int(train["niter"])

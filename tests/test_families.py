@@ -11,9 +11,9 @@ from data.image_io import read_rgb, write_rgb
 from data.zeromap import write_zero_map_set
 from models.build import build_generator
 from options.options import load_options
-from utils.inference import Enhancer
+from engine.inference import Enhancer
 from utils import metrics
-from utils.trainer import train
+from engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"gltg": "GLTG-AFlow", "zmar": "ZMAR-SNFlow", "upt": "UPT-Flow"}
@@ -34,7 +34,7 @@ def test_tiny_demo_training_learns(tmp_path, family, zero_maps):
                               "train.warmup_iter=5", "logger.save_checkpoint_freq=120", "path.resume_state=null"] + extra,
                        is_train=True)
     hist = train(opt, argv=["test"])
-    nll = [v for _, v in hist["nll"]]
+    nll = [v for _, v in hist["loss"]]
     assert np.isfinite(nll).all()
     assert np.mean(nll[-20:]) < np.mean(nll[:20]) - 1.0, (nll[:20], nll[-20:])
     (s0, v0), (s1, v1) = hist["val"][0], hist["val"][-1]

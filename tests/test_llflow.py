@@ -17,7 +17,7 @@ from models.flow.invconv import InvertibleConv1x1
 from models.flow.ops import ActNorm2d, SqueezeLayer, squeeze2d, unsqueeze2d
 from models.flow.step import FlowStep
 from options.options import load_options
-from utils.inference import Enhancer
+from engine.inference import Enhancer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import torch
 from models.checkpoint import read_state_dict
 from models.flow_model import FlowModel, NonFiniteError
 from options.options import load_options
-from utils.trainer import train
+from engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs/LLFlow/demo_tiny.yml"
@@ -32,7 +32,7 @@ def test_demo_training_learns(tmp_path):
     opt = _opt(tmp_path, ["train.niter=80", "train.val_freq=80", "val.at_start=true", "train.lr_G=2e-3",
                           "datasets.train.GT_size=48", "datasets.train.batch_size=4", "logger.save_checkpoint_freq=80"])
     hist = train(opt, argv=["test"])
-    nll = [v for _, v in hist["nll"]]
+    nll = [v for _, v in hist["loss"]]
     assert np.mean(nll[-10:]) < np.mean(nll[:10]) - 1.0, (nll[:10], nll[-10:])
     (s0, v0), (s1, v1) = hist["val"][0], hist["val"][-1]
     assert s0 == 0 and s1 == 80
@@ -93,7 +93,7 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
     model = FlowModel(opt, torch.device("cpu"))
     batch = {"GT": torch.rand(2, 3, 32, 32), "LQ": torch.log(torch.rand(2, 6, 32, 32) + 1e-3)}
     batch["LQ"][:, 3:] = torch.rand(2, 3, 32, 32)
-    model.init_actnorm(batch)
+    model.setup(batch)
     good = model.optimize(batch)
     assert not good["skipped"]
     before = {k: v.clone() for k, v in model.net.state_dict().items()}

@@ -115,7 +115,7 @@ class Enhancer:
             if aux is not None else None
         ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         with ctx:
-            out = self.model.reverse(lq, aux, heat=heat)
+            out = self.model.enhance(lq, aux, heat=heat)
         return out.float()
 
     @torch.inference_mode()

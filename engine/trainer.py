@@ -21,11 +21,12 @@ from data.image_io import write_rgb
 from data.loader import create_dataset
 from data.sampler import EpochSampler
 from models.checkpoint import atomic_save, load_weights, read_state_dict, save_generator
-from models.flow_model import FlowModel
+from models.base_model import BaseModel
+from models.build import model_class
 from options.options import OptionError, dump_options
 from utils import metrics
 from utils.atomic import atomic_open
-from utils.inference import input_is_log, to_uint8
+from engine.inference import input_is_log, to_uint8
 from utils.logging_setup import setup_cli_logging
 
 log = logging.getLogger("lowlight_flow")
@@ -133,9 +134,9 @@ def pad_tensor(x, multiple, mode="reflect"):
 
 
 @torch.inference_mode()
-def validate(model: FlowModel, loader, opt, step, run: RunDir, writer=None) -> dict:
+def validate(model: BaseModel, loader, opt, step, run: RunDir, writer=None) -> dict:
     """PSNR/SSIM on the validation split, without and with the (LLFlow) GT-mean correction."""
-    net = model.net
+    net = model.eval_network()
     net.eval()
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
@@ -152,7 +153,7 @@ def validate(model: FlowModel, loader, opt, step, run: RunDir, writer=None) -> d
         h, w = lq.shape[-2:]
         lq_p = pad_tensor(lq, net.pad_multiple)
         aux_p = pad_tensor(aux.to(model.device), net.pad_multiple) if aux is not None else None
-        out = net.reverse(lq_p, aux_p, heat=heat)[0, :, :h, :w].float().permute(1, 2, 0).cpu().numpy()
+        out = net.enhance(lq_p, aux_p, heat=heat)[0, :, :h, :w].float().permute(1, 2, 0).cpu().numpy()
         gt = to_uint8(batch["GT"][0].permute(1, 2, 0).numpy(), "round")
         name = batch["name"][0]
         agg_p.add(name, metrics.evaluate_pair(out, gt, plain))
@@ -182,7 +183,8 @@ def seed_everything(seed: int):
 
 
 def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) -> dict:
-    """Train until `train.niter`. Returns the history on rank 0: {'nll': [(step, nll)], 'val': [(step, result)]}."""
+    """Train until `train.niter`. Returns the history on rank 0: {'loss': [(step, first progress log)],
+    'val': [(step, result)]} (for the flows the progress log is the NLL)."""
     rank, world, device = init_distributed(launcher)
     run = RunDir(opt)
     want_resume = resume or opt["path"].get("resume_state") not in (None, "", False)
@@ -208,8 +210,8 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     tr = opt["train"]
     seed = int(tr.get("manual_seed") or 0)
     seed_everything(seed + rank)
-    model = FlowModel(opt, device, rank, world)
-    train_set, val_set = build_datasets(opt, model.net.aux_input)
+    model = model_class(opt.get("model"))(opt, device, rank, world)
+    train_set, val_set = build_datasets(opt, getattr(model.eval_network(), "aux_input", None))
     niter = tr.get("niter")
     if not niter:
         raise OptionError("option 'train.niter' is required for training")
@@ -225,29 +227,26 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     step, epoch, done_in_epoch = 0, 0, 0
     if state_file is not None:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
-        weights = run.models / f"{state_file.stem}_G.pth"
-        load_weights(model.net, read_state_dict(weights), strict=True, source=str(weights))
+        for key in model.networks():
+            weights = run.models / f"{state_file.stem}_{key}.pth"
+            model.load_network_state(key, read_state_dict(weights), source=str(weights))
         model.restore_training_state(state)
         step, epoch, done_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batches_in_epoch"])
         log.info("resumed from %s at step %d (epoch %d, batch %d)", state_file, step, epoch, done_in_epoch)
-        for a in model.net.modules():  # loaded ActNorms must not re-initialise
-            if hasattr(a, "inited"):
-                a.inited = True
     writer = None
     if rank == 0 and opt.get("use_tb_logger", True):
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run.tb), purge_step=step + 1 if step else None)
-    n_params = sum(p.numel() for p in model.net.parameters())
-    log.info("model %s: %.3f M parameters; %d train pairs, %s val pairs; %d steps",
-             model.variant.name, n_params / 1e6, len(train_set), len(val_set) if val_set is not None else 0, niter)
+    log.info("%s; %d train pairs, %s val pairs; %d steps", model.describe(), len(train_set),
+             len(val_set) if val_set is not None else 0, niter)
 
     val_freq = int(tr.get("val_freq") or 0)
     print_freq = int(opt["logger"].get("print_freq") or 100)
     save_freq = int(opt["logger"].get("save_checkpoint_freq") or 0)
     keep = int(opt["logger"].get("keep_checkpoints") or 2)
     best = _read_best(run)
-    history = {"nll": [], "val": []}
-    need_init = state_file is None and not opt["path"].get("pretrain_model_G")
+    history = {"loss": [], "val": []}
+    need_init = state_file is None and not opt["path"].get("pretrain_model_G")  # fresh run: model.setup()
     pbar = tqdm(total=niter, initial=step, desc=f"train {opt['name']}", unit="it", disable=rank != 0,
                 dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     stop = step >= niter
@@ -258,7 +257,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             base.set_epoch(seed + 1000003 * epoch)
         for data in loader:
             if need_init:
-                model.init_actnorm(data)
+                model.setup(data)
                 need_init = False
                 if opt["val"].get("at_start") and rank == 0 and val_loader is not None:
                     history["val"].append((0, validate(model, val_loader, opt, 0, run, writer)))
@@ -267,8 +266,11 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             step += 1
             done_in_epoch += 1
             pbar.update(1)
-            pbar.set_postfix(nll=f"{logs['nll']:.3f}", lr=f"{logs['lr']:.2e}", refresh=False)
-            history["nll"].append((step, logs["nll"]))
+            shown = {k: logs[k] for k in model.progress_keys if isinstance(logs.get(k), float)}
+            pbar.set_postfix({**{k: f"{v:.4g}" for k, v in shown.items()},
+                              **({"lr": f"{logs['lr']:.2e}"} if "lr" in logs else {})}, refresh=False)
+            if shown:
+                history["loss"].append((step, next(iter(shown.values()))))
             if writer is not None:
                 for k, v in logs.items():
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -282,7 +284,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
                     history["val"].append((step, last_val))
                     if best.get("psnr") is None or last_val["psnr"] > best["psnr"]:
                         best = {"psnr": last_val["psnr"], "step": step, "protocol": last_val["protocol"]}
-                        save_generator(model.net, run.models / "best_psnr_G.pth")
+                        save_generator(model.eval_network(), run.models / "best_psnr_G.pth")
                         _write_json(run.root / "best_psnr.json", best)
                 barrier(world)
             if (save_freq and step % save_freq == 0) or step >= niter:
@@ -303,9 +305,10 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     return history
 
 
-def save_checkpoint(model: FlowModel, run: RunDir, step, epoch, done_in_epoch, keep: int):
+def save_checkpoint(model: BaseModel, run: RunDir, step, epoch, done_in_epoch, keep: int):
     """Weights first, then the training state (so every state has its weights); old states pruned, weights kept."""
-    save_generator(model.net, run.models / f"{step}_G.pth")
+    for key, net in model.networks().items():
+        save_generator(net, run.models / f"{step}_{key}.pth")
     atomic_save(model.training_state(step, epoch, done_in_epoch), run.states / f"{step}.state")
     states = natsorted(run.states.glob("*.state"))
     for old in states[:-keep] if keep > 0 else []:

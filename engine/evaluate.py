@@ -10,10 +10,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data.image_io import list_images, read_rgb, write_rgb
-from models.build import build_generator
+from models.build import build_network
 from options.options import OptionError, check_path
 from utils import metrics
-from utils.inference import Enhancer, to_uint8
+from engine.inference import Enhancer, to_uint8
 
 log = logging.getLogger("lowlight_flow")
 
@@ -58,7 +58,7 @@ def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
 
 
 def make_enhancer(opt, args, ckpt):
-    model, notes = build_generator(opt, str(ckpt))
+    model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
     return Enhancer(model, opt, device=args.device, tile=args.tile)
