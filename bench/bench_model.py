@@ -2,7 +2,8 @@
 
 python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train] [--threads 2]
                             [--size 400x600] [--batch 4] [--crop 160] [--weights PATH] [--channels-last]
-                            [--repeat N] [--system-malloc]
+                            [--repeat N] [--system-malloc] [--dtype fp32|bf16|fp16] [--cast weights|autocast]
+                            [--flops] [--json FILE]
 
 Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own; the training step is the
 second of two (the first pays for allocator growth and Adam state), inference follows a small warm-up call. Weights are random unless
@@ -10,10 +11,17 @@ second of two (the first pays for allocator growth and Adam state), inference fo
 The first full-size inference call also pays for oneDNN's kernel set-up at that size; --repeat N shows the later
 calls (what every further image of the same size costs, e.g. a test set). Like the CLIs, the child applies
 utils.runtime.keep_freed_memory unless --system-malloc is given.
+
+Inference runs the network's `enhance` exactly as engine/inference.py's Enhancer sets it up (`--dtype`, `--cast`:
+models/precision.py); the training step is the method's own `optimize` (models/base_model.py), so
+`train.activation_checkpointing`, `train.invertible_backprop` (via --set) and `--dtype` (= train.amp_dtype) act as
+in train.py. `--flops` counts the FLOPs of one more call (not timed; torch.utils.flop_counter, convolutions and
+matrix products). `--json FILE` writes every result (seconds, peak_rss_gb, params_m, tflop, ...) as a JSON list.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -32,68 +40,88 @@ def _child(args):
         keep_freed_memory()
     import torch
     torch.set_num_threads(args.threads)
-    from models.build import build_generator
+    from models.build import build_network, model_class
     from options.options import load_options
     sets = list(args.set or [])
     if args.variant:
         sets.append(f"network_G.variant={args.variant}")
+    if args.what == "train" and args.dtype != "fp32":
+        sets.append(f"train.amp_dtype={args.dtype}")
     opt = load_options(args.opt, sets, is_train=args.what == "train")
-    model, _ = build_generator(opt, args.weights)
-    for m in model.modules():  # a benchmark must not pay for (or depend on) ActNorm's data init
-        if hasattr(m, "inited"):
-            m.inited = True
-    h, w = (int(v) for v in args.size.split("x"))
-    mult = model.pad_multiple
-    hp, wp = -(-h // mult) * mult, -(-w // mult) * mult
-    in_ch = 3 + (3 if opt.get("concat_histeq") else 0)
-    aux_ch = {"gltg_mask": 3, "zmar_mask": 1, "upt_zero_map": 1}.get(model.aux_input)
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model.to(memory_format=fmt)
     if args.what == "infer":
-        model.eval()
-        lq = torch.rand(1, in_ch, hp, wp, generator=g).contiguous(memory_format=fmt)
-        aux = (torch.rand(1, aux_ch, hp, wp, generator=g) > 0.5).float() if aux_ch else None
+        from engine.inference import Enhancer
+        net, _ = build_network(opt, args.weights)
+        _no_data_init(net)
+        enh = Enhancer(net, dict(opt, inference=dict(opt["inference"], channels_last=args.channels_last)),
+                       device="cpu", dtype=args.dtype, cast=args.cast)
+        model = enh.model
+        lq, aux, (hp, wp) = _inputs(opt, model, 1, *(int(v) for v in args.size.split("x")), g, fmt, pad=True)
         with torch.inference_mode():
-            model.reverse(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
+            enh._run(lq[..., :64, :64], None if aux is None else aux[..., :64, :64], 0.0)   # warm-up (allocator)
             times = []
             for _ in range(max(1, args.repeat)):
                 t = time.perf_counter()
-                out = model.reverse(lq, aux)
+                out = enh._run(lq, aux, 0.0)
                 times.append(time.perf_counter() - t)
                 assert out.shape[-2:] == (hp, wp)
                 del out
         res = {"what": "inference", "shape": [hp, wp], "seconds": times[0], "later": times[1:]}
+        run_once = lambda: enh._run(lq, aux, 0.0)  # noqa: E731
     else:
-        model.train()
-        if opt["train"].get("activation_checkpointing"):
-            from models.activation_checkpointing import enable_activation_checkpointing
-            enable_activation_checkpointing(model.RRDB)
+        device = torch.device("cpu")
+        method = model_class(opt.get("model"))(opt, device)
+        model = method.net
+        _no_data_init(model)
+        model.to(memory_format=fmt)
         c = args.crop
-        gt = torch.rand(args.batch, 3, c, c, generator=g)
-        lq = torch.rand(args.batch, in_ch, c, c, generator=g).contiguous(memory_format=fmt)
-        gt = gt.contiguous(memory_format=fmt)
-        aux = (torch.rand(args.batch, aux_ch, c, c, generator=g) > 0.5).float() if aux_ch else None
-        opt_ = torch.optim.Adam(model.parameters(), lr=1e-5)
-
-        def step():
-            opt_.zero_grad(set_to_none=True)
-            loss = model.nll(gt, lq, aux)["nll"].mean()
-            loss.backward()
-            opt_.step()
-            return loss
-
-        step()  # warm-up: the first step also pays for allocator growth and Adam state creation
+        lq, aux, _ = _inputs(opt, model, args.batch, c, c, g, fmt)
+        batch = {"GT": torch.rand(args.batch, 3, c, c, generator=g).contiguous(memory_format=fmt), "LQ": lq}
+        if aux is not None:
+            batch["AUX"] = aux
+        method.optimize(batch)  # warm-up: the first step also pays for allocator growth and Adam state creation
         t = time.perf_counter()
-        loss = step()
+        logs = method.optimize(batch)
         dt = time.perf_counter() - t
-        res = {"what": "train_step", "batch": args.batch, "crop": c, "seconds": dt, "loss_finite": bool(loss.isfinite())}
+        res = {"what": "train_step", "batch": args.batch, "crop": c, "seconds": dt,
+               "loss_finite": not logs.get("skipped", False)}
+        run_once = lambda: method.optimize(batch)  # noqa: E731
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    if args.flops:
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False)
+        with counter, (torch.inference_mode() if args.what == "infer" else contextlib.nullcontext()):
+            run_once()
+        res["tflop"] = counter.get_total_flops() / 1e12
     res["threads"] = args.threads
     res["layout"] = "NHWC" if args.channels_last else "NCHW"
+    res["dtype"] = args.dtype
+    res["cast"] = args.cast if args.what == "infer" else "autocast"
     res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     res["malloc"] = "system" if args.system_malloc else "keep-freed"
+    res["config"] = str(args.opt)
+    res["sets"] = sets
     print("RESULT " + json.dumps(res))
+
+
+def _no_data_init(net):
+    for m in net.modules():  # a benchmark must not pay for (or depend on) ActNorm's data init
+        if hasattr(m, "inited"):
+            m.inited = True
+
+
+def _inputs(opt, net, batch, h, w, g, fmt, pad=False):
+    """Random (lq, aux) of the shapes the network expects (padded to its multiple when `pad`)."""
+    import torch
+    mult = net.pad_multiple
+    if pad:
+        h, w = -(-h // mult) * mult, -(-w // mult) * mult
+    in_ch = 3 + (3 if opt.get("concat_histeq") else 0)
+    aux_ch = {"gltg_mask": 3, "zmar_mask": 1, "upt_zero_map": 1}.get(net.aux_input)
+    lq = torch.rand(batch, in_ch, h, w, generator=g).contiguous(memory_format=fmt)
+    aux = (torch.rand(batch, aux_ch, h, w, generator=g) > 0.5).float() if aux_ch else None
+    return lq, aux, (h, w)
 
 
 def main(argv=None):
@@ -112,16 +140,24 @@ def main(argv=None):
                     help="inference calls at full size; the first pays for oneDNN's kernel set-up at that size")
     ap.add_argument("--system-malloc", action="store_true",
                     help="leave glibc's default (unmap freed large blocks) instead of utils.runtime.keep_freed_memory")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+                    help="inference: compute dtype (models/precision.py); train: train.amp_dtype")
+    ap.add_argument("--cast", default="weights", choices=("weights", "autocast"),
+                    help="reduced-precision inference: cast the weights once, or autocast over float32 weights")
+    ap.add_argument("--flops", action="store_true", help="count the FLOPs of one more (untimed) call")
+    ap.add_argument("--json", help="write the results to this file (a JSON list, one object per measurement)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return _child(args)
+    results = []
     for what in args.what.split(","):
         cmd = [sys.executable, __file__, "--child", "--what", what, "--opt", args.opt, "--threads", str(args.threads),
                "--size", args.size, "--batch", str(args.batch), "--crop", str(args.crop), "--repeat", str(args.repeat)]
         cmd += (["--variant", args.variant] if args.variant else []) + (["--weights", args.weights] if args.weights else [])
         cmd += sum((["--set", s] for s in args.set or []), []) + (["--channels-last"] if args.channels_last else [])
         cmd += ["--system-malloc"] if args.system_malloc else []
+        cmd += ["--dtype", args.dtype, "--cast", args.cast] + (["--flops"] if args.flops else [])
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -129,12 +165,18 @@ def main(argv=None):
             print(f"{what}: failed\n{r.stderr[-2000:]}")
             continue
         res = json.loads(line[7:])
+        results.append(res)
         extra = f"{res['shape'][0]}x{res['shape'][1]}" if what == "infer" else f"batch {res['batch']} x {res['crop']}^2"
         later = res.get("later") or []
         if later:
             extra += f" (later calls: {', '.join(f'{v:.2f}' for v in later)} s)"
+        flops = f", {res['tflop']:.3f} TFLOP" if "tflop" in res else ""
         print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
-              f"({res['threads']} threads, {res['layout']}, {res['malloc']} malloc, {res['params_m']:.2f} M params)")
+              f"({res['threads']} threads, {res['layout']}, {res['dtype']}, {res['malloc']} malloc, "
+              f"{res['params_m']:.2f} M params{flops})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ def add_test_args(parser):
     parser.add_argument("--heat", type=float, help="latent temperature (overrides heat; 0 = deterministic)")
     parser.add_argument("--tile", type=int, help="tile size for large images (overrides inference.tile)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                        help="compute dtype (overrides inference.dtype; fp16 needs CUDA; README 'Reduced precision')")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)
     parser.add_argument("--psnr", default="uint8", choices=metrics.PSNR_MODES)
     parser.add_argument("--lpips", action="store_true", help="also compute LPIPS (alex v0.1)")
@@ -61,7 +63,7 @@ def make_enhancer(opt, args, ckpt):
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
-    return Enhancer(model, opt, device=args.device, tile=args.tile)
+    return Enhancer(model, opt, device=args.device, tile=args.tile, dtype=getattr(args, "dtype", None))
 
 
 def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", label: str = "test",
@@ -76,7 +78,7 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
     pairs = pair_by_stem(list_images(inp), gt_dir)
     enhancer = make_enhancer(opt, args, ckpt)
     protocol = metrics.Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=gt_mean, lpips=bool(args.lpips),
-                                quantisation=quantisation)
+                                quantisation=quantisation, dtype=enhancer.dtype_name)
     lpips_metric, lpips_reason = None, None
     if gt_dir is not None and args.lpips:
         try:
@@ -86,7 +88,7 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
             log.warning("LPIPS unavailable: %s", e)
     agg = metrics.MetricAggregator(protocol)
     out.mkdir(parents=True, exist_ok=True)
-    log.info("%s: %d images from %s -> %s (heat %g)", label, len(pairs), inp, out, heat)
+    log.info("%s: %d images from %s -> %s (heat %g, %s)", label, len(pairs), inp, out, heat, enhancer.dtype_name)
     for i, (lp, gp) in enumerate(tqdm(pairs, desc=label, unit="img")):
         low = read_rgb(lp)
         mask = None
@@ -103,7 +105,7 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
             elif gt_mean == "plain":
                 pred = metrics.gt_mean_plain(pred, gt)
             res = metrics.evaluate_pair(pred, gt, metrics.Protocol(protocol.psnr, protocol.ssim, "none",
-                                                                   False, quantisation))
+                                                                   False, quantisation, protocol.dtype))
             if lpips_metric is not None:
                 res["lpips"] = lpips_metric(to_uint8(pred, quantisation), gt)
             agg.add(lp.stem, res)

@@ -7,13 +7,13 @@ with global attention (the Restormer family) see less context per tile, so tilin
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 import torch
 
 from data import preprocess
+from models.precision import autocast, cast_network, dtype_name, resolve_dtype
 from options.options import OptionError
 
 
@@ -71,23 +71,34 @@ def input_is_log(opt: dict) -> bool:
 class Enhancer:
     """Runs a generator on uint8 RGB images: pad -> preprocess -> (tiled) reverse pass -> crop.
 
-    `opt` is the resolved options dict (its `inference` section gives tile/overlap/device/amp defaults).
+    `opt` is the resolved options dict (its `inference` section gives tile/overlap/device/dtype defaults).
+    `dtype` ('fp32', 'bf16', 'fp16'; default `inference.dtype`): the network's compute dtype (models/precision.py);
+    a reduced dtype casts the weights once (`cast='weights'`, the float32 parts excepted) or runs autocast over
+    float32 weights (`cast='autocast'`). The legacy `inference.amp: true` means fp16 on CUDA.
     """
 
     def __init__(self, model, opt: dict, device=None, tile: int | None = None, overlap: int | None = None,
-                 amp: bool | None = None):
+                 amp: bool | None = None, dtype: str | None = None, cast: str = "weights"):
         inf = opt.get("inference") or {}
         self.opt = opt
         self.device = pick_device(device or inf.get("device"))
+        name = dtype or inf.get("dtype") or "fp32"
+        if name == "fp32" and bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda":
+            name, cast = "fp16", "autocast"   # what inference.amp always meant: fp16 autocast on CUDA
+        self.dtype = resolve_dtype(name, self.device, "--dtype / inference.dtype")
+        self.dtype_name = dtype_name(self.dtype)
         # oneDNN convolutions run fastest on NHWC tensors (LLFlow 400x600 on 2 threads: 28.2 s -> 21.8 s).
         self.memory_format = torch.channels_last if inf.get("channels_last", True) else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        if cast not in ("weights", "autocast"):
+            raise ValueError(f"Enhancer cast must be 'weights' or 'autocast', got {cast!r}")
+        if cast == "weights":
+            cast_network(self.model, self.dtype)
         self.multiple = int(model.pad_multiple)
         tile = tile if tile is not None else inf.get("tile")
         self.tile = None if not tile else int(math.ceil(int(tile) / self.multiple) * self.multiple)
         ov = overlap if overlap is not None else inf.get("tile_overlap", 32)
         self.overlap = int(math.ceil(int(ov) / self.multiple) * self.multiple) if ov else 0
-        self.amp = bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda"
         self.pad_mode = inf.get("pad_mode") or "reflect"
         self.prep_opt = {"log_low": input_is_log(opt), "concat_histeq": opt.get("concat_histeq"),
                          "histeq_as_input": opt.get("histeq_as_input")}
@@ -113,8 +124,7 @@ class Enhancer:
         lq = lq.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         aux = aux.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) \
             if aux is not None else None
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
-        with ctx:
+        with autocast(self.device.type, self.dtype):
             out = self.model.enhance(lq, aux, heat=heat)
         return out.float()
 

@@ -140,8 +140,9 @@ def validate(model: BaseModel, loader, opt, step, run: RunDir, writer=None) -> d
     net.eval()
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
-    plain = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="none", quantisation="round")
-    gtm = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="llflow", quantisation="round")
+    # validation always runs the float32 network (train.amp_dtype only changes the training steps)
+    plain = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="none", quantisation="round", dtype="fp32")
+    gtm = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="llflow", quantisation="round", dtype="fp32")
     agg_p, agg_g = metrics.MetricAggregator(plain), metrics.MetricAggregator(gtm)
     max_images = vopt.get("max_images")
     log_input = input_is_log(opt)

@@ -378,12 +378,17 @@ class Protocol:
     gt_mean: str = "none"
     lpips: bool = False
     quantisation: str = "truncate"
+    #: the network's compute dtype when this code produced the predictions ('fp32', 'bf16', 'fp16'); None when
+    #: the predictions come from elsewhere (Measure.py on image files)
+    dtype: Optional[str] = None
 
     def __post_init__(self):
         for name, allowed in (("psnr", PSNR_MODES), ("ssim", SSIM_PROTOCOLS), ("gt_mean", GT_MEAN_MODES),
                               ("quantisation", QUANTISATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Protocol.{name}={getattr(self, name)!r}; choose one of {allowed}")
+        if self.dtype not in (None, "fp32", "bf16", "fp16"):
+            raise ValueError(f"Protocol.dtype={self.dtype!r}; choose one of None, 'fp32', 'bf16', 'fp16'")
 
     def describe(self) -> str:
         psnr_txt = "PSNR uint8 RGB (peak 255)" if self.psnr == "uint8" else "PSNR float RGB (peak 1, unquantised)"
@@ -392,6 +397,8 @@ class Protocol:
         if self.gt_mean != "none":
             parts.append(f"quantisation: {self.quantisation}")
         parts.append("LPIPS alex v0.1" if self.lpips else "LPIPS: off")
+        if self.dtype is not None:
+            parts.append(f"inference dtype {self.dtype}")
         return "; ".join(parts)
 
     def as_dict(self) -> Dict[str, Any]:

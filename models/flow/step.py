@@ -5,6 +5,7 @@ import torch.nn as nn
 
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
 from .invconv import InvertibleConv1x1
+from ..precision import keep_fp32
 from .ops import ActNorm2d
 
 
@@ -14,7 +15,7 @@ class FlowStep(nn.Module):
 
     def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
         super().__init__()
-        self.actnorm = ActNorm2d(in_channels)
+        self.actnorm = keep_fp32(ActNorm2d(in_channels))   # acts on the flow's state z: float32 (models/precision.py)
         self.invconv = InvertibleConv1x1(in_channels, rng)
         if coupling is not None:
             self.affine = COUPLING_REGISTRY.get(coupling)(in_channels, cond_channels, opt)

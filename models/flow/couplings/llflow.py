@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import COUPLING_REGISTRY
+from ...precision import at_least_fp32
 from ..ops import affine_subnet, split_cross, split_half, sum_chw
 
 
@@ -18,8 +19,12 @@ def coupling_opts(opt: dict, default_hidden: int = 64, default_eps: float = 1e-4
 
 
 def affine_params(h: torch.Tensor, eps: float):
-    """(shift, scale) from a subnet output: shift = even channels, scale = sigmoid(odd + 2) + eps."""
-    shift, raw = split_cross(h)
+    """(shift, scale) from a subnet output: shift = even channels, scale = sigmoid(odd + 2) + eps.
+
+    Both in float32 even when the subnet ran in bf16/fp16: z is divided by the scale on the reverse pass and log(scale)
+    is the log-det (models/precision.py).
+    """
+    shift, raw = split_cross(at_least_fp32(h))
     return shift, torch.sigmoid(raw + 2.0) + eps
 
 
