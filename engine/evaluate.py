@@ -13,7 +13,8 @@ from data.image_io import list_images, read_rgb, write_rgb
 from models.build import build_network
 from options.options import OptionError, check_path
 from utils import metrics
-from engine.inference import Enhancer, to_uint8
+from engine.inference import Enhancer, pick_device, to_uint8
+from models.precision import resolve_dtype
 
 log = logging.getLogger("lowlight_flow")
 
@@ -60,10 +61,13 @@ def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
 
 
 def make_enhancer(opt, args, ckpt):
+    dtype = getattr(args, "dtype", None)
+    device = pick_device(args.device or (opt.get("inference") or {}).get("device"))
+    resolve_dtype(dtype or (opt.get("inference") or {}).get("dtype"), device, "--dtype / inference.dtype")  # fail early
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
-    return Enhancer(model, opt, device=args.device, tile=args.tile, dtype=getattr(args, "dtype", None))
+    return Enhancer(model, opt, device=args.device, tile=args.tile, dtype=dtype)
 
 
 def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", label: str = "test",
