@@ -107,9 +107,14 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
         model.optimize(bad)
 
 
-def test_ddp_two_cpu_processes_with_gloo(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("train_gt_ratio=1.0", "train.invertible_backprop=true",
+                                           "train.activation_checkpointing=true")])
+def test_ddp_two_cpu_processes_with_gloo(tmp_path, extra):
+    """DDP runs without find_unused_parameters: every built parameter is used, also when LLFlow's prior mean comes
+    from the GT (colour head idle) and with the memory-saving backward passes."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *_train_cmd(tmp_path, 3)[1:], "--launcher", "pytorch"]
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2",
+           *_train_cmd(tmp_path, 3, sum((["--set", s] for s in extra), []))[1:], "--launcher", "pytorch"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "demo_tiny_LLFlow"
