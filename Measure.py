@@ -289,6 +289,25 @@ def _common_pairs(gt, preds: List[str], labels: List[str], log):
     return matched
 
 
+def write_html(path, results, matched, input_dir, protocol: Protocol, inline: bool) -> None:
+    """The --html page: one strip per image of the first method, inputs (if any) matched by stem."""
+    from utils.report_html import MethodResult, ReportItem, write_report
+
+    inputs = _list_by_stem(Path(input_dir), "--input") if input_dir else {}
+    items = [ReportItem(name, Path(name).stem, gt_path, inputs.get(Path(name).stem))
+             for name, gt_path, _ in matched[0][0]]
+    missing = [it.name for it in items if input_dir and it.input is None]
+    if missing:
+        raise MeasureError(f"--input folder {input_dir} has no image for {len(missing)} of {len(items)} image(s): "
+                           f"{_name_list(missing)}")
+    methods = [MethodResult(label, Path(pred), agg, {Path(n).stem: pp for n, _, pp in pairs})
+               for (label, pred, agg, _), (pairs, _) in zip(results, matched)]
+    try:
+        write_report(path, methods, items, protocol, inline=inline)
+    except (OSError, ValueError) as e:
+        raise MeasureError(f"cannot write the report {path}: {e}") from None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
@@ -309,10 +328,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             summary["label"] = label
             results.append((label, pred, agg, summary))
         if args.html:
-            from utils.report_html import MethodResult, write_report
-            write_report(args.html, [MethodResult(label, Path(pred), agg, {n: pp for n, _, pp in pairs})
-                                     for (label, pred, agg, _), pairs in zip(results, (m[0] for m in matched))],
-                         gt_dir=args.gt, input_dir=args.input, protocol=protocol, inline=args.inline_images)
+            write_html(args.html, results, matched, args.input, protocol, args.inline_images)
     except MeasureError as e:
         print(f"Measure.py: error: {e}", file=sys.stderr)
         return 2
