@@ -25,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from utils.errors import UserError
 from .checkpoint import load_weights
 
 log = logging.getLogger("lowlight_flow")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """Too many consecutive non-finite losses or gradients."""
 
 
