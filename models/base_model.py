@@ -153,11 +153,6 @@ class BaseModel:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
 
-def to_device(batch: dict, device: torch.device, keys=("LQ", "GT", "AUX")) -> dict:
-    """The tensors of `batch` named in `keys` (those present) moved to `device`."""
-    return {k: batch[k].to(device, non_blocking=True) for k in keys if batch.get(k) is not None}
-
-
 # RNG states are stored as tensors/lists only, so `torch.load(weights_only=True)` can read the training state back.
 def _np_state_to_tensors(st):
     return {"name": st[0], "keys": torch.from_numpy(st[1].astype(np.int64)), "pos": int(st[2]),
