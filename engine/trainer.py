@@ -134,11 +134,12 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
     enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images."""
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
-    scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round"))
-               for g in ("none", "llflow")]
     net = model.eval_network()
     was_training = net.training
     enhancer = Enhancer(net, opt, device=str(model.device))
+    scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round",
+                                            inference=enhancer.describe(heat)))
+               for g in ("none", "llflow")]
     folder = run.val_images / str(step)
 
     def preview(i, item, pred):
@@ -201,6 +202,8 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     seed = int(tr.get("manual_seed") or 0)
     seed_everything(seed + rank)
     model = model_class(opt.get("model"))(opt, device, rank, world)
+    if tr.get("ema_decay"):
+        model.enable_ema(float(tr["ema_decay"]))
     train_set, val_set = build_datasets(opt, getattr(model.eval_network(), "aux_input", None))
     niter = tr.get("niter")
     if not niter:
@@ -213,7 +216,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     step, epoch, done_in_epoch = 0, 0, 0
     if state_file is not None:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
-        for key in model.networks():
+        for key in model.all_networks():
             weights = run.models / f"{state_file.stem}_{key}.pth"
             model.load_network_state(key, read_state_dict(weights), source=str(weights))
         model.restore_training_state(state)
@@ -249,6 +252,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
                     history["val"].append((0, validate(model, val_data, opt, 0, run, writer)))
             model.wrap_ddp()
             logs = model.optimize(data)
+            model.update_ema()
             step += 1
             done_in_epoch += 1
             pbar.update(1)
@@ -293,7 +297,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
 
 def save_checkpoint(model: BaseModel, run: RunDir, step, epoch, done_in_epoch, keep: int):
     """Weights first, then the training state (so every state has its weights); old states pruned, weights kept."""
-    for key, net in model.networks().items():
+    for key, net in model.all_networks().items():
         save_generator(net, run.models / f"{step}_{key}.pth")
     atomic_save(model.training_state(step, epoch, done_in_epoch), run.states / f"{step}.state")
     states = natsorted(run.states.glob("*.state"))
