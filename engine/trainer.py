@@ -117,12 +117,12 @@ def build_datasets(opt, aux_kind):
     return train, val
 
 
-def _base(ds):
+def unwrap_subset(ds):
     return ds.dataset if isinstance(ds, Subset) else ds
 
 
 # -- validation ----------------------------------------------------------------------------------------------------
-def _val_items(val_set, max_images):
+def val_items(val_set, max_images):
     n = len(val_set) if not max_images else min(len(val_set), int(max_images))
     for i in range(n):
         item = val_set[i]
@@ -147,7 +147,7 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
             save_strip(folder / f"{item.name}.png", [item.low, to_uint8(pred), item.gt])
 
     try:
-        summaries = evaluate(enhancer, _val_items(val_set, vopt.get("max_images")), scorers, heat=heat,
+        summaries = evaluate(enhancer, val_items(val_set, vopt.get("max_images")), scorers, heat=heat,
                              report_dir=folder, desc=f"val @{step}", on_image=preview)
     finally:
         # The Enhancer runs NHWC in eval mode; training goes on with the layout and mode it had (bit-exact resume).
@@ -241,7 +241,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     stop = step >= niter
     while not stop:
         sampler.set_epoch(epoch, done_in_epoch * batch)
-        base = _base(train_set)
+        base = unwrap_subset(train_set)
         if hasattr(base, "set_epoch"):
             base.set_epoch(seed + 1000003 * epoch)
         for data in loader:

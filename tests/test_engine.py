@@ -195,3 +195,39 @@ def test_self_ensemble_averages_the_eight_symmetries():
     assert torch.allclose(got, manual, atol=1e-5)
     assert not torch.allclose(got, torch.from_numpy(plain(low)).permute(2, 0, 1)[None], atol=1e-3)
     assert "self-ensemble x8" in ens.describe(0.0) and "no self-ensemble" in plain.describe(0.0)
+
+
+def test_retest_scores_every_checkpoint_on_validation_and_names_the_best(tmp_path, capsys):
+    from utils.retest import main as retest_main
+    _pairs(tmp_path / "data", 6, 24, 32)
+    data = ["datasets.train.dataset=PairedFolder", f"datasets.train.dataroot_LQ={tmp_path}/data/lq",
+            f"datasets.train.dataroot_GT={tmp_path}/data/gt", "datasets.train.GT_size=16",
+            "datasets.train.batch_size=2", "datasets.val.dataset=PairedFolder", "datasets.val.holdout=2"]
+    opt = load_options(CONF, TINY_FLOW + data + [f"path.experiments_root={tmp_path}/exp", "train.niter=4",
+                                                 "train.val_freq=2", "logger.save_checkpoint_freq=2"], is_train=True)
+    hist = train(opt, argv=["test"])
+    run = tmp_path / "exp" / opt["name"]
+    retest_main(["--run", str(run)])
+    lines = (run / "retest/retest.csv").read_text().splitlines()
+    assert lines[0].startswith("# validation split") and "PSNR uint8" in lines[0]
+    rows = list(csv.DictReader(lines[1:]))
+    assert [r["checkpoint"] for r in rows] == ["2_G.pth", "4_G.pth"]
+    # the numbers training logged at those steps, recomputed from the saved files
+    logged = {s: v["psnr"] for s, v in hist["val"]}
+    assert [float(r["psnr"]) for r in rows] == [pytest.approx(logged[2], abs=1e-9), pytest.approx(logged[4], abs=1e-9)]
+    best = max(rows, key=lambda r: float(r["psnr"]))
+    assert f"best checkpoint: {run / 'models' / best['checkpoint']}" in capsys.readouterr().out
+    assert (run / "retest/retest.png").stat().st_size > 1000
+
+
+def test_retest_refuses_a_validation_split_that_is_the_test_split(tmp_path):
+    from engine.retest import retest
+    from options.options import OptionError
+    from data.demo import ensure_demo_data
+    root = ensure_demo_data()
+    opt = load_options(CONF, TINY_FLOW + [f"path.experiments_root={tmp_path}/exp", "train.niter=1",
+                                          "datasets.val.holdout=null", "datasets.val.root=" + str(root)],
+                       is_train=True)
+    train(opt, argv=["test"])
+    with pytest.raises(OptionError, match="test split"):
+        retest(tmp_path / "exp" / opt["name"])
