@@ -40,10 +40,7 @@ Why (the issue requires LOL-v1 eval15 low-vs-normal to give the published 7.773 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -53,6 +50,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.reports import write_csv, write_json  # noqa: E402
 from utils.metrics import (GT_MEAN_MODES, NO_REF_METRICS, PSNR_MODES, QUANTISATIONS, SSIM_PROTOCOLS,  # noqa: E402
                            LPIPSMetric, LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair)
 
@@ -190,37 +188,6 @@ def per_method_path(path, label: str) -> Path:
     """``m.csv`` + label ``A b`` -> ``m_A_b.csv``: the file of one method when several are measured."""
     p = Path(path)
     return p.with_name(f"{p.stem}_{re.sub(r'[^A-Za-z0-9._-]', '_', label)}{p.suffix}")
-
-
-def _finite_or_str(v):
-    """JSON has no inf/nan: write them as the strings 'inf' / '-inf' / 'nan'."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _finite_or_str(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_finite_or_str(x) for x in v]
-    return v
-
-
-def write_json(path, summary: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(_finite_or_str(summary), f, indent=2, allow_nan=False)
-        f.write("\n")
-
-
-def write_csv(path, agg: MetricAggregator) -> None:
-    """'# protocol: ...' comment line, then header name,<metrics> and one row per image (empty where no value).
-    The metrics are psnr,ssim,lpips for a full-reference protocol, followed by the no-reference ones (niqe)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    keys = list(agg.keys)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        f.write(f"# protocol: {agg.protocol.describe()}\n")
-        w = csv.writer(f)
-        w.writerow(["name"] + keys)
-        for r in agg.rows:
-            w.writerow([r["name"]] + ["" if r[k] is None else repr(float(r[k])) for k in keys])
 
 
 def build_parser() -> argparse.ArgumentParser:

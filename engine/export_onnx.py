@@ -144,7 +144,7 @@ def run_onnx(session, lq: np.ndarray, aux: np.ndarray | None = None) -> np.ndarr
 def check_against_torch(path, model, opt, size) -> dict | None:
     """Max abs difference between onnxruntime and PyTorch on the test card at ``size`` (None without onnxruntime)."""
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  (only to know it is there)
     except ImportError:
         log.warning("onnxruntime not installed: the exported graph was not checked")
         return None

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from data.image_io import read_rgb, write_rgb
 from models.build import build_network

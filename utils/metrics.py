@@ -394,6 +394,7 @@ class Protocol:
     gt_mean: str = "none"
     lpips: bool = False
     quantisation: str = "truncate"
+    inference: str = ""   # how the predictions were made (heat, tiles, self-ensemble, dtype), when known
     crop_border: int = 0
     no_ref: Tuple[str, ...] = ()
     full_ref: bool = True
@@ -428,6 +429,8 @@ class Protocol:
         parts += [_NO_REF_DESCRIPTIONS[m] for m in self.no_ref]
         if self.crop_border:
             parts.append(f"crop border {self.crop_border} px per side")
+        if self.inference:
+            parts.append(f"inference: {self.inference}")
         return "; ".join(parts)
 
     def as_dict(self) -> Dict[str, Any]:
