@@ -291,3 +291,20 @@ def test_report_renders_in_headless_chromium(folders, tmp_path):
     # (0.25, 0.75) of the 416x288 magnified image and clamped inside it: x = -clamp(104 - 129, 0, 158) = 0,
     # y = -clamp(216 - 129, 0, 30) = -30 (without the hover it would stay centred: -79 px, -15 px).
     assert (x, y) == (0.0, -30.0)
+
+
+def test_no_reference_report_has_no_reference_tile(tmp_path):
+    """--no-ref niqe without --gt: NIQE columns only, strips of the methods alone."""
+    from utils.niqe import niqe
+    img = skimage.data.coffee()[:96, :128]
+    for d, f in (("A", 1.0), ("B", 0.6)):
+        _write(tmp_path / d / "x.png", (img * f).astype(np.uint8))
+    out = tmp_path / "nr"
+    assert Measure.main(["--pred", str(tmp_path / "A"), "--pred", str(tmp_path / "B"), "--no-ref", "niqe",
+                         "--html", str(out / "r.html"), "--no-progress"]) == 0
+    page = _parse(out / "r.html")
+    assert [c["text"] for c in page.tables["summary"][0]] == ["method", "NIQE ↓ mean ± std", "images"]
+    want = [niqe(_rgb(tmp_path / d / "x.png")) for d in "AB"]
+    assert [float(r[1]["data-v"]) for r in page.tables["summary"][1:]] == pytest.approx(want, abs=1e-12)
+    assert [t.split()[-1] for t in page.strips[0]["tiles"]] == ["method", "method"]
+    assert page.protocol.startswith("protocol: no reference; NIQE")
