@@ -94,5 +94,7 @@ def test_degradations_raise_niqe():
 
 
 def test_small_image_is_an_error():
-    with pytest.raises(N.NIQEError, match="at least 96x96"):
+    with pytest.raises(N.NIQEError, match="at least two 96x96 blocks"):
         N.niqe(np.zeros((95, 200, 3), np.uint8))
+    with pytest.raises(N.NIQEError, match="at least two 96x96 blocks"):
+        N.niqe(np.zeros((150, 191, 3), np.uint8))

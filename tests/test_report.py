@@ -296,7 +296,7 @@ def test_report_renders_in_headless_chromium(folders, tmp_path):
 def test_no_reference_report_has_no_reference_tile(tmp_path):
     """--no-ref niqe without --gt: NIQE columns only, strips of the methods alone."""
     from utils.niqe import niqe
-    img = skimage.data.coffee()[:96, :128]
+    img = skimage.data.coffee()[:96, :192]
     for d, f in (("A", 1.0), ("B", 0.6)):
         _write(tmp_path / d / "x.png", (img * f).astype(np.uint8))
     out = tmp_path / "nr"

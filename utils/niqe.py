@@ -13,7 +13,7 @@ Protocol (every step is the MATLAB release's, with BasicSR's colour handling):
     sqrt((mu_p - mu_d) pinv((S_p + S_d) / 2) (mu_p - mu_d)^T) against the pristine model (mu_p, S_p).
 
 The pristine model is ``utils/data/niqe_pris_params.npz`` (provenance and licence: ``utils/data/README.md``).
-An image needs at least 96x96 pixels.
+An image needs at least two whole 96x96 blocks (e.g. 192x96 pixels).
 
 Precision: the AGGD shape is picked from a grid with step 0.001, so a block whose fit lies near the midpoint of two
 grid values flips with the last bits of the arithmetic, and one flip moves the score by about 1e-3 to 1e-2.
@@ -133,8 +133,9 @@ def niqe_gray(img: np.ndarray, mu_p: np.ndarray | None = None, cov_p: np.ndarray
         mu_p, cov_p = pristine_model()
     h, w = img.shape
     nh, nw = h // BLOCK, w // BLOCK
-    if nh == 0 or nw == 0:
-        raise NIQEError(f"NIQE needs at least {BLOCK}x{BLOCK} pixels, got {w}x{h} (WxH)")
+    if nh * nw < 2:  # the image's feature covariance needs two blocks (one gives NaN in BasicSR/pyiqa)
+        raise NIQEError(f"NIQE needs at least two {BLOCK}x{BLOCK} blocks (e.g. {2 * BLOCK}x{BLOCK} pixels), got "
+                        f"{w}x{h} (WxH)")
     im = np.asarray(img, np.float64)[:nh * BLOCK, :nw * BLOCK]  # double, as the release's double(im)
     win = gaussian_window()
     feats = []
