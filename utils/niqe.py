@@ -17,7 +17,7 @@ An image needs at least two whole 96x96 blocks (e.g. 192x96 pixels).
 
 Precision: the AGGD shape is picked from a grid with step 0.001, so a block whose fit lies near the midpoint of two
 grid values flips with the last bits of the arithmetic, and one flip moves the score by about 1e-3 to 1e-2.
-Faithful implementations therefore agree to about 1e-2, not to machine precision. This one computes in float64
+Faithful implementations therefore differ by up to a few hundredths on some images, not by machine precision. This one computes in float64
 like the release; on BasicSR's ``baboon.png`` it gives 5.72996 where MATLAB R2021a gives 5.72957 (quoted in
 BasicSR's ``calculate_niqe``) and BasicSR's float32 code 5.72956: one alpha of one of the 50 blocks differs by 0.001.
 """
