@@ -54,69 +54,45 @@ from utils.reports import write_csv, write_json  # noqa: E402
 from utils.metrics import (GT_MEAN_MODES, NO_REF_METRICS, PSNR_MODES, QUANTISATIONS, SSIM_PROTOCOLS,  # noqa: E402
                            LPIPSMetric, LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair)
 
-try:  # the project's reader (grayscale -> 3 channels, opaque RGBA -> RGB, 16-bit/transparent -> ImageError)
-    from data.image_io import IMAGE_EXTENSIONS, ImageError, read_rgb
-except ImportError:  # pragma: no cover - only when the data package is absent
-    import cv2
-    import numpy as np
-
-    IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-
-    class ImageError(ValueError):
-        pass
-
-    def read_rgb(path):
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise ImageError(f"{path}: cannot read image")
-        if img.dtype != np.uint8:
-            raise ImageError(f"{path}: {img.dtype} image; only 8-bit images are accepted")
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise ImageError(f"{path}: expected a 3-channel colour image, got shape {img.shape}")
-        return np.ascontiguousarray(img[:, :, ::-1])
+from data.image_io import ImageError, list_images, read_rgb  # noqa: E402
+from utils.pairing import PairingError, index_by, pair_by_key, short_list  # noqa: E402
 
 
 class MeasureError(Exception):
     """A user-facing error (missing files, size mismatch, bad folder); the message names the files."""
 
 
-def _list_by_stem(folder: Path, role: str) -> Dict[str, Path]:
+def _images(folder: Path, role: str) -> List[Path]:
     if not folder.is_dir():
         raise MeasureError(f"{role} folder {folder} does not exist")
-    files: Dict[str, Path] = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
-            if f.stem in files:
-                raise MeasureError(f"{role} folder has two files with the stem '{f.stem}': {files[f.stem].name} and "
-                                   f"{f.name}; cannot tell which one to use")
-            files[f.stem] = f
+    files = list_images(folder)
     if not files:
-        raise MeasureError(f"{role} folder {folder} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise MeasureError(f"{role} folder {folder} contains no images")
     return files
 
 
-def _name_list(names: List[str], limit: int = 20) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+def _list_by_stem(folder: Path, role: str) -> Dict[str, Path]:
+    try:
+        return index_by(_images(folder, role), where=f"{role} folder {folder}")
+    except PairingError as e:
+        raise MeasureError(str(e)) from None
 
 
 def match_files(gt_dir, pred_dir) -> Tuple[List[Tuple[str, Optional[Path], Path]], List[str]]:
-    """Pair references and predictions by stem. Returns ([(gt file name, gt path, pred path)], [extra pred names]);
-    raises MeasureError listing every reference that has no prediction. Without a reference folder (``gt_dir``
-    None) every prediction is listed as (its file name, None, its path)."""
-    from natsort import natsorted
-
-    pred = _list_by_stem(Path(pred_dir), "--pred")
+    """Pair references and predictions by stem (utils/pairing.py, as every script does). Returns
+    ([(gt file name, gt path, pred path)], [extra pred names]); a reference without a prediction is an error
+    listing them. Without a reference folder (``gt_dir`` None) every prediction is listed as (name, None, path)."""
+    preds = _images(Path(pred_dir), "--pred")
     if gt_dir is None:
-        return [(pred[s].name, None, pred[s]) for s in natsorted(pred)], []
-    gt = _list_by_stem(Path(gt_dir), "--gt")
-    missing = natsorted(gt[s].name for s in gt if s not in pred)
-    if missing:
-        raise MeasureError(f"{len(missing)} of {len(gt)} reference image(s) have no prediction in {pred_dir}: "
-                           f"{_name_list(missing)}")
-    extra = natsorted(pred[s].name for s in pred if s not in gt)
-    pairs = [(gt[s].name, gt[s], pred[s]) for s in natsorted(gt)]
-    return pairs, extra
+        index_by(preds, where=f"--pred folder {pred_dir}")
+        return [(p.name, None, p) for p in preds], []
+    try:
+        pairs, extra = pair_by_key(_images(Path(gt_dir), "--gt"), preds, primary_dir=f"--gt {gt_dir}",
+                                   secondary_dir=f"--pred {pred_dir}", extra="return",
+                                   what=("reference", "prediction"))
+    except PairingError as e:
+        raise MeasureError(str(e)) from None
+    return [(g.name, g, p) for g, p in pairs], [e.name for e in extra]
 
 
 def _open_lpips(protocol: Protocol, lpips_backbone, device, log):
@@ -138,7 +114,7 @@ def measure_dirs(gt_dir, pred_dir, protocol: Protocol, lpips_backbone: Optional[
         raise MeasureError("--gt is required unless only no-reference metrics are asked for (--no-ref niqe)")
     pairs, extra = pairs if pairs is not None else match_files(gt_dir, pred_dir)
     if extra:
-        log(f"warning: {len(extra)} prediction(s) without a reference in {gt_dir} are ignored: {_name_list(extra)}")
+        log(f"warning: {len(extra)} prediction(s) without a reference in {gt_dir} are ignored: {short_list(extra)}")
 
     metric, reason = lpips if lpips is not None else _open_lpips(protocol, lpips_backbone, device, log)
     run_protocol = protocol if metric is not None else dataclasses.replace(protocol, lpips=False)
@@ -248,10 +224,10 @@ def _common_pairs(gt, preds: List[str], labels: List[str], log):
             missing = sorted(ref - have)
             if missing:
                 raise MeasureError(f"method '{lab}' ({p}) lacks {len(missing)} image(s) of '{labels[0]}': "
-                                   f"{_name_list(missing)}")
+                                   f"{short_list(missing)}")
             extra = sorted(have - ref)
             if extra:
-                log(f"warning: {len(extra)} image(s) of '{lab}' not in '{labels[0]}' are ignored: {_name_list(extra)}")
+                log(f"warning: {len(extra)} image(s) of '{lab}' not in '{labels[0]}' are ignored: {short_list(extra)}")
             matched[i] = ([t for t in pairs if Path(t[0]).stem in ref], extra)
     return matched
 
@@ -266,7 +242,7 @@ def write_html(path, results, matched, input_dir, protocol: Protocol, inline: bo
     missing = [it.name for it in items if input_dir and it.input is None]
     if missing:
         raise MeasureError(f"--input folder {input_dir} has no image for {len(missing)} of {len(items)} image(s): "
-                           f"{_name_list(missing)}")
+                           f"{short_list(missing)}")
     methods = [MethodResult(label, Path(pred), agg, {Path(n).stem: pp for n, _, pp in pairs})
                for (label, pred, agg, _), (pairs, _) in zip(results, matched)]
     try:

@@ -95,7 +95,7 @@ def test_measure_missing_prediction_is_an_error(pairs):
     (pred / names[1]).unlink()
     p = _run(["--gt", str(gt), "--pred", str(pred), "--no-progress"])
     assert p.returncode == 2
-    assert names[1] in p.stderr and "no prediction" in p.stderr
+    assert names[1] in p.stderr and "without a prediction" in p.stderr
 
 
 def test_measure_extra_prediction_is_a_warning(pairs, tmp_path, capsys):
