@@ -91,7 +91,7 @@ def test_cli_dtype_flag_and_protocol_line(golden, tmp_path):
                        cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     first = (tmp_path / "bf16/metrics.csv").read_text().splitlines()[0]
-    assert first.startswith("# PSNR uint8 RGB") and first.endswith("; inference dtype bf16"), first
+    assert first.startswith("# PSNR uint8 RGB") and first.endswith("no self-ensemble; dtype bf16"), first
     golden_png = read_rgb(g / "enhanced.png").astype(int)
     assert np.abs(read_rgb(tmp_path / "bf16/img.png").astype(int) - golden_png).max() <= 2
     r = subprocess.run(base + ["--out", str(tmp_path / "fp16"), "--dtype", "fp16", "--device", "cpu"],
@@ -111,7 +111,7 @@ def test_bf16_training_matches_fp32_and_bf16_inference_of_the_trained_model(tmp_
                            + ([] if dtype == "fp32" else ["train.amp_dtype=bf16"]), is_train=True)
         hist = train(opt, argv=["test"])
         assert np.isfinite([v for _, v in hist["loss"]]).all()
-        assert all(v["protocol"].endswith("inference dtype fp32") for _, v in hist["val"])   # validation runs fp32
+        assert all(v["protocol"].endswith("; dtype fp32") for _, v in hist["val"])   # validation runs fp32
         best[dtype] = max(v["psnr"] for _, v in hist["val"])
     assert abs(best["bf16"] - best["fp32"]) <= 0.3, best
     # the trained fp32 model on a full-size demo photo: fp32 vs bf16 inference
