@@ -91,7 +91,7 @@ def test_cli_dtype_flag_and_protocol_line(golden, tmp_path):
                        cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     first = (tmp_path / "bf16/metrics.csv").read_text().splitlines()[0]
-    assert first.startswith("# PSNR uint8 RGB") and first.endswith("no self-ensemble; dtype bf16"), first
+    assert first.startswith("# protocol: PSNR uint8 RGB") and first.endswith("no self-ensemble; dtype bf16"), first
     golden_png = read_rgb(g / "enhanced.png").astype(int)
     assert np.abs(read_rgb(tmp_path / "bf16/img.png").astype(int) - golden_png).max() <= 2
     r = subprocess.run(base + ["--out", str(tmp_path / "fp16"), "--dtype", "fp16", "--device", "cpu"],
