@@ -28,9 +28,15 @@ EXPORT_SEED = 20250101
 
 
 def declare_never_run(owner: nn.Module, name: str, factory: Callable[[], nn.Module]) -> None:
-    """Record that the official `owner` has a submodule `name` (built by `factory`) that never runs."""
+    """Record that the official `owner` has a submodule `name` (built by `factory`) that never runs.
+
+    Call it where the official constructor builds that submodule: the factory runs once and its result is thrown
+    away, so the global RNG advances exactly as in the official constructor and a seed gives every used layer the
+    same initial weights as the official code (and as runs made before these modules were dropped).
+    """
     registry = owner.__dict__.setdefault("_never_run", {})   # a plain attribute: not a submodule, not in state_dict
     registry[name] = factory
+    factory()
 
 
 def _declarations(model: nn.Module):

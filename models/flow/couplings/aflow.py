@@ -228,8 +228,8 @@ class AFlowCoupling(nn.Module):
         hidden, self.eps = coupling_opts(opt)
         c1 = in_channels // 2
         c2 = in_channels - c1
-        self.fAffine = NN_F(c1 + cond_channels, 2 * c2, hidden)
         declare_never_run(self, "sp_att", lambda: SpatialMap(7))
+        self.fAffine = NN_F(c1 + cond_channels, 2 * c2, hidden)
         declare_never_run(self, "fFeatures", lambda: NN_F(cond_channels, 2 * in_channels, hidden))
 
     def forward(self, z, logdet, ft, reverse: bool = False):
