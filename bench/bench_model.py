@@ -16,7 +16,9 @@ Inference runs the network's `enhance` exactly as engine/inference.py's Enhancer
 models/precision.py); the training step is the method's own `optimize` (models/base_model.py), so
 `train.activation_checkpointing`, `train.invertible_backprop` (via --set) and `--dtype` (= train.amp_dtype) act as
 in train.py. `--flops` counts the FLOPs of one more call (not timed; torch.utils.flop_counter, convolutions and
-matrix products). `--json FILE` writes every result (seconds, peak_rss_gb, params_m, tflop, ...) as a JSON list.
+matrix products). `--json FILE` writes every result (seconds, cpu_seconds, peak_rss_gb, params_m, tflop, ...) as a
+JSON list. `cpu_seconds` is the process's CPU time over the timed call (all threads): on a shared machine it moves
+far less with other people's load than wall time, so paired comparisons should look at both.
 """
 from __future__ import annotations
 
@@ -60,14 +62,16 @@ def _child(args):
         lq, aux, (hp, wp) = _inputs(opt, model, 1, *(int(v) for v in args.size.split("x")), g, fmt, pad=True)
         with torch.inference_mode():
             enh._run(lq[..., :64, :64], None if aux is None else aux[..., :64, :64], 0.0)   # warm-up (allocator)
-            times = []
+            times, cpu = [], []
             for _ in range(max(1, args.repeat)):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 out = enh._run(lq, aux, 0.0)
                 times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
                 assert out.shape[-2:] == (hp, wp)
                 del out
-        res = {"what": "inference", "shape": [hp, wp], "seconds": times[0], "later": times[1:]}
+        res = {"what": "inference", "shape": [hp, wp], "seconds": times[0], "later": times[1:],
+               "cpu_seconds": cpu[0], "later_cpu": cpu[1:]}
         run_once = lambda: enh._run(lq, aux, 0.0)  # noqa: E731
     else:
         device = torch.device("cpu")
@@ -81,10 +85,10 @@ def _child(args):
         if aux is not None:
             batch["AUX"] = aux
         method.optimize(batch)  # warm-up: the first step also pays for allocator growth and Adam state creation
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         logs = method.optimize(batch)
-        dt = time.perf_counter() - t
-        res = {"what": "train_step", "batch": args.batch, "crop": c, "seconds": dt,
+        dt, cpu = time.perf_counter() - t, time.process_time() - cpu
+        res = {"what": "train_step", "batch": args.batch, "crop": c, "seconds": dt, "cpu_seconds": cpu,
                "loss_finite": not logs.get("skipped", False)}
         run_once = lambda: method.optimize(batch)  # noqa: E731
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
@@ -171,7 +175,7 @@ def main(argv=None):
         if later:
             extra += f" (later calls: {', '.join(f'{v:.2f}' for v in later)} s)"
         flops = f", {res['tflop']:.3f} TFLOP" if "tflop" in res else ""
-        print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
+        print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s (CPU {res['cpu_seconds']:.2f} s), peak RSS {res['peak_rss_gb']:.2f} GB "
               f"({res['threads']} threads, {res['layout']}, {res['dtype']}, {res['malloc']} malloc, "
               f"{res['params_m']:.2f} M params{flops})")
     if args.json:

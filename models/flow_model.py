@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from options.options import OptionError
 from utils.registry import MODEL_REGISTRY
-from .activation_checkpointing import enable_activation_checkpointing
+from .activation_checkpointing import checkpoint_mode, enable_activation_checkpointing
 from .base_model import BaseModel, NonFiniteError  # noqa: F401  (NonFiniteError re-exported)
 from .build import build_generator
 from .flow.invertible_backprop import enable_invertible_backprop
@@ -37,9 +37,10 @@ class FlowModel(BaseModel):
         pre = opt["path"].get("pretrain_model_G")
         if pre:
             self.load_pretrained(pre, opt["path"].get("load_submodule"), bool(opt["path"].get("strict_load", True)))
-        if train.get("activation_checkpointing"):
-            n = enable_activation_checkpointing(self.net.RRDB)
-            log.info("activation checkpointing on %d encoder blocks", n)
+        mode = checkpoint_mode(train.get("activation_checkpointing"))
+        if mode:
+            n = enable_activation_checkpointing(self.net.RRDB, mode)
+            log.info("activation checkpointing (%s) on %d encoder blocks", mode, n)
         if train.get("invertible_backprop"):
             enable_invertible_backprop(self.net)
             log.info("invertible backprop: flow steps store their outputs only (inputs recomputed in the backward)")

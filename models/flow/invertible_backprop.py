@@ -8,6 +8,11 @@ flow's training memory) are therefore never stored for more than one step at a t
 one forward pass of every step more in the backward (the same trade as activation checkpointing, without storing
 the step inputs).
 
+A step may expose ``conditioning(ft)`` (what its coupling computes from the conditioning alone: the injector's
+scale and shift and the ft part of the subnets' first convolutions, most of a step's FLOPs) and accept it back as
+``cond=``: the backward then computes it once, with the graph, and uses a detached copy for the reconstruction, so
+the extra cost is about one forward of each step rather than two.
+
 The gradients are those of the stored-activation graph up to float32 rounding of the reconstructed input (tested
 for every coupling in the registry). Steps must be deterministic given (input, conditioning, parameters): true of
 every registered step and coupling (no dropout, no sampling inside a step). ActNorm's data-dependent
@@ -41,13 +46,16 @@ class InvertibleStepFunction(torch.autograd.Function):
         enabled, dtype, dev = ctx.autocast
         params = [p for p in step.parameters() if p.requires_grad]
         with torch.autocast(dev, dtype=dtype, enabled=enabled):
+            ft_in = ft.detach().requires_grad_(True) if ctx.ft_needs_grad else ft
+            with torch.enable_grad():
+                cond = step.conditioning(ft_in) if hasattr(step, "conditioning") else None
+            kw_re, kw = ({}, {}) if cond is None else ({"cond": _detached(cond)}, {"cond": cond})
             with torch.no_grad():
                 zero = z_out.new_zeros(ctx.logdet_shape)
-                z_in, _ = step(z_out, zero, ft, reverse=True)
+                z_in, _ = step(z_out, zero, ft, reverse=True, **kw_re)
             with torch.enable_grad():
                 z_in = z_in.detach().requires_grad_(True)
-                ft_in = ft.detach().requires_grad_(True) if ctx.ft_needs_grad else ft
-                z_re, dlogdet = step(z_in, z_out.new_zeros(ctx.logdet_shape), ft_in)
+                z_re, dlogdet = step(z_in, z_out.new_zeros(ctx.logdet_shape), ft_in, **kw)
         inputs = [z_in] + ([ft_in] if ctx.ft_needs_grad else []) + params
         outs, grads_out = [z_re], [grad_z]
         if grad_logdet is not None and dlogdet.requires_grad:
@@ -58,6 +66,12 @@ class InvertibleStepFunction(torch.autograd.Function):
         g_ft = grads.pop(0) if ctx.ft_needs_grad else None
         # params the step did not use get None; the engine treats that as a zero gradient
         return (None, g_z, grad_logdet, g_ft, *grads)
+
+
+def _detached(x):
+    if isinstance(x, (tuple, list)):
+        return type(x)(_detached(v) for v in x)
+    return x.detach() if torch.is_tensor(x) else x
 
 
 def run_step(step: nn.Module, z, logdet, ft):

@@ -22,15 +22,22 @@ class FlowStep(nn.Module):
         else:
             self.affine = None
 
-    def forward(self, z, logdet, ft=None, reverse: bool = False):
+    def conditioning(self, ft):
+        """What the coupling computes from the conditioning alone (its `conditional(ft)`), or None."""
+        conditional = getattr(self.affine, "conditional", None)
+        return conditional(ft) if conditional is not None else None
+
+    def forward(self, z, logdet, ft=None, reverse: bool = False, cond=None):
+        """`cond`: :meth:`conditioning`'s result for this ft, when the caller already has it (invertible backprop)."""
+        kw = {} if cond is None else {"cond": cond}
         if not reverse:
             z, logdet = self.actnorm(z, logdet)
             z, logdet = self.invconv(z, logdet)
             if self.affine is not None:
-                z, logdet = self.affine(z, logdet, ft)
+                z, logdet = self.affine(z, logdet, ft, **kw)
             return z, logdet
         if self.affine is not None:
-            z, logdet = self.affine(z, logdet, ft, reverse=True)
+            z, logdet = self.affine(z, logdet, ft, reverse=True, **kw)
         z, logdet = self.invconv(z, logdet, reverse=True)
         z, logdet = self.actnorm(z, logdet, reverse=True)
         return z, logdet

@@ -50,8 +50,9 @@ class CondAffineSeparatedAndCond(nn.Module):
         """(shift, scale) of the coupling from z1 and the precomputed ft part of fAffine's first conv."""
         return affine_params(after_first_conv(self.fAffine, z_part_first_conv(self.fAffine, z1, ha)), self.eps)
 
-    def forward(self, z, logdet, ft, reverse: bool = False):
-        shift_f, scale_f, ha = self.conditional(ft)
+    def forward(self, z, logdet, ft, reverse: bool = False, cond=None):
+        """`cond`: :meth:`conditional`'s result for this ft when the caller already has it."""
+        shift_f, scale_f, ha = self.conditional(ft) if cond is None else cond
         if not reverse:
             z = (z + shift_f) * scale_f
             logdet = logdet + sum_chw(torch.log(scale_f))
