@@ -41,6 +41,8 @@ PHASE = {
     "holdout": None, "split": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
     "seed": None, "test_prefix": None, "split_match": None, "frame_pairing": None, "gt_exclude": None,
     "npy_channel_order": None, "pin_memory": False,
+    # Synthetic (data/synthetic_dataset.py): physics ranges (path or mapping), real-pair spec, mixing probability
+    "synthesis": FREE, "real": FREE, "synthetic_ratio": None,
 }
 
 PATH = {"root": None, "pretrain_model_G": None, "load_submodule": None, "strict_load": True, "resume_state": None,

@@ -146,7 +146,10 @@ def load_physics_config(path) -> PhysicsConfig:
             raw = yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise OptionError(f"synthesis config '{path}' is not valid YAML ({type(e).__name__})") from None
-    return PhysicsConfig.from_dict(raw if raw is not None else {}, where="")
+    try:
+        return PhysicsConfig.from_dict(raw if raw is not None else {}, where="")
+    except OptionError as e:
+        raise OptionError(f"synthesis config '{path}': {e}") from None
 
 
 def expose_linear(lin: np.ndarray, p: PhysicsParams, rng: np.random.Generator) -> np.ndarray:
