@@ -104,6 +104,13 @@ def test_same_seed_same_image_other_seed_differs():
     assert 0.4 < np.mean(ex < mid) < 0.6
 
 
+@pytest.mark.parametrize("conf", sorted((ROOT / "confs" / "synthesis").glob("*.yml")), ids=lambda p: p.name)
+def test_shipped_synthesis_configs_load(conf):
+    c = load_physics_config(conf)
+    assert 0 < c.exposure[0] <= c.exposure[1] < 1
+    assert "python -m data.synthesis.fit_physics" in conf.read_text()  # says how it was made
+
+
 def test_config_is_validated_strictly(tmp_path):
     good = {"exposure": [0.01, 0.1], "shot_noise": [1e-4, 1e-3], "read_noise": [0, 0]}
     PhysicsConfig.from_dict(good)
