@@ -51,20 +51,26 @@ class PairFit:
     groups: int
 
 
-def channel_ratios(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Per-channel linear-light ratio low/high (least squares through the origin over unsaturated pixels)."""
+def ratio_sums(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel sums (low*high, high^2) in linear light over pixels where neither image is saturated."""
     lo, hi = decode_uint8(low).astype(np.float64), decode_uint8(high).astype(np.float64)
     ok = (low < SATURATED) & (high < SATURATED)
-    num = np.where(ok, lo * hi, 0.0).sum(axis=(0, 1))
-    den = np.where(ok, hi * hi, 0.0).sum(axis=(0, 1))
+    return np.where(ok, lo * hi, 0.0).sum(axis=(0, 1)), np.where(ok, hi * hi, 0.0).sum(axis=(0, 1))
+
+
+def channel_ratios(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Per-channel linear-light ratio low/high (least squares through the origin over unsaturated pixels)."""
+    num, den = ratio_sums(low, high)
     if np.any(den <= 0):
         raise ImageError("pair has a channel without unsaturated pixels; cannot fit an exposure")
     return num / den
 
 
-def noise_groups(low: np.ndarray, high: np.ndarray, min_count: int = 64, max_clipped: float = 0.01):
-    """(mean, variance, count) of the linear low image per (channel, normal-light value) group, quantisation
-    variance subtracted; only groups with at least min_count pixels and at most max_clipped of them at black."""
+def noise_groups(low: np.ndarray, high: np.ndarray, min_count: int = 64, max_clipped: float = 0.01,
+                 subtract_quantisation: bool = True):
+    """(mean, variance, count) of the linear low image per (channel, normal-light value) group, the expected 8-bit
+    quantisation variance subtracted; only groups with at least min_count pixels and at most max_clipped of them
+    at black."""
     lin = decode_uint8(low).astype(np.float64)
     means, variances, counts = [], [], []
     for c in range(3):
@@ -80,7 +86,7 @@ def noise_groups(low: np.ndarray, high: np.ndarray, min_count: int = 64, max_cli
         m = s1 / n
         v = (s2 - n * m * m) / (n - 1)
         means.append(m)
-        variances.append(v - code_step_linear(m) ** 2 / 12.0)
+        variances.append(v - code_step_linear(m) ** 2 / 12.0 if subtract_quantisation else v)
         counts.append(n)
     return np.concatenate(means), np.concatenate(variances), np.concatenate(counts)
 
