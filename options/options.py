@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from utils.errors import UserError
+
 from .schema import FREE, TOP
 
 PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroot_LR", "dataroot_test",
@@ -23,7 +25,7 @@ PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroo
              "split_file", "folder", "resume_state", "synthesis"}
 
 
-class OptionError(ValueError):
+class OptionError(UserError, ValueError):
     """A configuration problem; the message names the key."""
 
 
