@@ -148,7 +148,8 @@ def main(argv=None):
         run_physics(cfg, args.seed, files, out)
     else:
         run(opt, args)
-    print(f"wrote {len(files)} low-light image(s) to {out}")
+    written = sum((out / f"{f.stem}.png").is_file() for f in files)
+    print(f"{written} of {len(files)} low-light image(s) in {out}")
 
 
 if __name__ == "__main__":

@@ -327,3 +327,16 @@ def test_cli_n2ldiff_without_the_model_says_so(tmp_path, capsys):
                       "--opt", "x.yml"], capsys)
     assert code == 2 and err.strip().splitlines() == [
         "error: --method n2ldiff: N2LDiff is not available in this checkout (models/n2ldiff/synthesize.py is missing)"]
+
+
+def test_trainer_holdout_validates_on_fixed_synthetic_pairs(tmp_path):
+    from engine.trainer import build_datasets
+    normal = _normals(tmp_path / "normal", n=5)
+    opt = {"datasets": {"train": {"dataset": "Synthetic", "dataroot_GT": str(normal), "synthesis": PHYS,
+                                  "use_crop": True, "GT_size": 16, "batch_size": 2},
+                        "val": {"holdout": 2}}}
+    train, val = build_datasets(opt, None)
+    assert len(train) == 3 and len(val) == 2
+    a, b = val[1], val[1]
+    assert a["name"] == "n4" and a["LQ"].shape == (3, 24, 32)  # the last normal image, uncropped
+    assert np.array_equal(a["LQ_raw"], b["LQ_raw"]) and np.array_equal(a["GT_raw"], natural_like(24, 32, seed=4))
