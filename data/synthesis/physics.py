@@ -8,9 +8,9 @@ Model, per image (all in linear light, values in [0, 1] of the normal image's wh
     low    = round(255 * srgb(clip(y, 0, 1)))                           (8-bit quantisation)
 
 The noise term is the usual Poisson-Gaussian (heteroscedastic Gaussian) approximation of a raw sensor: photon shot
-noise has variance proportional to the signal (``shot_noise`` = 1 / photo-electrons collected at the normal
-image's white, scaled by the exposure as photons are), read noise is signal-independent with standard deviation
-``read_noise``. The Gaussian stands in for the Poisson count, which is accurate from about ten photo-electrons per
+noise has variance proportional to the signal (``shot_noise`` = 1 / the number of photo-electrons that makes
+linear value 1.0 of the output, i.e. the inverse conversion gain at the capture's ISO), read noise is
+signal-independent with standard deviation ``read_noise``. The Gaussian stands in for the Poisson count, which is accurate from about ten photo-electrons per
 pixel up and keeps the mean and variance exact below that (only the skew is missing). Noise is independent per
 pixel and channel (no demosaicing correlation); negative values clip to black as in a camera's pipeline.
 
