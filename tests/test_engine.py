@@ -233,3 +233,27 @@ def test_retest_refuses_a_validation_split_that_is_the_test_split(tmp_path):
     train(opt, argv=["test"])
     with pytest.raises(OptionError, match="test split"):
         retest(tmp_path / "exp" / opt["name"])
+
+
+def test_every_config_key_value_leads_to_its_class_in_one_hop(capsys):
+    """`python -m models.build` lists every registered name with the repository file and line of its class."""
+    from models.build import main as list_registries
+    from utils.registry import ALL_REGISTRIES
+    list_registries()
+    out = capsys.readouterr().out
+    for reg in ALL_REGISTRIES:
+        assert f"{reg.name}:" in out
+        for name, where in reg.where():
+            path, line = where.split(" ")[0].rsplit(":", 1)
+            src = Path(path).read_text().splitlines()
+            assert Path(path).resolve().is_relative_to(ROOT) or "tests" in path
+            assert f"class {where.split('.')[-1]}" in src[int(line) - 1] or "register" in src[int(line) - 1], where
+
+
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
+    import os
+    from utils.atomic import atomic_open
+    with atomic_open(tmp_path / "x.txt", "w") as f:
+        f.write("a")
+    (tmp_path / "y.txt").write_text("a")
+    assert os.stat(tmp_path / "x.txt").st_mode == os.stat(tmp_path / "y.txt").st_mode
