@@ -85,7 +85,8 @@ class LowLightDataset(Dataset):
     Option keys read here (all optional):
     - input assembly: ``log_low``, ``concat_histeq``, ``histeq_as_input``, ``aux_input`` (None | gltg_mask |
       zmar_mask | upt_zero_map), ``zero_map`` (dict, see data.zeromap.ZeroMapInjector);
-    - listing: ``split`` (train | test; default: the phase's own);
+    - listing: ``split`` (train | test; default: the phase's own), ``swap_roles`` (the GT image becomes the input
+      and the low image the target, e.g. N2LDiff's normal -> low task);
     - loading: ``cache`` (decode everything into RAM at construction, default false = lazy), ``resize_to``
       ([W, H], cv2 bilinear, applied to low and GT at load time; default native size), ``npy_channel_order``
       (bgr | rgb for .npy frames, default bgr);
@@ -131,6 +132,12 @@ class LowLightDataset(Dataset):
         self.samples: list[Sample] = self._scan()
         if not self.samples:
             raise ImageError(f"{type(self).__name__} ({phase}): no samples found")
+        if self.opt.get("swap_roles"):
+            # The reverse task (N2LDiff synthesises low light from normal light): the network input is the
+            # normally exposed image and the target the low one. Swapped here, so every later step sees it.
+            if not self.paired:
+                raise ValueError(f"{type(self).__name__}: swap_roles needs paired data")
+            self.samples = [Sample(s.gt, s.lq, s.name) for s in self.samples]
         self._img_cache: dict = {}
         self._his_cache: dict = {}
         self._rng = None

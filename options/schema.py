@@ -25,10 +25,32 @@ FLOW = {
     "augmentation": {"noiseQuant": None},
 }
 
+# N2LDiff (model: N2LDiff); defaults = the official cfg/train/from_scratch.yaml. Names: ours <- official key.
+N2LDIFF = {
+    "dim": 64,                      # unet_dim
+    "dim_mults": [1, 2, 2, 4, 4, 8],
+    "in_dim": 6, "out_dim": 3,      # in_dim, unet_outdim
+    "cond_in_dim": 12,
+    "use_wn": True, "cond_use_wn": True, "use_instance_norm": True, "weight_init": True, "stronger_cond": True,
+    "use_attn": False,              # only False is supported (no official config enables it)
+    "timesteps": 100, "clip_denoised": True, "use_center": True, "use_center_sampler": True,
+    "on_cond": "img_lr",            # img_lr | h(img_lr)
+    "cond_on_res": False,
+    "sample_seed": 0,               # ours: seed of enhance() (validation, test.py): same input, same output
+}
+N2LDIFF_TRAIN = {
+    "official_compat": False,       # true: the official loss (in-place noise mutation), encoder frozen, centre 50/50
+    "train_encoder": None,          # None: true, or false with official_compat
+    "center_gt_prob": None,         # probability that the GT low image is the centre; None: 0, or 0.5 per batch
+    "optimizer": "Lion",            # Lion | AdamW (train.lr_G, beta1, beta2, weight_decay_G)
+    "loss_type": "combined",        # combined (0.9 LPIPS-VGG + 0.1 SmoothL1) | l1 | l2 | lpips
+    "vgg16_path": None,             # VGG16 features for LPIPS-VGG; else $LOWLIGHT_VGG16 (never downloaded)
+}
+
 NETWORK_G = {
     "which_model_G": "LLFlow", "variant": None, "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 24, "gc": 32,
     "train_RRDB": None, "train_RRDB_delay": None, "scale": 1, "flow": FLOW,
-    "restormer": RESTORMER, "msformer": MSFORMER,
+    "restormer": RESTORMER, "msformer": MSFORMER, "n2ldiff": N2LDIFF,
 }
 
 PHASE = {
@@ -41,6 +63,8 @@ PHASE = {
     "holdout": None, "split": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
     "seed": None, "test_prefix": None, "split_match": None, "frame_pairing": None, "gt_exclude": None,
     "npy_channel_order": None, "pin_memory": False,
+    "swap_roles": False,  # LQ <- the GT-side image and GT <- the low image (N2LDiff: normal in, low out)
+    "roots": None,        # HighLowFolders: list of folders with high/ and low/
 }
 
 PATH = {"root": None, "pretrain_model_G": None, "load_submodule": None, "strict_load": True, "resume_state": None,
@@ -53,6 +77,7 @@ TRAIN = {
     "restart_weights": None, "clear_state": None, "T_period_rel": None, "eta_min": None, "lr_steps_inverse_rel": None,
     # ours
     "use_amp": False, "activation_checkpointing": False, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+    "n2ldiff": N2LDIFF_TRAIN,
 }
 
 VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": "skimage_rgb", "psnr": "uint8", "save_images": True,

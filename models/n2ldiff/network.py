@@ -60,6 +60,24 @@ class N2LDiffNet(nn.Module):
         """The image concatenated to x_t: the input itself (official on_cond 'img_lr') or its histeq."""
         return histeq(img_lr) if self.on_cond == "h(img_lr)" else img_lr
 
+    def forward(self, img_lr, img_hr, t, eps, gt_center=None, train_encoder: bool = True):
+        """The training pass: noise x0 = 2 img_hr - 1 at per-sample steps t with noise eps, run the denoiser.
+
+        ``gt_center``: None, or a per-sample bool tensor choosing the target image itself as the centre (the
+        official 'ref' branch). Returns dict: eps_pred, total_noise (eps + k1 (2c - 1), the denoiser's target),
+        x_t, center (the encoder's), used_center.
+        """
+        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+            center, feats = self.encoder(img_lr)
+        used = center
+        if gt_center is not None:
+            used = torch.where(gt_center.view(-1, 1, 1, 1), img_hr, center)
+        x0 = 2 * img_hr - 1
+        total = self.model.total_noise(eps, t, used)
+        x_t = self.model.x_t_from_noise(x0, t, total)
+        eps_pred = self.model.unet(x_t, t, self.unet_condition(img_lr), feats)
+        return {"eps_pred": eps_pred, "total_noise": total, "x_t": x_t, "center": center, "used_center": used}
+
     @torch.no_grad()
     def sample(self, img_lr, generator: torch.Generator | None = None, noise=None, steps: int | None = None,
                progress: bool = False):

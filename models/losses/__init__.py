@@ -1,0 +1,1 @@
+"""Loss networks (perceptual losses) shared by the trainable methods."""
