@@ -37,6 +37,7 @@ N2LDIFF = {
     "on_cond": "img_lr",            # img_lr | h(img_lr)
     "cond_on_res": False,
     "sample_seed": 0,               # ours: seed of enhance() (validation, test.py): same input, same output
+    "sample_steps": None,           # ours: sampling steps of enhance(); None = T (official), fewer = respaced
 }
 N2LDIFF_TRAIN = {
     "official_compat": False,       # true: the official loss (in-place noise mutation), encoder frozen, centre 50/50

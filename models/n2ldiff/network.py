@@ -30,8 +30,9 @@ class N2LDiffNet(nn.Module):
     """``encoder`` (official Unet_cond2) and ``model`` (official EnlightDiffusion with its ``unet``).
 
     enhance protocol: ``pad_multiple`` (32, as the official unpaired test pads), ``aux_input`` None,
-    ``enhance(lq, aux=None, heat=0.0)`` = the full sampler, seeded with ``sample_seed`` on every call, so the
-    same input always gives the same output. ``heat`` has no meaning for this sampler and is ignored.
+    ``enhance(lq, aux=None, heat=0.0)`` = the sampler (``sample_steps`` steps, default T), seeded with
+    ``sample_seed`` on every call, so the same input always gives the same output. ``heat`` has no meaning for
+    this sampler and is ignored.
     """
 
     aux_input = None
@@ -50,6 +51,7 @@ class N2LDiffNet(nn.Module):
                                      bool(c["use_center_sampler"]), bool(c["clip_denoised"]))
         self.on_cond = c["on_cond"]
         self.sample_seed = int(c.get("sample_seed") or 0)
+        self.sample_steps = int(c["sample_steps"]) if c.get("sample_steps") else None
         self.pad_multiple = max(32, 2 ** (len(mults) - 1))
 
     @property
@@ -97,7 +99,7 @@ class N2LDiffNet(nn.Module):
 
         def source(k):
             if noise is not None:
-                return torch.as_tensor(np.asarray(noise[k])).to(dev, img_lr.dtype)
+                return torch.as_tensor(np.array(noise[k], dtype=np.float32)).to(dev, img_lr.dtype)
             return draw()
 
         x_T = None if self.model.use_center_sampler else draw()
@@ -105,7 +107,7 @@ class N2LDiffNet(nn.Module):
 
     def enhance(self, lq, aux=None, heat: float = 0.0):
         g = torch.Generator().manual_seed(seed_for(self.sample_seed))
-        return self.sample(lq, generator=g)
+        return self.sample(lq, generator=g, steps=self.sample_steps)
 
 
 def split_training_only(state: dict) -> tuple[dict, list[str]]:
