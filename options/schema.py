@@ -43,6 +43,7 @@ N2LDIFF_TRAIN = {
     "official_compat": False,       # true: the official loss (in-place noise mutation), encoder frozen, centre 50/50
     "train_encoder": None,          # None: true, or false with official_compat
     "center_gt_prob": None,         # probability that the GT low image is the centre; None: 0, or 0.5 per batch
+    "center_weight": 1.0,           # L1(encoder centre, GT low image) when the encoder trains (not official)
     "optimizer": "Lion",            # Lion | AdamW (train.lr_G, beta1, beta2, weight_decay_G)
     "loss_type": "combined",        # combined (0.9 LPIPS-VGG + 0.1 SmoothL1) | l1 | l2 | lpips
     "vgg16_path": None,             # VGG16 features for LPIPS-VGG; else $LOWLIGHT_VGG16 (never downloaded)

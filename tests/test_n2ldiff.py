@@ -317,3 +317,32 @@ def test_tiny_training_loss_falls(vgg16):
         m.optimize(batch)
     after = probe_loss()
     assert after < 0.8 * before, (before, after)
+
+
+# -- data and engine wiring --------------------------------------------------------------------------------------
+def test_swap_roles_makes_the_normal_image_the_input(tmp_path):
+    import data  # noqa: F401  (registers the datasets)
+    from data.image_io import write_rgb
+    from data.loader import create_dataset
+    rng = np.random.default_rng(0)
+    for root, name_low, name_high in ((tmp_path / "v1", "1.png", "1.png"), (tmp_path / "v2", "low00007.png",
+                                                                           "normal00007.png")):
+        write_rgb(root / "low" / name_low, rng.integers(0, 40, (8, 8, 3), dtype=np.uint8))
+        write_rgb(root / "high" / name_high, rng.integers(100, 255, (8, 8, 3), dtype=np.uint8))
+    ds = create_dataset({"dataset": "HighLowFolders", "roots": [str(tmp_path / "v1"), str(tmp_path / "v2")],
+                         "swap_roles": True}, "val")
+    assert len(ds) == 2
+    for item in ds:
+        assert "high" in item["LQ_path"] and "low" in item["GT_path"]
+        assert item["LQ"].min() >= 100 / 255 and item["GT"].max() < 40 / 255
+
+
+def test_enhance_protocol_through_the_engine(opt, gold):
+    from engine.inference import Enhancer
+    o = load_options(gold / "config.yaml", ["network_G.n2ldiff.sample_steps=3"])
+    model, _ = N2LDiffModel.build_network(o, str(gold / "weights.ckpt"))
+    assert model.pad_multiple == 32 and model.aux_input is None
+    img = np.asarray(Image.open(gold / "normal.png"))[:40, :50]
+    enh = Enhancer(model, o, device="cpu")
+    a, b = enh(img), enh(img)
+    assert a.shape == (40, 50, 3) and np.array_equal(a, b)

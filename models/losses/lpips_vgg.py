@@ -1,5 +1,12 @@
 """LPIPS-VGG (v0.1) as a training loss: the ``lpips`` package's network and linear heads, the VGG16 trunk read
-offline through :func:`models.losses.vgg.load_vgg16_features`. Frozen and always in eval mode (no dropout)."""
+offline through :func:`models.losses.vgg.load_vgg16_features`. Frozen and always in eval mode (no dropout).
+
+The forward is lpips' own maths with one change that only matters for gradients: lpips divides each feature
+vector by sqrt(sum of squares) + 1e-10, whose backward is 0 * inf = NaN wherever a layer's whole feature vector
+is zero (dead ReLUs: black regions, which clamped low-light images have). Here the square root is taken of the
+sum + 1e-20: the same values in float32, finite gradients (ReLU's backward then zeroes them). Both images go
+through the trunk as one batch.
+"""
 from __future__ import annotations
 
 import warnings
@@ -42,4 +49,11 @@ class LPIPSVGG(nn.Module):
         return self  # a fixed metric: never switch its dropout on
 
     def forward(self, pred, target):
-        return self.net(pred, target, normalize=True).mean()
+        net = self.net
+        feats = net.net(net.scaling_layer(torch.cat([pred, target]) * 2 - 1))
+        b = pred.shape[0]
+        total = 0.0
+        for lin, f in zip(net.lins, feats):
+            f = f / (torch.sqrt((f * f).sum(dim=1, keepdim=True) + 1e-20) + 1e-10)
+            total = total + lin((f[:b] - f[b:]) ** 2).mean(dim=(2, 3))
+        return total.mean()

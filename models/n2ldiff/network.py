@@ -71,7 +71,10 @@ class N2LDiffNet(nn.Module):
         """
         with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
             center, feats = self.encoder(img_lr)
-        used = center
+        # The centre is a fixed offset of the diffusion: through it, the loss could be lowered by driving both
+        # LPIPS images into their [0, 1] clamp (observed when it was not detached: LPIPS -> 0, outputs saturate).
+        # A trained encoder learns its centre from its own loss (models/n2ldiff_model.py) and, here, its features.
+        used = center.detach()
         if gt_center is not None:
             used = torch.where(gt_center.view(-1, 1, 1, 1), img_hr, center)
         x0 = 2 * img_hr - 1
