@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from utils.errors import UserError
+
 from .n2ldiff_official import convert_official_n2ldiff, is_official_n2ldiff
 from .schema import FREE, TOP
 
@@ -35,7 +37,7 @@ ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
                              lambda loader, node: loader.construct_sequence(node, deep=True))
 
 
-class OptionError(ValueError):
+class OptionError(UserError, ValueError):
     """A configuration problem; the message names the key."""
 
 
