@@ -101,10 +101,6 @@ class N2LDiffModel(BaseModel):
     def networks(self):
         return {"G": self.generator}
 
-    def load_network_state(self, key, state, source):
-        for n in load_n2ldiff_state(self.networks()[key], state, source):
-            log.info(n)
-
     def _make_optimizer(self, train, name):
         params = [p for p in self.generator.model.parameters() if p.requires_grad]
         if self.train_encoder:

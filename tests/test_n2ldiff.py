@@ -362,9 +362,11 @@ def test_train_py_path_end_to_end(tmp_path):
     opt = load_options(ROOT / "confs/N2LDiff/demo_tiny.yml",
                        [f"path.experiments_root={tmp_path}", "train.niter=3", "train.val_freq=3",
                         "logger.save_checkpoint_freq=3", "train.n2ldiff.loss_type=l1", "datasets.train.batch_size=2",
-                        "network_G.n2ldiff.sample_steps=2", "val.max_images=1", "use_tb_logger=false"], is_train=True)
+                        "network_G.n2ldiff.sample_steps=2", "val.max_images=1", "use_tb_logger=false",
+                        "train.ema_decay=0.9"], is_train=True)
     hist = train(opt, argv=["test"])
     assert [s for s, _ in hist["val"]] == [3] and np.isfinite(hist["val"][0][1]["psnr"])
     run = tmp_path / "demo_tiny_N2LDiff"
-    net, _ = N2LDiffModel.build_network(opt, str(run / "models" / "3_G.pth"))  # official layout, strict
-    assert "model.betas" in net.state_dict() and "encoder.final_conv.1.weight_g" in net.state_dict()
+    for f in ("3_G.pth", "3_G_ema.pth"):
+        net, _ = N2LDiffModel.build_network(opt, str(run / "models" / f))  # official layout, strict
+        assert "model.betas" in net.state_dict() and "encoder.final_conv.1.weight_g" in net.state_dict()

@@ -2,8 +2,6 @@
 ``encoder.*``), with the enhance protocol of engine/inference.py (here: normal light in, low light out)."""
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -12,8 +10,6 @@ from ..checkpoint import load_weights
 from .condition import histeq
 from .diffusion import CenterDiffusion
 from .unet import ConditionEncoder, Denoiser
-
-log = logging.getLogger("lowlight_flow")
 
 # Sub-modules a real training checkpoint of the official code also holds (torchmetrics LPIPS-VGG attached in
 # on_train_start, lpips AlexNet in on_validation_start): loss/metric networks, not part of the model.
@@ -76,7 +72,7 @@ class N2LDiffNet(nn.Module):
         # A trained encoder learns its centre from its own loss (models/n2ldiff_model.py) and, here, its features.
         used = center.detach()
         if gt_center is not None:
-            used = torch.where(gt_center.view(-1, 1, 1, 1), img_hr, center)
+            used = torch.where(gt_center.view(-1, 1, 1, 1), img_hr, used)
         x0 = 2 * img_hr - 1
         total = self.model.total_noise(eps, t, used)
         x_t = self.model.x_t_from_noise(x0, t, total)
@@ -86,7 +82,7 @@ class N2LDiffNet(nn.Module):
     @torch.no_grad()
     def sample(self, img_lr, generator: torch.Generator | None = None, noise=None, steps: int | None = None,
                progress: bool = False):
-        """Synthesise from ``img_lr`` (Bx3xHxW in [0, 1], H and W multiples of ``pad_multiple``' divisor).
+        """Synthesise from ``img_lr`` (Bx3xHxW in [0, 1]; H and W multiples of 2^(len(dim_mults) - 1)).
 
         Noise of step k (t = T-1-k): ``noise[k]`` when ``noise`` (a tensor or array indexed by k) is given, else
         drawn from ``generator`` (on its own device, then moved), else from torch's global RNG (official).
