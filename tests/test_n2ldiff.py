@@ -204,7 +204,7 @@ def _synth_args(tmp_path, **kw):
 
 
 def test_synthesize_replays_the_golden_sample(opt, gold, tmp_path):
-    from models.n2ldiff.synthesize import run
+    from engine.n2ldiff_synthesis import run
     inp = tmp_path / "in"
     inp.mkdir()
     shutil.copy(gold / "normal.png", inp / "113.png")
@@ -216,7 +216,7 @@ def test_synthesize_replays_the_golden_sample(opt, gold, tmp_path):
 
 
 def test_synthesize_wrong_replay_shape_is_one_line_error(opt, gold, tmp_path):
-    from models.n2ldiff.synthesize import run
+    from engine.n2ldiff_synthesis import run
     inp = tmp_path / "in"
     inp.mkdir()
     shutil.copy(gold / "normal.png", inp / "a.png")
@@ -229,7 +229,7 @@ def test_synthesize_wrong_replay_shape_is_one_line_error(opt, gold, tmp_path):
 
 
 def test_synthesize_pads_seeds_and_crops_back(opt, gold, tmp_path):
-    from models.n2ldiff.synthesize import run
+    from engine.n2ldiff_synthesis import run
     inp = tmp_path / "in"
     inp.mkdir()
     img = np.asarray(Image.open(gold / "normal.png"))

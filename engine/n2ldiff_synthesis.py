@@ -24,7 +24,7 @@ from engine.inference import pad_image, pick_device
 from options.options import OptionError, check_path
 from utils.metrics import quantise
 
-from .network import seed_for
+from models.n2ldiff.network import seed_for
 
 log = logging.getLogger("lowlight_flow")
 
@@ -52,7 +52,7 @@ def run(opt: dict, args) -> None:
 
     args: input, out, model_path, seed, steps, replay_noise, device (missing attributes mean "not given").
     """
-    from ..n2ldiff_model import N2LDiffModel
+    from models.n2ldiff_model import N2LDiffModel
 
     arg = lambda name: getattr(args, name, None)  # noqa: E731
     inp = check_path(arg("input") or opt.get("dataroot_LR"), "--input")
