@@ -25,10 +25,13 @@ FLOW = {
     "augmentation": {"noiseQuant": None},
 }
 
+# DRBN sizes (official: width 16, growth 8, 4 layers per dense block, 4 recurrences; hard-coded there)
+DRBN_SIZES = {"width": 16, "growth": 8, "n_layers": 4, "recurrences": 4}
+
 NETWORK_G = {
     "which_model_G": "LLFlow", "variant": None, "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 24, "gc": 32,
     "train_RRDB": None, "train_RRDB_delay": None, "scale": 1, "flow": FLOW,
-    "restormer": RESTORMER, "msformer": MSFORMER,
+    "restormer": RESTORMER, "msformer": MSFORMER, "drbn": DRBN_SIZES,
 }
 
 PHASE = {
@@ -40,11 +43,15 @@ PHASE = {
     "subset": None, "cache": False, "zero_map": FREE, "resize_to": None, "test_split": None, "split_file": None,
     "holdout": None, "split": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
     "seed": None, "test_prefix": None, "split_match": None, "frame_pairing": None, "gt_exclude": None,
-    "npy_channel_order": None, "pin_memory": False,
+    "npy_channel_order": None, "pin_memory": False, "use_vflip": False, "use_transpose": False,
+    # semi-supervised training (DRBN stage 2, data/semi_dataset.py): the paired dataset plus two unpaired folders
+    "paired_dataset": None, "dataroot_unpaired_LQ": None, "dataroot_HQ": None,
 }
 
 PATH = {"root": None, "pretrain_model_G": None, "load_submodule": None, "strict_load": True, "resume_state": None,
-        "experiments_root": "experiments", "results_root": "results"}
+        "experiments_root": "experiments", "results_root": "results",
+        # DRBN stage 2: the stage-1 network when the checkpoint holds only the recomposition net; VGG16 trunk
+        "pretrain_stage1": None, "vgg16_features": None}
 
 TRAIN = {
     "manual_seed": 10, "lr_G": 5e-4, "weight_decay_G": 0.0, "beta1": 0.9, "beta2": 0.99, "lr_scheme": "MultiStepLR",
@@ -53,6 +60,8 @@ TRAIN = {
     "restart_weights": None, "clear_state": None, "T_period_rel": None, "eta_min": None, "lr_steps_inverse_rel": None,
     # ours
     "use_amp": False, "activation_checkpointing": False, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+    # GAN-trained methods (DRBN stage 2)
+    "lr_D": None, "weight_gan": None,
 }
 
 VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": "skimage_rgb", "psnr": "uint8", "save_images": True,
