@@ -100,6 +100,28 @@ class DRBN(nn.Module):
         """Sizes from `network_G.drbn` (defaults: the official ones)."""
         return cls(**((opt.get("network_G") or {}).get("drbn") or {}))
 
+    def sizes(self) -> dict:
+        u = self.recur1
+        return {"width": u.SFENet1.out_channels, "growth": u.RDBs[0].convs[0].conv[0].out_channels,
+                "n_layers": len(u.RDBs[0].convs), "recurrences": self.n_recurrences}
+
+    def explain_checkpoint_mismatch(self, state: dict, prefix: str) -> str | None:
+        """One sentence when `state` holds a DRBN of other sizes (models.checkpoint.load_weights hook)."""
+        first = f"{prefix}recur1."
+        try:
+            theirs = {"width": state[f"{first}SFENet1.weight"].shape[0],
+                      "growth": state[f"{first}RDBs.0.convs.0.conv.0.weight"].shape[0],
+                      "n_layers": len({k[len(first):].split(".")[3] for k in state
+                                    if k.startswith(f"{first}RDBs.0.convs.")}),
+                      "recurrences": len({k[len(prefix):].split(".")[0] for k in state
+                                          if k.startswith(f"{prefix}recur")})}
+        except KeyError:
+            return None
+        if theirs == self.sizes():
+            return None
+        have = ", ".join(f"{k} {v}" for k, v in theirs.items())
+        return f"it holds a DRBN with {have}: set network_G.drbn to these sizes"
+
     def units(self):
         return [getattr(self, f"recur{k}") for k in range(1, self.n_recurrences + 1)]
 

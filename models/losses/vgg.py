@@ -27,8 +27,9 @@ def load_vgg16_features(path: str | None, option: str = "path.vgg16_features") -
                           f"naming (features.*); they are never downloaded")
     if not os.path.isfile(path):
         raise OptionError(f"option '{option}' (or ${VGG16_ENV}): '{path}' does not exist")
-    from torchvision.models import vgg16
-    trunk = vgg16(weights=None).features
+    # only the trunk: building all of vgg16() would also allocate its 120 M-parameter classifier
+    from torchvision.models.vgg import cfgs, make_layers
+    trunk = make_layers(cfgs["D"], batch_norm=False)
     state = read_state_dict(path)
     state = {k[len("features."):] if k.startswith("features.") else k: v for k, v in state.items()
              if not k.startswith("classifier.")}
