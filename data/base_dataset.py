@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from utils.pairing import pair_by_key, short_list  # noqa: F401  (short_list re-exported)
 from .image_io import ImageError, read_frame
 from .preprocess import (AUX_KINDS, add_noise, aux_input, build_lq, gamma_aug, histeq, paired_center_crop,
                          paired_flip_rot, paired_random_crop, random_gamma, to_tensor01)
@@ -26,12 +27,6 @@ class Sample:
     lq: Path
     gt: Path | None
     name: str
-
-
-def short_list(items, limit: int = 10) -> str:
-    items = [str(i) for i in items]
-    more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
 
 
 def find_subdir(parent, names) -> Path:
@@ -51,27 +46,8 @@ def find_subdir(parent, names) -> Path:
 
 
 def pair_files(lq_files, gt_files, key, lq_dir, gt_dir) -> list[tuple[Path, Path]]:
-    """Pair two file lists by key(path); duplicates and files without a partner are errors listing them."""
-    def index(files, where):
-        out = {}
-        for f in files:
-            k = key(f)
-            if k in out:
-                raise ImageError(f"{where}: files {out[k].name} and {f.name} map to the same pairing key {k!r}")
-            out[k] = f
-        return out
-
-    lq, gt = index(lq_files, lq_dir), index(gt_files, gt_dir)
-    no_gt = [lq[k].name for k in lq if k not in gt]
-    no_lq = [gt[k].name for k in gt if k not in lq]
-    if no_gt or no_lq:
-        parts = []
-        if no_gt:
-            parts.append(f"low image(s) in {lq_dir} without a GT partner in {gt_dir}: {short_list(no_gt)}")
-        if no_lq:
-            parts.append(f"GT image(s) in {gt_dir} without a low partner in {lq_dir}: {short_list(no_lq)}")
-        raise ImageError("; ".join(parts))
-    return [(lq[k], gt[k]) for k in lq]
+    """Pair two file lists by key(path); duplicates and files without a partner (either side) are errors."""
+    return pair_by_key(lq_files, gt_files, key, lq_dir, gt_dir, extra="error", what=("low image", "GT image"))[0]
 
 
 def _opt_int(opt, key):
@@ -93,7 +69,9 @@ class LowLightDataset(Dataset):
       ``use_vflip``, ``use_transpose``,
       ``noise_prob`` + ``noise_level``, ``gamma_aug``.
     Items: ``LQ``, ``GT`` (paired only), ``AUX`` (when aux_input is set), ``LQ_path``, ``GT_path`` (paired only),
-    ``name``, and ``ZM_path`` ('' when no zero-map was injected) when a zero_map option is present.
+    ``name``, and ``ZM_path`` ('' when no zero-map was injected) when a zero_map option is present. Outside the
+    train phase also ``LQ_raw`` / ``GT_raw`` (uint8 HxWx3 as read, low after zero-map injection) and ``AUX_mask``
+    (the injected zero-map, when one was), which evaluation feeds to the same enhance path as the test scripts.
     The class attribute ``paired`` says whether items carry GT.
     """
 
@@ -254,6 +232,14 @@ class LowLightDataset(Dataset):
         if arrays["gt"] is not None:
             item["GT"] = to_tensor01(arrays["gt"])
             item["GT_path"] = str(s.gt)
+        if not self.train:
+            # Evaluation runs the test scripts' path (engine/evaluate.py): it pads and preprocesses the 8-bit image
+            # itself, so it gets the image as read (after any zero-map injection) and the injected mask.
+            item["LQ_raw"] = low
+            if gt is not None:
+                item["GT_raw"] = gt
+            if white is not None:
+                item["AUX_mask"] = white
         if aux is not None:
             item["AUX"] = aux
         if self.zero_map is not None:

@@ -8,12 +8,13 @@ import numpy as np
 from natsort import natsorted
 
 from utils.atomic import atomic_open
+from utils.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 FRAME_EXTENSIONS = IMAGE_EXTENSIONS | {".npy"}
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image file that is missing, unreadable or in a format the framework refuses to guess about."""
 
 

@@ -1,23 +1,116 @@
-"""The shared body of test.py, test_with_tricks.py and test_with_zeromaps.py: list inputs, pair them with GT by file
-stem, enhance, write `<out>/<input stem>.png`, and measure with the shared metrics module when GT is given."""
+"""The one evaluation path: validation during training and every test script enhance, score and report here.
+
+`evaluate()` takes (name, low uint8, optional zero-map mask, optional GT uint8) items from a folder listing (the test
+scripts) or a dataset (validation), runs the same :class:`engine.inference.Enhancer` call, scores with
+utils/metrics.py under one or more named protocols, and writes `<out>/<name>.png`, metrics.csv and metrics.json.
+"""
 from __future__ import annotations
 
-import csv
-import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
+import numpy as np
 from tqdm import tqdm
 
 from data.image_io import list_images, read_rgb, write_rgb
 from models.build import build_network
 from options.options import OptionError, check_path
 from utils import metrics
-from engine.inference import Enhancer, to_uint8
+from utils.pairing import pair_by_key
+from utils.reports import write_csv, write_json
+from .inference import Enhancer, to_uint8
 
 log = logging.getLogger("lowlight_flow")
 
 
+@dataclass
+class EvalItem:
+    """One image to enhance: `low` and `gt` are uint8 HxWx3 RGB; `mask` is an injected zero-map (or None)."""
+    name: str
+    low: np.ndarray
+    gt: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class Scorer:
+    """Scores predictions under one protocol and keeps the per-image rows (by file name)."""
+    protocol: metrics.Protocol
+    lpips_metric: object = None
+    lpips_reason: str | None = None
+    agg: metrics.MetricAggregator = field(init=False)
+
+    def __post_init__(self):
+        self.agg = metrics.MetricAggregator(self.protocol)
+
+    def add(self, name: str, pred: np.ndarray, gt: np.ndarray) -> None:
+        if gt.shape != pred.shape:
+            raise OptionError(f"size mismatch: output for {name} is {pred.shape[:2]} but its reference is "
+                              f"{gt.shape[:2]}")
+        self.agg.add(name, metrics.evaluate_pair(pred, gt, self.protocol, lpips_metric=self.lpips_metric))
+
+    def summary(self) -> dict:
+        return self.agg.summary(self.lpips_reason)
+
+
+def make_scorer(protocol: metrics.Protocol, lpips_backbone: str | None = None) -> Scorer:
+    """A Scorer; when the protocol asks for LPIPS and it cannot be had, LPIPS is left out and the reason kept."""
+    lpips_metric, reason = None, None
+    if protocol.lpips:
+        try:
+            lpips_metric = metrics.get_lpips_metric(lpips_backbone)
+        except metrics.LPIPSUnavailable as e:
+            reason = str(e)
+            log.warning("LPIPS unavailable: %s", e)
+    return Scorer(protocol, lpips_metric, reason)
+
+
+def output_image(pred: np.ndarray, gt: np.ndarray | None, protocol: metrics.Protocol) -> np.ndarray:
+    """The uint8 image a protocol scores (GT-mean corrected when the protocol says so): what the scripts write."""
+    if protocol.gt_mean != "none":
+        if gt is None:
+            raise OptionError(f"GT-mean correction ({protocol.gt_mean}) needs a reference image for every input")
+        pred = metrics.gt_mean_llflow(pred, gt) if protocol.gt_mean == "llflow" else metrics.gt_mean_plain(pred, gt)
+    return to_uint8(pred, protocol.quantisation)
+
+
+def evaluate(enhancer: Enhancer, items: Iterable[EvalItem], scorers: list[Scorer], heat: float = 0.0,
+             out: Path | None = None, report_dir: Path | None = None, write_protocol: metrics.Protocol | None = None,
+             desc: str = "eval", total: int | None = None, on_image: Callable | None = None) -> list[dict]:
+    """Enhance every item, score it with every scorer (items with GT), write `<out>/<name>.png` (the image
+    `write_protocol` scores, default the first scorer's) and, with GT, `<report_dir>/metrics.csv|json` (default
+    `out`; the first scorer's, then `metrics_<gt_mean>.*` for the others).
+
+    `on_image(index, item, pred)` is called after each image (validation previews). Returns the scorers' summaries.
+    """
+    write_protocol = write_protocol or (scorers[0].protocol if scorers else metrics.Protocol(quantisation="round"))
+    scored = False
+    for i, item in enumerate(tqdm(items, desc=desc, unit="img", total=total, leave=False)):
+        pred = enhancer(item.low, heat=heat, aux_mask=item.mask)
+        if not np.isfinite(pred).all():
+            raise OptionError(f"the model produced non-finite values for {item.name}: check the checkpoint "
+                              f"(NaN/inf weights?) and options such as the heat ({heat})")
+        if item.gt is not None:
+            scored = True
+            for s in scorers:
+                s.add(item.name, pred, item.gt)
+        if out is not None:
+            write_rgb(out / f"{item.name}.png", output_image(pred, item.gt, write_protocol))
+        if on_image is not None:
+            on_image(i, item, pred)
+    summaries = [s.summary() for s in scorers] if scored else []
+    report_dir = report_dir if report_dir is not None else out
+    if report_dir is not None and scored:
+        for k, (s, summ) in enumerate(zip(scorers, summaries)):
+            suffix = "" if k == 0 else f"_{s.protocol.gt_mean}"
+            write_csv(report_dir / f"metrics{suffix}.csv", s.agg)
+            write_json(report_dir / f"metrics{suffix}.json", {k2: v for k2, v in summ.items() if k2 != "per_image"})
+    return summaries
+
+
+# -- the test scripts -------------------------------------------------------------------------------------------
 def add_test_args(parser):
     parser.add_argument("--model_path", help="checkpoint (overrides model_path in the config)")
     parser.add_argument("--input", help="low-light input folder (overrides dataroot_LR / dataroot_test)")
@@ -26,6 +119,8 @@ def add_test_args(parser):
     parser.add_argument("--heat", type=float, help="latent temperature (overrides heat; 0 = deterministic)")
     parser.add_argument("--tile", type=int, help="tile size for large images (overrides inference.tile)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)
     parser.add_argument("--psnr", default="uint8", choices=metrics.PSNR_MODES)
     parser.add_argument("--lpips", action="store_true", help="also compute LPIPS (alex v0.1)")
@@ -33,16 +128,13 @@ def add_test_args(parser):
     return parser
 
 
-def pair_by_stem(inputs: list[Path], gt_dir: Path | None) -> list[tuple[Path, Path | None]]:
-    """Match each input to the GT file with the same stem; a missing GT is an error naming the file."""
+def pair_inputs(inputs: list[Path], gt_dir: Path | None) -> list[tuple[Path, Path | None]]:
+    """Each input with the GT file of the same stem (a missing GT is an error naming the file)."""
     if gt_dir is None:
         return [(p, None) for p in inputs]
-    gts = {p.stem: p for p in list_images(gt_dir)}
-    missing = [p.name for p in inputs if p.stem not in gts]
-    if missing:
-        raise OptionError(f"no reference in '{gt_dir}' for input(s): {', '.join(missing[:10])}"
-                          + (" ..." if len(missing) > 10 else ""))
-    return [(p, gts[p.stem]) for p in inputs]
+    pairs, _ = pair_by_key(inputs, list_images(gt_dir), primary_dir=str(inputs[0].parent) if inputs else "--input",
+                           secondary_dir=str(gt_dir), extra="return", what=("input", "reference"))
+    return pairs
 
 
 def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
@@ -57,72 +149,48 @@ def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
     return inp, gt, out, ckpt
 
 
-def make_enhancer(opt, args, ckpt):
+def make_enhancer(opt, args, ckpt) -> Enhancer:
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
-    return Enhancer(model, opt, device=args.device, tile=args.tile)
+    return Enhancer(model, opt, device=args.device, tile=args.tile,
+                    self_ensemble=True if getattr(args, "self_ensemble", False) else None)
 
 
-def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", label: str = "test",
-        compose=None, zero_maps: list[Path] | None = None) -> dict | None:
-    """Enhance every input image; returns the metric summary when GT is given.
-
-    `compose(i, low, path) -> (low, mask_or_None, zero_map_path)` lets test_with_zeromaps inject zero-maps first.
-    The written PNG is the plain output (clamped, `quantisation`), never GT-mean corrected unless `gt_mean` says so.
-    """
-    inp, gt_dir, out, ckpt = resolve_io(opt, args)
-    heat = args.heat if args.heat is not None else float(opt.get("heat") or 0.0)
-    pairs = pair_by_stem(list_images(inp), gt_dir)
-    enhancer = make_enhancer(opt, args, ckpt)
-    protocol = metrics.Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=gt_mean, lpips=bool(args.lpips),
-                                quantisation=quantisation)
-    lpips_metric, lpips_reason = None, None
-    if gt_dir is not None and args.lpips:
-        try:
-            lpips_metric = metrics.get_lpips_metric(getattr(args, "lpips_backbone", None))
-        except metrics.LPIPSUnavailable as e:
-            lpips_reason = str(e)
-            log.warning("LPIPS unavailable: %s", e)
-    agg = metrics.MetricAggregator(protocol)
-    out.mkdir(parents=True, exist_ok=True)
-    log.info("%s: %d images from %s -> %s (heat %g)", label, len(pairs), inp, out, heat)
-    for i, (lp, gp) in enumerate(tqdm(pairs, desc=label, unit="img")):
-        low = read_rgb(lp)
-        mask = None
+def _file_items(pairs, compose, out) -> Iterator[EvalItem]:
+    for i, (lp, gp) in enumerate(pairs):
+        low, mask = read_rgb(lp), None
         if compose is not None:
             low, mask, _ = compose(i, low, lp)
             write_rgb(out / "inputs" / f"{lp.stem}.png", low)
-        pred = enhancer(low, heat=heat, aux_mask=mask)
-        if gp is not None:
-            gt = read_rgb(gp)
-            if gt.shape != low.shape:
-                raise OptionError(f"size mismatch: {lp} is {low.shape[:2]} but {gp} is {gt.shape[:2]}")
-            if gt_mean == "llflow":
-                pred = metrics.gt_mean_llflow(pred, gt)
-            elif gt_mean == "plain":
-                pred = metrics.gt_mean_plain(pred, gt)
-            res = metrics.evaluate_pair(pred, gt, metrics.Protocol(protocol.psnr, protocol.ssim, "none",
-                                                                   False, quantisation))
-            if lpips_metric is not None:
-                res["lpips"] = lpips_metric(to_uint8(pred, quantisation), gt)
-            agg.add(lp.stem, res)
-        write_rgb(out / f"{lp.stem}.png", to_uint8(pred, quantisation))
-    if gt_dir is None:
+        gt = read_rgb(gp) if gp is not None else None
+        if gt is not None and gt.shape != low.shape:
+            raise OptionError(f"size mismatch: {lp} is {low.shape[:2]} but {gp} is {gt.shape[:2]}")
+        yield EvalItem(lp.stem, low, gt, mask)
+
+
+def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", label: str = "test",
+        compose=None) -> dict | None:
+    """Enhance every input image of a test script; returns the metric summary when GT is given.
+
+    `compose(i, low, path) -> (low, mask_or_None, zero_map_path)` lets test_with_zeromaps inject zero-maps first.
+    The written PNG is the image the protocol scores: plain (clamped, `quantisation`) unless `gt_mean` says so.
+    """
+    inp, gt_dir, out, ckpt = resolve_io(opt, args)
+    if gt_mean != "none" and gt_dir is None:
+        raise OptionError(f"{label}: the GT-mean correction needs reference images: give --gt (or dataroot_GT "
+                          f"without --input)")
+    heat = args.heat if args.heat is not None else float(opt.get("heat") or 0.0)
+    pairs = pair_inputs(list_images(inp), gt_dir)
+    enhancer = make_enhancer(opt, args, ckpt)
+    protocol = metrics.Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=gt_mean, lpips=bool(args.lpips),
+                                quantisation=quantisation, inference=enhancer.describe(heat))
+    scorer = make_scorer(protocol, getattr(args, "lpips_backbone", None))
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("%s: %d images from %s -> %s (heat %g)", label, len(pairs), inp, out, heat)
+    summaries = evaluate(enhancer, _file_items(pairs, compose, out), [scorer], heat=heat, out=out,
+                         desc=label, total=len(pairs))
+    if not summaries:
         return None
-    summary = agg.summary(lpips_reason)
-    write_reports(out, agg, summary)
-    print(f"[{label}] {agg.format_means()}")
-    return summary
-
-
-def write_reports(out: Path, agg, summary: dict):
-    """metrics.csv (one row per file, protocol in a comment line) and metrics.json (means + protocol)."""
-    with open(out / "metrics.csv", "w", newline="") as f:
-        f.write(f"# {agg.protocol.describe()}\n")
-        w = csv.DictWriter(f, fieldnames=["name", "psnr", "ssim", "lpips"])
-        w.writeheader()
-        for r in agg.rows:
-            w.writerow(r)
-    with open(out / "metrics.json", "w") as f:
-        json.dump({k: v for k, v in summary.items() if k != "per_image"}, f, indent=1)
+    print(f"[{label}] {scorer.agg.format_means()}")
+    return summaries[0]

@@ -12,22 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from natsort import natsorted
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
-from data.image_io import write_rgb
-from data.loader import create_dataset
-from data.sampler import EpochSampler
-from models.checkpoint import atomic_save, load_weights, read_state_dict, save_generator
+from data.loader import create_dataset, create_train_loader
+from models.checkpoint import atomic_save, read_state_dict, save_generator
 from models.base_model import BaseModel
 from models.build import model_class
 from options.options import OptionError, dump_options
 from utils import metrics
 from utils.atomic import atomic_open
-from engine.inference import input_is_log, to_uint8
 from utils.logging_setup import setup_cli_logging
+from .evaluate import EvalItem, evaluate, make_scorer
+from .grid import save_strip
+from .inference import Enhancer, to_uint8
 
 log = logging.getLogger("lowlight_flow")
 
@@ -118,57 +117,49 @@ def build_datasets(opt, aux_kind):
     return train, val
 
 
-def _base(ds):
+def unwrap_subset(ds):
     return ds.dataset if isinstance(ds, Subset) else ds
 
 
 # -- validation ----------------------------------------------------------------------------------------------------
-def pad_tensor(x, multiple, mode="reflect"):
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not ph and not pw:
-        return x
-    if mode == "reflect" and (ph >= h or pw >= w):
-        mode = "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+def val_items(val_set, max_images):
+    n = len(val_set) if not max_images else min(len(val_set), int(max_images))
+    for i in range(n):
+        item = val_set[i]
+        yield EvalItem(item["name"], item["LQ_raw"], item.get("GT_raw"), item.get("AUX_mask"))
 
 
-@torch.inference_mode()
-def validate(model: BaseModel, loader, opt, step, run: RunDir, writer=None) -> dict:
-    """PSNR/SSIM on the validation split, without and with the (LLFlow) GT-mean correction."""
-    net = model.eval_network()
-    net.eval()
+def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> dict:
+    """PSNR/SSIM on the validation split, without and with the (LLFlow) GT-mean correction, through the test scripts'
+    enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images."""
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
-    plain = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="none", quantisation="round")
-    gtm = metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean="llflow", quantisation="round")
-    agg_p, agg_g = metrics.MetricAggregator(plain), metrics.MetricAggregator(gtm)
-    max_images = vopt.get("max_images")
-    log_input = input_is_log(opt)
-    for i, batch in enumerate(loader):
-        if max_images and i >= int(max_images):
-            break
-        lq = batch["LQ"].to(model.device)
-        aux = batch.get("AUX")
-        h, w = lq.shape[-2:]
-        lq_p = pad_tensor(lq, net.pad_multiple)
-        aux_p = pad_tensor(aux.to(model.device), net.pad_multiple) if aux is not None else None
-        out = net.enhance(lq_p, aux_p, heat=heat)[0, :, :h, :w].float().permute(1, 2, 0).cpu().numpy()
-        gt = to_uint8(batch["GT"][0].permute(1, 2, 0).numpy(), "round")
-        name = batch["name"][0]
-        agg_p.add(name, metrics.evaluate_pair(out, gt, plain))
-        agg_g.add(name, metrics.evaluate_pair(out, gt, gtm))
-        if vopt.get("save_images", True) and i < 4:
-            low_preview = batch["LQ"][0, :3].permute(1, 2, 0).numpy()
-            if log_input:  # undo log(low + 1e-3) for display
-                low_preview = np.exp(low_preview) - 1e-3
-            write_rgb(run.val_images / str(step) / f"{name}.png",
-                      np.concatenate([to_uint8(low_preview), to_uint8(out), gt], axis=1))
-    mp, mg = agg_p.means(), agg_g.means()
-    res = {"psnr": mp["psnr"], "ssim": mp["ssim"], "psnr_gtmean": mg["psnr"], "ssim_gtmean": mg["ssim"],
-           "count": agg_p.count, "protocol": plain.describe(), "protocol_gtmean": gtm.describe()}
+    net = model.eval_network()
+    was_training = net.training
+    enhancer = Enhancer(net, opt, device=str(model.device))
+    scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round",
+                                            inference=enhancer.describe(heat)))
+               for g in ("none", "llflow")]
+    folder = run.val_images / str(step)
+
+    def preview(i, item, pred):
+        if vopt.get("save_images", True) and i < 4 and item.gt is not None:
+            save_strip(folder / f"{item.name}.png", [item.low, to_uint8(pred), item.gt])
+
+    try:
+        summaries = evaluate(enhancer, val_items(val_set, vopt.get("max_images")), scorers, heat=heat,
+                             report_dir=folder, desc=f"val @{step}", on_image=preview)
+    finally:
+        # The Enhancer runs NHWC in eval mode; training goes on with the layout and mode it had (bit-exact resume).
+        net.to(memory_format=torch.contiguous_format).train(was_training)
+    if not summaries:
+        raise OptionError("the validation set has no reference images (datasets.val must be paired)")
+    plain, gtm = summaries
+    res = {"psnr": plain["psnr"], "ssim": plain["ssim"], "psnr_gtmean": gtm["psnr"], "ssim_gtmean": gtm["ssim"],
+           "count": plain["count"], "protocol": plain["protocol"]["description"],
+           "protocol_gtmean": gtm["protocol"]["description"]}
     log.info("val @%d: PSNR %.3f SSIM %.4f | with GT-mean: PSNR %.3f SSIM %.4f (n=%d; %s)", step, res["psnr"],
-             res["ssim"], res["psnr_gtmean"], res["ssim_gtmean"], res["count"], plain.describe())
+             res["ssim"], res["psnr_gtmean"], res["ssim_gtmean"], res["count"], res["protocol"])
     if writer is not None:
         for k in ("psnr", "ssim", "psnr_gtmean", "ssim_gtmean"):
             writer.add_scalar(f"val/{k}", res[k], step)
@@ -211,23 +202,21 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     seed = int(tr.get("manual_seed") or 0)
     seed_everything(seed + rank)
     model = model_class(opt.get("model"))(opt, device, rank, world)
+    if tr.get("ema_decay"):
+        model.enable_ema(float(tr["ema_decay"]))
     train_set, val_set = build_datasets(opt, getattr(model.eval_network(), "aux_input", None))
     niter = tr.get("niter")
     if not niter:
         raise OptionError("option 'train.niter' is required for training")
     topt = opt["datasets"]["train"]
     batch = int(topt.get("batch_size") or 1)
-    sampler = EpochSampler(len(train_set), seed, shuffle=True, rank=rank, world_size=world)
-    if sampler.per_rank < batch:
-        raise OptionError(f"train set has {len(train_set)} pairs, fewer than one batch of {batch} per process")
-    loader = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True,
-                        num_workers=int(topt.get("n_workers") or 0), persistent_workers=False)
-    val_loader = DataLoader(val_set, batch_size=1, shuffle=False) if (val_set is not None and rank == 0) else None
+    loader, sampler = create_train_loader(train_set, topt, seed, rank, world)
+    val_data = val_set if rank == 0 else None
 
     step, epoch, done_in_epoch = 0, 0, 0
     if state_file is not None:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
-        for key in model.networks():
+        for key in model.all_networks():
             weights = run.models / f"{state_file.stem}_{key}.pth"
             model.load_network_state(key, read_state_dict(weights), source=str(weights))
         model.restore_training_state(state)
@@ -252,17 +241,18 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     stop = step >= niter
     while not stop:
         sampler.set_epoch(epoch, done_in_epoch * batch)
-        base = _base(train_set)
+        base = unwrap_subset(train_set)
         if hasattr(base, "set_epoch"):
             base.set_epoch(seed + 1000003 * epoch)
         for data in loader:
             if need_init:
                 model.setup(data)
                 need_init = False
-                if opt["val"].get("at_start") and rank == 0 and val_loader is not None:
-                    history["val"].append((0, validate(model, val_loader, opt, 0, run, writer)))
+                if opt["val"].get("at_start") and rank == 0 and val_data is not None:
+                    history["val"].append((0, validate(model, val_data, opt, 0, run, writer)))
             model.wrap_ddp()
             logs = model.optimize(data)
+            model.update_ema()
             step += 1
             done_in_epoch += 1
             pbar.update(1)
@@ -279,8 +269,8 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
                 log.info("step %d epoch %d: %s", step, epoch,
                          " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float)))
             if val_freq and step % val_freq == 0:
-                if rank == 0 and val_loader is not None:
-                    last_val = validate(model, val_loader, opt, step, run, writer)
+                if rank == 0 and val_data is not None:
+                    last_val = validate(model, val_data, opt, step, run, writer)
                     history["val"].append((step, last_val))
                     if best.get("psnr") is None or last_val["psnr"] > best["psnr"]:
                         best = {"psnr": last_val["psnr"], "step": step, "protocol": last_val["protocol"]}
@@ -307,7 +297,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
 
 def save_checkpoint(model: BaseModel, run: RunDir, step, epoch, done_in_epoch, keep: int):
     """Weights first, then the training state (so every state has its weights); old states pruned, weights kept."""
-    for key, net in model.networks().items():
+    for key, net in model.all_networks().items():
         save_generator(net, run.models / f"{step}_{key}.pth")
     atomic_save(model.training_state(step, epoch, done_in_epoch), run.states / f"{step}.state")
     states = natsorted(run.states.glob("*.state"))

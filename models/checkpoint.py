@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from utils.atomic import atomic_open
+from utils.errors import UserError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that does not fit the model; the message says why."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from utils.errors import UserError
+
 from .schema import FREE, TOP
 
 PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroot_LR", "dataroot_test",
@@ -24,7 +26,7 @@ PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroo
              "dataroot_HQ"}
 
 
-class OptionError(ValueError):
+class OptionError(UserError, ValueError):
     """A configuration problem; the message names the key."""
 
 

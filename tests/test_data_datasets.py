@@ -7,8 +7,10 @@ import torch
 
 import data  # noqa: F401  (registers the datasets)
 from data.image_io import ImageError, read_rgb, write_rgb
-from data.loader import create_dataloader, create_dataset
+from data.loader import create_dataset, create_train_loader
+from options.options import OptionError
 from data.preprocess import histeq
+from utils.errors import PairingError
 from utils.registry import DATASET_REGISTRY
 
 H, W = 16, 24
@@ -85,7 +87,7 @@ def test_explicit_dirs_override_layout_and_cache_matches_lazy(tmp_path):
 def test_missing_partner_names_the_file(tmp_path):
     _lol(tmp_path)
     (tmp_path / "eval15" / "high" / "2.png").unlink()
-    with pytest.raises(ImageError, match=r"without a GT partner.*: 2\.png"):
+    with pytest.raises(PairingError, match=r"without a GT image.*: 2\.png"):
         create_dataset({"dataset": "LoL", "root": str(tmp_path)}, "val")
 
 
@@ -144,7 +146,7 @@ def test_lol_v2_test_high_alias_subsets_and_missing_partner(tmp_path):
     assert (len(real), len(both), len(synth)) == (2, 3, 1)
     assert round(float(synth[0]["GT"][0, 0, 0]) * 255) == 105
     (tmp_path / "Real_captured" / "Test" / "low" / "low00002.png").unlink()
-    with pytest.raises(ImageError, match=r"GT image\(s\).*without a low partner.*normal00002\.png"):
+    with pytest.raises(PairingError, match=r"GT image\(s\).*without a low image.*normal00002\.png"):
         create_dataset({"dataset": "LoL_v2", "root": str(tmp_path)}, "val")
     with pytest.raises(ImageError, match="Train"):
         create_dataset({"dataset": "LoL_v2", "root": str(tmp_path)}, "train")
@@ -163,7 +165,7 @@ def test_paired_folder_matches_stems_and_lists_strays(tmp_path):
     assert round(float(ds[1]["GT"][0, 0, 0]) * 255) == 102
     _write(tmp_path / "lq" / "c.png", 3)
     _write(tmp_path / "gt" / "z.png", 3)
-    with pytest.raises(ImageError, match=r"without a GT partner.*c\.png.*without a low partner.*z\.png"):
+    with pytest.raises(PairingError, match=r"without a GT image.*c\.png.*without a low image.*z\.png"):
         create_dataset(opt, "test")
 
 
@@ -260,14 +262,17 @@ def test_real_lol_v1_mini_through_lol(shared_dir):
 
 # ------------------------------------------------------------------ loaders
 
-def test_dataloader_reproducible_and_val_order(tmp_path):
+def test_train_loader_reproducible(tmp_path):
     _lol(tmp_path, n_train=6, n_val=3)
     opt = {"dataset": "LoL", "root": str(tmp_path), "use_crop": True, "GT_size": 8, "use_flip": True,
            "use_rot": True, "noise_prob": 1.0, "noise_level": 5, "batch_size": 2, "n_workers": 0}
     ds = create_dataset(opt, "train")
 
-    def epoch(seed):
-        return [(b["name"], b["LQ"]) for b in create_dataloader(ds, opt, "train", seed=seed)]
+    def epoch(seed, e=0):
+        loader, sampler = create_train_loader(ds, opt, seed)
+        sampler.set_epoch(e)
+        ds.set_epoch(seed * 1000 + e)
+        return [(b["name"], b["LQ"]) for b in loader]
 
     a, b, c = epoch(7), epoch(7), epoch(8)
     assert len(a) == 3
@@ -279,7 +284,9 @@ def test_dataloader_reproducible_and_val_order(tmp_path):
     assert all(torch.equal(x, ds[i]["LQ"]) for i, x in enumerate(first))
     ds.set_epoch(6)
     assert not all(torch.equal(x, ds[i]["LQ"]) for i, x in enumerate(first))
-    val = create_dataloader(create_dataset(opt, "val"), opt, "val", seed=7)
-    assert val.batch_size == 1 and [b["name"][0] for b in val] == ["1", "2", "3"]
-    with pytest.raises(ValueError, match="datasets.train.dataset is missing"):
+    val = create_dataset(opt, "val")
+    assert [val[i]["name"] for i in range(len(val))] == ["1", "2", "3"]
+    with pytest.raises(OptionError, match="datasets.train.dataset is missing"):
         create_dataset({}, "train")
+    with pytest.raises(OptionError, match="fewer than one batch"):
+        create_train_loader(ds, {**opt, "batch_size": 7}, 0)

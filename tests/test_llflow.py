@@ -200,7 +200,7 @@ def test_cli_writes_the_official_images(golden, tmp_path, script, ref):
     theirs = read_rgb(g / ref).astype(int)
     assert np.abs(ours - theirs).max() <= 1
     if script == "test_with_tricks.py":
-        assert (tmp_path / "out/metrics.csv").read_text().startswith("# PSNR")
+        assert (tmp_path / "out/metrics.csv").read_text().startswith("# protocol: PSNR")
         # NHWC off as well: both layouts stay within one grey level of the official image after truncation
         nchw = [str(tmp_path / "nchw") if c == str(tmp_path / "out") else c for c in cmd]
         r = subprocess.run(nchw + ["--set", "inference.channels_last=false"],

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from data.image_io import ImageError
-from models.checkpoint import CheckpointError
-from options.options import OptionError
+from utils.errors import UserError
 from utils.runtime import keep_freed_memory
 
-USER_ERRORS = (OptionError, ImageError, CheckpointError, KeyError, FileNotFoundError, NotImplementedError, ValueError)
+USER_ERRORS = (UserError, KeyError, FileNotFoundError, NotImplementedError, ValueError)
 
 
 def run_cli(main, argv=None):

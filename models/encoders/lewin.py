@@ -21,29 +21,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import StochasticDepth
 
 SHIFT_MASK_VALUE = -100.0
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample's residual branch with probability p, rescale the rest by 1/(1-p).
-
-    Active only in training mode (identity in eval and when p == 0).
-    """
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask.div_(keep) if keep > 0 else x * mask
-
-    def extra_repr(self):
-        return f"p={self.p}"
 
 
 def relative_position_index(win: int) -> torch.Tensor:
@@ -237,7 +217,7 @@ class LeWinTransformerBlock(nn.Module):
         self.win_size, self.shift_size = win_size, shift_size
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, win_size, num_heads, token_projection)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = StochasticDepth(drop_path, mode="row")
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = LeFF(dim, int(dim * mlp_ratio))
         self._cache = {}

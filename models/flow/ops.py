@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def sum_chw(x: torch.Tensor) -> torch.Tensor:
@@ -105,24 +106,18 @@ class Conv2dZeros(nn.Conv2d):
 
 
 def squeeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Space-to-depth with the official channel order (output channel = c*f*f + i*f + j)."""
+    """Space-to-depth with the official channel order (output channel = c*f*f + i*f + j): F.pixel_unshuffle."""
     if factor == 1:
         return x
-    b, c, h, w = x.shape
+    h, w = x.shape[-2:]
     if h % factor or w % factor:
         raise ValueError(f"squeeze by {factor} needs H and W divisible by {factor}, got {h}x{w}")
-    x = x.view(b, c, h // factor, factor, w // factor, factor).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(b, c * factor * factor, h // factor, w // factor)
+    return F.pixel_unshuffle(x, factor)
 
 
 def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Inverse of :func:`squeeze2d`."""
-    if factor == 1:
-        return x
-    b, c, h, w = x.shape
-    f2 = factor * factor
-    x = x.view(b, c // f2, factor, factor, h, w).permute(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, c // f2, h * factor, w * factor)
+    """Inverse of :func:`squeeze2d` (F.pixel_shuffle)."""
+    return x if factor == 1 else F.pixel_shuffle(x, factor)
 
 
 class SqueezeLayer(nn.Module):

@@ -85,22 +85,11 @@ def _attention_head(in_ch: int, width: int) -> nn.Sequential:
     return nn.Sequential(ActNormConv2d(in_ch, width, 1), nn.GELU(), ActNormConv2d(width, width, 1), nn.GELU())
 
 
-def _kaiming_uniform_(w: torch.Tensor, g: torch.Generator):
-    """nn.Conv2d's default init (kaiming_uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))), seeded."""
-    fan_in = w.shape[1] * w[0, 0].numel()
-    bound = 1.0 / math.sqrt(fan_in)
-    w.copy_(torch.empty(w.shape, device="cpu").uniform_(-bound, bound, generator=g))
-
-
-def _normal_(w: torch.Tensor, std: float, g: torch.Generator):
-    w.copy_(torch.empty(w.shape, device="cpu").normal_(0.0, std, generator=g))
-
-
 @torch.no_grad()
 def _reset_head(head: nn.Sequential, g: torch.Generator):
     for m in head:
         if isinstance(m, ActNormConv2d):
-            _normal_(m.weight, 0.05, g)                      # official flow.Conv2d init, N(0, 0.05)
+            nn.init.normal_(m.weight, 0.0, 0.05, generator=g)  # official flow.Conv2d init, N(0, 0.05)
             m.actnorm.bias.zero_()
             m.actnorm.logs.zero_()
             m.actnorm.inited = False
@@ -137,7 +126,7 @@ class SAN(_HalfMap):
 
     @torch.no_grad()
     def reset_heads(self, g: torch.Generator):
-        _kaiming_uniform_(self.ft_proj.weight, g)
+        nn.init.kaiming_uniform_(self.ft_proj.weight, a=math.sqrt(5), generator=g)
         _reset_head(self.head, g)
 
 
@@ -164,11 +153,11 @@ class CSN(_HalfMap):
 
     @torch.no_grad()
     def reset_heads(self, g: torch.Generator):
-        _kaiming_uniform_(self.ft_proj.weight, g)
+        nn.init.kaiming_uniform_(self.ft_proj.weight, a=math.sqrt(5), generator=g)
         _reset_head(self.head, g)
         for fc in (self.fc_row, self.fc_col):
-            _kaiming_uniform_(fc[0].weight, g)
-            _kaiming_uniform_(fc[2].weight, g)
+            nn.init.kaiming_uniform_(fc[0].weight, a=math.sqrt(5), generator=g)
+            nn.init.kaiming_uniform_(fc[2].weight, a=math.sqrt(5), generator=g)
 
 
 # ------------------------------------------------------------------------------------------------ SCAN / NN_F
