@@ -319,3 +319,23 @@ def test_stage2_cli_one_line_errors(shared_dir, tmp_path, tiny_stage1):
     assert "dataroot_unpaired_LQ" in line and "test" in line
     line = _one_line_error(_run(*base, env=env))
     assert "path.vgg16_features" in line
+
+
+# -- stage-1 training through train.py -----------------------------------------------------------------------------
+def test_stage1_demo_learns_through_train_py(tmp_path):
+    import re
+    r = _run("train.py", "--opt", CONFS / "demo_tiny.yml", "--set", f"path.experiments_root={tmp_path}",
+             "--set", "train.niter=50", "--set", "train.val_freq=50", "--set", "logger.print_freq=10",
+             "--set", "use_tb_logger=false", "--set", "val.save_images=false", timeout=900,
+             env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "demo_tiny_DRBN"
+    log = (run / "train.log").read_text()
+    losses = [float(v) for v in re.findall(r"step \d+ epoch \d+: loss (\S+)", log)]
+    psnr = {int(s): float(v) for s, v in re.findall(r"val @(\d+): PSNR (\S+)", log)}
+    assert len(losses) == 5 and sorted(psnr) == [0, 50], log[-2000:]
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert psnr[50] > psnr[0] + 1.0, psnr
+    # the best checkpoint is a plain DRBN state dict that test.py reads with the same config
+    best = read_state_dict(run / "models/best_psnr_G.pth")
+    assert all(k.startswith("recur") for k in best)
