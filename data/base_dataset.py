@@ -67,6 +67,7 @@ class LowLightDataset(Dataset):
       ([W, H], cv2 bilinear, applied to low and GT at load time; default native size), ``npy_channel_order``
       (bgr | rgb for .npy frames, default bgr);
     - train phase only: ``use_crop`` + ``GT_size``, ``center_crop_hr_size``, ``use_flip``, ``use_rot``,
+      ``use_vflip``, ``use_transpose``,
       ``noise_prob`` + ``noise_level``, ``gamma_aug``.
     Items: ``LQ``, ``GT`` (paired only), ``AUX`` (when aux_input is set), ``LQ_path``, ``GT_path`` (paired only),
     ``name``, and ``ZM_path`` ('' when no zero-map was injected) when a zero_map option is present. Outside the
@@ -103,6 +104,8 @@ class LowLightDataset(Dataset):
         self.center_crop = _opt_int(self.opt, "center_crop_hr_size")
         self.use_flip = bool(self.opt.get("use_flip"))
         self.use_rot = bool(self.opt.get("use_rot"))
+        self.use_vflip = bool(self.opt.get("use_vflip"))
+        self.use_transpose = bool(self.opt.get("use_transpose"))
         self.noise_prob = float(self.opt.get("noise_prob") or 0.0)
         self.noise_level = float(self.opt.get("noise_level") or 0.0)
         self.use_gamma = bool(self.opt.get("gamma_aug"))
@@ -215,7 +218,7 @@ class LowLightDataset(Dataset):
                 vals = paired_random_crop(vals, self.crop_size, rng, name=str(s.lq))
             if self.center_crop:
                 vals = paired_center_crop(vals, self.center_crop, name=str(s.lq))
-            vals = paired_flip_rot(vals, rng, self.use_flip, self.use_rot)
+            vals = paired_flip_rot(vals, rng, self.use_flip, self.use_rot, self.use_vflip, self.use_transpose)
             arrays.update(zip(keys, vals))
 
         low_t = to_tensor01(arrays["low"])

@@ -78,7 +78,7 @@ class N2LDiffModel(BaseModel):
         self.lpips = None
         if self.loss_type in ("combined", "lpips"):
             from .losses.lpips_vgg import LPIPSVGG
-            self.lpips = LPIPSVGG(cfg.get("vgg16_path")).to(device)
+            self.lpips = LPIPSVGG(opt["path"].get("vgg16_features")).to(device)
         self.ddp = None
         self.optimizers["G"] = self._make_optimizer(train, cfg.get("optimizer") or "Lion")
         self.schedulers["G"] = make_scheduler(self.optimizers["G"], train)

@@ -25,7 +25,8 @@ from .schema import FREE, TOP
 
 PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroot_LR", "dataroot_test",
              "dataroot_zeromaps", "model_path", "pretrain_model_G", "experiments_root", "results_root",
-             "split_file", "folder", "resume_state", "vgg16_path", "roots"}
+             "split_file", "folder", "resume_state", "roots", "pretrain_stage1", "vgg16_features",
+             "dataroot_unpaired_LQ", "dataroot_HQ"}
 
 
 class ConfigLoader(yaml.SafeLoader):

@@ -255,7 +255,7 @@ def loss_model(gold, vgg16):
     def get(official: bool):
         if official not in cache:
             o = load_options(gold / "config.yaml", [f"train.n2ldiff.official_compat={str(official).lower()}",
-                                                    f"train.n2ldiff.vgg16_path={vgg16}",
+                                                    f"path.vgg16_features={vgg16}",
                                                     f"path.pretrain_model_G={gold / 'weights.ckpt'}"], is_train=True)
             cache[official] = N2LDiffModel(o, torch.device("cpu"))
         return cache[official]
@@ -307,7 +307,7 @@ def test_lion_step():
 
 def test_tiny_training_loss_falls(vgg16):
     opt = load_options(ROOT / "confs/N2LDiff/demo_tiny.yml",
-                       [f"train.n2ldiff.vgg16_path={vgg16}", "network_G.n2ldiff.dim_mults=[1,2]",
+                       [f"path.vgg16_features={vgg16}", "network_G.n2ldiff.dim_mults=[1,2]",
                         "train.lr_G=1e-3"], is_train=True)
     torch.manual_seed(0)
     m = N2LDiffModel(opt, torch.device("cpu"))
