@@ -4,7 +4,7 @@ python -m data.synthesize --input normal/ --out low/ [--method physics|n2ldiff] 
   physics (default without --model_path): --opt is a synthesis YAML (default confs/synthesis/physics_LOL.yml); each
     image's draw depends only on (--seed, file stem), so adding files to the folder never changes the others.
   n2ldiff (default with --model_path): --opt is the N2LDiff config; --model_path CKPT [--steps N]
-    [--replay-noise NOISE.npy] [--device DEV] go unchanged to models.n2ldiff.synthesize.run(opt, args).
+    [--replay-noise NOISE.npy] [--device DEV] go unchanged to engine/n2ldiff_synthesis.py run(opt, args).
 Writes <out>/<input stem>.png (8-bit RGB).
 
 Inputs: every file directly inside --input with an image extension is read before anything is written, so a bad
@@ -16,7 +16,6 @@ unless --overwrite is given (then it says how many it replaced).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import zlib
 from pathlib import Path
@@ -108,15 +107,9 @@ def run_physics(cfg: PhysicsConfig, seed: int, files: list[Path], out: Path) -> 
 
 
 def n2ldiff_run():
-    """models.n2ldiff.synthesize.run, imported only when asked for."""
-    try:
-        module = importlib.import_module("models.n2ldiff.synthesize")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("models.n2ldiff"):
-            raise OptionError("--method n2ldiff: N2LDiff is not available in this checkout "
-                              "(models/n2ldiff/synthesize.py is missing)") from None
-        raise
-    return module.run
+    """The N2LDiff backend's run(opt, args), imported only when asked for (it loads the diffusion model code)."""
+    from engine.n2ldiff_synthesis import run
+    return run
 
 
 def main(argv=None):

@@ -47,6 +47,9 @@ class Synthetic(LowLightDataset):
         gt_dir = self.opt.get("dataroot_GT")
         if not gt_dir:
             raise OptionError(f"{self._where('dataroot_GT')}: Synthetic needs the folder of normal-light images")
+        if self.opt.get("swap_roles"):
+            raise OptionError(f"{self._where('swap_roles')}: not supported by Synthetic (its low images are made "
+                              f"from dataroot_GT); use PairedFolder with swap_roles on a made folder instead")
         spec, lq_dir = self.opt.get("synthesis"), self.opt.get("dataroot_LQ")
         if (spec is None) == (lq_dir is None):
             raise OptionError(f"{self._where('synthesis')}: give exactly one of 'synthesis' (physics ranges) or "

@@ -2,7 +2,7 @@
 ``Synthetic`` dataset (reproducibility, workers, mixing) and the ``python -m data.synthesize`` CLI."""
 from __future__ import annotations
 
-import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,6 +242,7 @@ def test_synthetic_from_a_made_folder_pairs_by_stem_and_options_are_checked(tmp_
               ({**base, "synthesis": PHYS, "dataroot_LQ": str(tmp_path / "made")}, "exactly one"),
               ({**base, "synthesis": PHYS, "synthetic_ratio": 0.5}, "synthetic_ratio"),
               ({**base, "synthesis": {**PHYS, "gain": 1}}, "datasets.train.synthesis.gain"),
+              ({**base, "synthesis": PHYS, "swap_roles": True}, "swap_roles"),
               ({**base, "synthesis": PHYS, "real": {"dataset": "LoL", "use_crop": True}, "synthetic_ratio": 0.5},
                "real.use_crop")]
     for opt, msg in errors:
@@ -319,14 +320,20 @@ def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):
                                              "first (values are never rescaled silently)"]
 
 
-def test_cli_n2ldiff_without_the_model_says_so(tmp_path, capsys):
-    if importlib.util.find_spec("models.n2ldiff") is not None:
-        pytest.skip("models/n2ldiff is present: this checks the message for checkouts without it")
-    write_rgb(tmp_path / "in" / "a.png", natural_like(8, 8))
-    code, err = _cli(["--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--model_path", "m.ckpt",
-                      "--opt", "x.yml"], capsys)
-    assert code == 2 and err.strip().splitlines() == [
-        "error: --method n2ldiff: N2LDiff is not available in this checkout (models/n2ldiff/synthesize.py is missing)"]
+def test_cli_n2ldiff_passes_its_flags_through(tmp_path, capsys, golden):
+    # The official full 100-step sample with the saved noise (../shared/golden/N2LDiff) through this CLI.
+    gold = golden("N2LDiff")
+    (tmp_path / "in").mkdir()
+    shutil.copy(gold / "normal.png", tmp_path / "in" / "113.png")
+    code, err = _cli(["--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--opt", str(gold / "config.yaml"),
+                      "--model_path", str(gold / "weights.ckpt"), "--replay-noise", str(gold / "sample_noise.npy"),
+                      "--device", "cpu"], capsys)
+    assert code == 0, err
+    ours, ref = read_rgb(tmp_path / "o" / "113.png").astype(int), read_rgb(gold / "sample.png").astype(int)
+    assert ours.shape == ref.shape and np.abs(ours - ref).max() <= 1
+    code, err = _cli(["--input", str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--method", "n2ldiff",
+                      "--opt", str(gold / "config.yaml")], capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: --method n2ldiff needs --model_path")
 
 
 def test_trainer_holdout_validates_on_fixed_synthetic_pairs(tmp_path):
