@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.base_dataset import pair_files  # noqa: E402
-from data.image_io import list_images, read_rgb, write_rgb  # noqa: E402
+from data.image_io import list_images, read_rgb  # noqa: E402
 from data.synthesis.fit_physics import noise_groups, ratio_sums  # noqa: E402
 from data.synthesis.physics import load_physics_config, synthesize  # noqa: E402
 from data.synthesis.srgb import decode_uint8, encode_uint8  # noqa: E402

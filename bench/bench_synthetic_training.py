@@ -130,7 +130,8 @@ def main(argv=None):
         run([sys.executable, "train.py", "--opt", str(conf)], work / f"{setup}_train.log", args.threads)
         t1 = time.perf_counter()
         out = work / "results" / setup
-        run([sys.executable, "test.py", "--opt", str(conf), "--out", str(out)], work / f"{setup}_test.log", args.threads)
+        run([sys.executable, "test.py", "--opt", str(conf), "--out", str(out)], work / f"{setup}_test.log",
+            args.threads)
         m = json.loads((out / "metrics.json").read_text())
         results[setup] = {"psnr": m["psnr"], "ssim": m["ssim"], "train_s": t1 - t0,
                           "test_s": time.perf_counter() - t1}

@@ -183,9 +183,10 @@ def write_config(path, ranges: dict, fits: list[PairFit], command: str, quantile
     head = ["Physics low-light synthesiser ranges (data/synthesis/physics.py documents every key), fitted with:",
             f"  {command}",
             f"on {len(fits)} pairs ({fits[0].name} .. {fits[-1].name} in natural-sort order). Ranges are quantiles",
-            f"{quantiles[0]:g}..{quantiles[1]:g} of the per-pair estimates below, sampled log-uniformly per image.", ""] + format_table(fits)
-    text = "".join(f"# {ln}".rstrip() + "\n" for ln in head) + "\n" + yaml.safe_dump(ranges, sort_keys=False,
-                                                                                       default_flow_style=None)
+            f"{quantiles[0]:g}..{quantiles[1]:g} of the per-pair estimates below, sampled log-uniformly per image.",
+            ""] + format_table(fits)
+    body = yaml.safe_dump(ranges, sort_keys=False, default_flow_style=None)
+    text = "".join(f"# {ln}".rstrip() + "\n" for ln in head) + "\n" + body
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text, encoding="utf-8")

@@ -10,9 +10,10 @@ Model, per image (all in linear light, values in [0, 1] of the normal image's wh
 The noise term is the usual Poisson-Gaussian (heteroscedastic Gaussian) approximation of a raw sensor: photon shot
 noise has variance proportional to the signal (``shot_noise`` = 1 / the number of photo-electrons that makes
 linear value 1.0 of the output, i.e. the inverse conversion gain at the capture's ISO), read noise is
-signal-independent with standard deviation ``read_noise``. The Gaussian stands in for the Poisson count, which is accurate from about ten photo-electrons per
-pixel up and keeps the mean and variance exact below that (only the skew is missing). Noise is independent per
-pixel and channel (no demosaicing correlation); negative values clip to black as in a camera's pipeline.
+signal-independent with standard deviation ``read_noise``. The Gaussian stands in for the Poisson count: accurate
+from about ten photo-electrons per pixel up, and below that the mean and variance stay exact (only the skew is
+missing). Noise is independent per pixel and channel (no demosaicing correlation); negative values clip to black as
+in a camera's pipeline.
 
 Configuration (YAML, every key validated; a range ``[lo, hi]`` is drawn per image, log-uniformly, ``lo == hi`` is a
 constant, which may be 0 for the noise terms):
