@@ -1,9 +1,9 @@
 """Time inference on one 400x600 image and one training step (batch 4 x 160x160) of a config, with peak memory.
 
-python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train] [--threads 2]
+python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train,flops] [--threads 2]
                             [--size 400x600] [--batch 4] [--crop 160] [--weights PATH] [--channels-last]
                             [--repeat N] [--system-malloc] [--dtype fp32|bf16|fp16] [--cast weights|autocast]
-                            [--flops] [--json FILE]
+                            [--json FILE]
 
 Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own; the training step is the
 second of two (the first pays for allocator growth and Adam state), inference follows a small warm-up call. Weights are random unless
@@ -12,18 +12,17 @@ The first full-size inference call also pays for oneDNN's kernel set-up at that 
 calls (what every further image of the same size costs, e.g. a test set). Like the CLIs, the child applies
 utils.runtime.keep_freed_memory unless --system-malloc is given.
 
-Inference runs the network's `enhance` exactly as engine/inference.py's Enhancer sets it up (`--dtype`, `--cast`:
-models/precision.py); the training step is the method's own `optimize` (models/base_model.py), so
-`train.activation_checkpointing`, `train.invertible_backprop` (via --set) and `--dtype` (= train.amp_dtype) act as
-in train.py. `--flops` counts the FLOPs of one more call (not timed; torch.utils.flop_counter, convolutions and
-matrix products). `--json FILE` writes every result (seconds, cpu_seconds, peak_rss_gb, params_m, tflop, ...) as a
-JSON list. `cpu_seconds` is the process's CPU time over the timed call (all threads): on a shared machine it moves
+Any `model:` works. Inference runs the network's `enhance` exactly as engine/inference.py's Enhancer sets it up
+(`--dtype`, `--cast`: models/precision.py); the training step is the method's own `optimize()`
+(models/base_model.py), so `train.activation_checkpointing`, `train.invertible_backprop` (via --set) and `--dtype`
+(= train.amp_dtype) act as in train.py. `--what flops` counts the floating-point operations of one inference call
+with torch.utils.flop_counter (FLOP = 2 x multiply-accumulate; convolutions and matrix products). `--json FILE` writes
+every result (seconds, cpu_seconds, peak_rss_gb, params_m, gflop, ...) as a JSON list. `cpu_seconds` is the process's CPU time over the timed call (all threads): on a shared machine it moves
 far less with other people's load than wall time, so paired comparisons should look at both.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -52,7 +51,17 @@ def _child(args):
     opt = load_options(args.opt, sets, is_train=args.what == "train")
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    if args.what == "infer":
+    if args.what == "flops":
+        from torch.utils.flop_counter import FlopCounterMode
+        model, _ = build_network(opt, args.weights)
+        _no_data_init(model)
+        model.eval().to(memory_format=fmt)
+        lq, aux, (hp, wp) = _inputs(opt, model, 1, *(int(v) for v in args.size.split("x")), g, fmt, pad=True)
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            model.enhance(lq, aux)
+        res = {"what": "flops", "shape": [hp, wp], "gflop": counter.get_total_flops() / 1e9, "seconds": 0.0}
+    elif args.what == "infer":
         from engine.inference import Enhancer
         net, _ = build_network(opt, args.weights)
         _no_data_init(net)
@@ -72,7 +81,6 @@ def _child(args):
                 del out
         res = {"what": "inference", "shape": [hp, wp], "seconds": times[0], "later": times[1:],
                "cpu_seconds": cpu[0], "later_cpu": cpu[1:]}
-        run_once = lambda: enh._run(lq, aux, 0.0)  # noqa: E731
     else:
         device = torch.device("cpu")
         method = model_class(opt.get("model"))(opt, device)
@@ -90,18 +98,11 @@ def _child(args):
         dt, cpu = time.perf_counter() - t, time.process_time() - cpu
         res = {"what": "train_step", "batch": args.batch, "crop": c, "seconds": dt, "cpu_seconds": cpu,
                "loss_finite": not logs.get("skipped", False)}
-        run_once = lambda: method.optimize(batch)  # noqa: E731
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
-    if args.flops:
-        from torch.utils.flop_counter import FlopCounterMode
-        counter = FlopCounterMode(display=False)
-        with counter, (torch.inference_mode() if args.what == "infer" else contextlib.nullcontext()):
-            run_once()
-        res["tflop"] = counter.get_total_flops() / 1e12
     res["threads"] = args.threads
     res["layout"] = "NHWC" if args.channels_last else "NCHW"
     res["dtype"] = args.dtype
-    res["cast"] = args.cast if args.what == "infer" else "autocast"
+    res["cast"] = {"infer": args.cast, "train": "autocast"}.get(args.what)
     res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     res["malloc"] = "system" if args.system_malloc else "keep-freed"
     res["config"] = str(args.opt)
@@ -148,7 +149,6 @@ def main(argv=None):
                     help="inference: compute dtype (models/precision.py); train: train.amp_dtype")
     ap.add_argument("--cast", default="weights", choices=("weights", "autocast"),
                     help="reduced-precision inference: cast the weights once, or autocast over float32 weights")
-    ap.add_argument("--flops", action="store_true", help="count the FLOPs of one more (untimed) call")
     ap.add_argument("--json", help="write the results to this file (a JSON list, one object per measurement)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -161,7 +161,7 @@ def main(argv=None):
         cmd += (["--variant", args.variant] if args.variant else []) + (["--weights", args.weights] if args.weights else [])
         cmd += sum((["--set", s] for s in args.set or []), []) + (["--channels-last"] if args.channels_last else [])
         cmd += ["--system-malloc"] if args.system_malloc else []
-        cmd += ["--dtype", args.dtype, "--cast", args.cast] + (["--flops"] if args.flops else [])
+        cmd += ["--dtype", args.dtype, "--cast", args.cast]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -170,14 +170,17 @@ def main(argv=None):
             continue
         res = json.loads(line[7:])
         results.append(res)
+        if what == "flops":
+            print(f"{Path(args.opt).name} flops {res['shape'][0]}x{res['shape'][1]}: {res['gflop']:.1f} GFLOP "
+                  f"({res['gflop'] / 2:.1f} G multiply-accumulates), {res['params_m'] * 1e6:,.0f} params")
+            continue
         extra = f"{res['shape'][0]}x{res['shape'][1]}" if what == "infer" else f"batch {res['batch']} x {res['crop']}^2"
         later = res.get("later") or []
         if later:
             extra += f" (later calls: {', '.join(f'{v:.2f}' for v in later)} s)"
-        flops = f", {res['tflop']:.3f} TFLOP" if "tflop" in res else ""
         print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s (CPU {res['cpu_seconds']:.2f} s), peak RSS {res['peak_rss_gb']:.2f} GB "
               f"({res['threads']} threads, {res['layout']}, {res['dtype']}, {res['malloc']} malloc, "
-              f"{res['params_m']:.2f} M params{flops})")
+              f"{res['params_m']:.2f} M params)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

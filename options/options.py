@@ -1,6 +1,8 @@
 """Load, validate and complete YAML options.
 
-- Files are read with `yaml.safe_load`; `--set a.b.c=value` overrides are parsed as YAML scalars/lists.
+- Files are read with `yaml.SafeLoader` (plus `!!python/tuple` read as a list, which the official N2LDiff YAMLs use);
+  an official N2LDiff YAML (options/n2ldiff_official.py) is converted to our tree first. `--set a.b.c=value`
+  overrides are parsed as YAML scalars/lists.
 - Defaults come from options/schema.py (the one place they live); an unknown key anywhere is an error that names the
   dotted key and suggests the closest known one.
 - Relative paths are resolved against the current working directory (as the official scripts did), after turning
@@ -18,11 +20,22 @@ import yaml
 
 from utils.errors import UserError
 
+from .n2ldiff_official import convert_official_n2ldiff, is_official_n2ldiff
 from .schema import FREE, TOP
 
 PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroot_LR", "dataroot_test",
              "dataroot_zeromaps", "model_path", "pretrain_model_G", "experiments_root", "results_root",
-             "split_file", "folder", "resume_state"}
+             "split_file", "folder", "resume_state", "roots", "pretrain_stage1", "vgg16_features",
+             "dataroot_unpaired_LQ", "dataroot_HQ", "synthesis"}
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads `!!python/tuple` (as a list): the official N2LDiff YAMLs write
+    `dim_mults: !!python/tuple [...]`. No other Python tag is accepted."""
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
+                             lambda loader, node: loader.construct_sequence(node, deep=True))
 
 
 class OptionError(UserError, ValueError):
@@ -118,8 +131,15 @@ def normalise_path(p):
 
 def _normalise_paths(d):
     if isinstance(d, dict):
-        return {k: (normalise_path(v) if k in PATH_KEYS and isinstance(v, str) else _normalise_paths(v))
-                for k, v in d.items()}
+        out = {}
+        for k, v in d.items():
+            if k in PATH_KEYS and isinstance(v, str):
+                out[k] = normalise_path(v)
+            elif k in PATH_KEYS and isinstance(v, list):
+                out[k] = [normalise_path(x) if isinstance(x, str) else x for x in v]
+            else:
+                out[k] = _normalise_paths(v)
+        return out
     return d
 
 
@@ -145,7 +165,9 @@ def load_options(path: str | os.PathLike | None = None, overrides=None, is_train
         if not p.is_file():
             raise OptionError(f"config file '{path}' not found")
         with open(p, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            raw = yaml.load(f, Loader=ConfigLoader) or {}
+        if is_official_n2ldiff(raw):
+            raw = convert_official_n2ldiff(raw, p)
     raw = apply_overrides(copy.deepcopy(raw), overrides)
     opt = _complete(_fix_numbers(raw), TOP, "")
     opt = _normalise_paths(opt)
