@@ -1,6 +1,6 @@
-"""Reduced precision: bf16 inference stays within 45 dB PSNR of fp32 for every family (golden weights and a trained
-demo model), the float32 parts stay float32, bf16 training matches fp32 training, fp16 needs CUDA, and the dtype is
-part of the protocol line."""
+"""Reduced precision: bf16 inference stays within 45 dB PSNR of fp32 for every flow family and DRBN (golden weights)
+and a trained demo model, the float32 parts stay float32, bf16 training matches fp32 training (and DRBN/N2LDiff
+inherit it), fp16 needs CUDA, and the dtype is part of the protocol line."""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ from data.demo import ensure_demo_data
 from data.image_io import read_rgb, write_rgb
 from engine.inference import Enhancer
 from engine.trainer import train
-from models.build import build_generator
+from models.build import build_generator, build_network
 from models.flow.invconv import InvertibleConv1x1
 from models.flow_model import FlowModel
 from models.precision import cast_network
@@ -36,18 +36,22 @@ def psnr_between(a: np.ndarray, b: np.ndarray) -> float:
 def _outputs(opt, weights, low, casts=("weights",)):
     res = {}
     for dtype, cast in [("fp32", "weights")] + [("bf16", c) for c in casts]:
-        model, _ = build_generator(opt, weights)
+        model, _ = build_network(opt, weights)
         res[(dtype, cast)] = Enhancer(model, opt, device="cpu", dtype=dtype, cast=cast)(low)
     return res
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_bf16_inference_is_faithful_on_the_golden_weights(golden, family):
+@pytest.mark.parametrize("family", FAMILIES + ["DRBN"])
+def test_bf16_inference_is_faithful_on_the_golden_weights(golden, shared_dir, family):
     g = golden(family)
-    opt = load_options(g / "config.yml")
-    outs = _outputs(opt, str(g / "weights.pth"), read_rgb(g / "low.png"), casts=("weights", "autocast"))
+    if family == "DRBN":          # the authors' stage-1 weights (test material in ../shared, never in the repo)
+        conf, weights = ROOT / "confs/DRBN/DRBN_stage1.yml", shared_dir / "weights/drbn/model_s1.pt"
+        if not weights.is_file():
+            pytest.skip(f"{weights} not present")
+    else:
+        conf, weights = g / "config.yml", g / "weights.pth"
+    outs = _outputs(load_options(conf), str(weights), read_rgb(g / "low.png"), casts=("weights", "autocast"))
     ref = outs[("fp32", "weights")]
-    # the fp32 path is the golden one
     assert np.isfinite(ref).all()
     for cast in ("weights", "autocast"):
         out = outs[("bf16", cast)]
@@ -119,3 +123,33 @@ def test_bf16_training_matches_fp32_and_bf16_inference_of_the_trained_model(tmp_
     low = read_rgb(sorted((ensure_demo_data() / "our485/low").glob("*.png"))[-1])   # a held-out photo
     outs = _outputs(opt, str(weights), low)
     assert psnr_between(outs[("bf16", "weights")], outs[("fp32", "weights")]) >= 45.0
+
+
+@pytest.mark.parametrize("conf", ["DRBN/demo_tiny.yml", "N2LDiff/demo_tiny.yml"])
+def test_other_methods_inherit_bf16_training(shared_dir, conf):
+    """train.amp_dtype comes from models/base_model.py: DRBN and N2LDiff steps run under it (same loss as fp32 to
+    bf16 accuracy, weights updated, no GradScaler for bf16)."""
+    from models.build import model_class
+    vgg = shared_dir / "weights/vgg16_features.pth"
+    if not vgg.is_file():
+        pytest.skip(f"{vgg} not present")
+    sets = [f"path.vgg16_features={vgg}", "datasets.train.GT_size=32"]
+    if conf.startswith("N2LDiff"):
+        sets.append("network_G.n2ldiff.dim_mults=[1,2]")
+    g = torch.Generator().manual_seed(0)
+    batch = {"LQ": 0.2 * torch.rand(2, 3, 32, 32, generator=g), "GT": torch.rand(2, 3, 32, 32, generator=g)}
+    losses = {}
+    for dtype in ("fp32", "bf16"):
+        opt = load_options(ROOT / "confs" / conf, sets + [f"train.amp_dtype={dtype}"], is_train=True)
+        torch.manual_seed(0)
+        model = model_class(opt.get("model"))(opt, torch.device("cpu"))
+        assert model.amp_dtype == (torch.bfloat16 if dtype == "bf16" else torch.float32)
+        assert not model.scaler.is_enabled()
+        before = {k: v.clone() for k, v in model.net.state_dict().items()}
+        torch.manual_seed(1)                        # the same timesteps and noise draws (N2LDiff)
+        logs = model.optimize(batch)
+        assert not logs["skipped"] and np.isfinite(logs["loss"])
+        assert any(not torch.equal(v, before[k]) for k, v in model.net.state_dict().items())
+        losses[dtype] = logs["loss"]
+    assert losses["bf16"] != losses["fp32"]                                  # the step really ran in bf16
+    assert abs(losses["bf16"] - losses["fp32"]) <= 0.05 * abs(losses["fp32"]), losses
