@@ -123,8 +123,9 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path, extra):
     assert "training done at step 3" in log
 
 
+@pytest.mark.parametrize("mode", ["full", "selective"])
 @pytest.mark.parametrize("family", ["LLFlow", "GLTG-AFlow", "ZMAR-SNFlow", "UPT-Flow"])
-def test_activation_checkpointing_gives_the_same_gradients(family):
+def test_activation_checkpointing_gives_the_same_gradients(family, mode):
     from models.activation_checkpointing import enable_activation_checkpointing
     from models.build import build_generator
     opt = load_options(ROOT / "confs" / family / "demo_tiny.yml", ["network_G.msformer.drop_path_rate=0"]
@@ -148,7 +149,7 @@ def test_activation_checkpointing_gives_the_same_gradients(family):
         return {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
 
     plain = grads()
-    assert enable_activation_checkpointing(net.RRDB) > 0
+    assert enable_activation_checkpointing(net.RRDB, mode) > 0
     ckpt = grads()
     assert plain.keys() == ckpt.keys()
     assert max((plain[k] - ckpt[k]).abs().max().item() for k in plain) < 1e-5
@@ -163,3 +164,9 @@ def test_loader_workers_give_the_same_training_as_the_main_process(tmp_path):
     w0 = read_state_dict(tmp_path / "w0/demo_tiny_LLFlow/models/4_G.pth")
     w2 = read_state_dict(tmp_path / "w2/demo_tiny_LLFlow/models/4_G.pth")
     assert max((w0[k] - w2[k]).abs().max().item() for k in w0) == 0.0
+
+
+def test_activation_checkpointing_mode_is_validated(tmp_path):
+    from options.options import OptionError
+    with pytest.raises(OptionError, match="train.activation_checkpointing: 'sometimes'"):
+        FlowModel(_opt(tmp_path, ["train.activation_checkpointing=sometimes"]), torch.device("cpu"))
