@@ -43,8 +43,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.devices import pick_device  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.paths import prepare_file  # noqa: E402
 from utils.metrics import (GT_MEAN_MODES, PSNR_MODES, QUANTISATIONS, SSIM_PROTOCOLS, LPIPSMetric,  # noqa: E402
-                           LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair)
+                           LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair, size_problem)
 
 try:  # the project's reader (grayscale -> 3 channels, opaque RGBA -> RGB, 16-bit/transparent -> ImageError)
     from data.image_io import IMAGE_EXTENSIONS, ImageError, read_rgb
@@ -68,7 +71,7 @@ except ImportError:  # pragma: no cover - only when the data package is absent
         return np.ascontiguousarray(img[:, :, ::-1])
 
 
-class MeasureError(Exception):
+class MeasureError(UserError):
     """A user-facing error (missing files, size mismatch, bad folder); the message names the files."""
 
 
@@ -136,6 +139,9 @@ def measure_dirs(gt_dir, pred_dir, protocol: Protocol, lpips_backbone: Optional[
         if gt_img.shape != pred_img.shape:
             raise MeasureError(f"size mismatch: reference {gt_path} is {gt_img.shape[1]}x{gt_img.shape[0]} but "
                                f"prediction {pred_path} is {pred_img.shape[1]}x{pred_img.shape[0]} (WxH)")
+        problem = size_problem(gt_img.shape, run_protocol)
+        if problem:
+            raise MeasureError(f"{gt_path}: {problem}")
         agg.add(name, evaluate_pair(pred_img, gt_img, run_protocol, lpips_metric=metric))
 
     summary = agg.summary(lpips_unavailable_reason=reason)
@@ -202,12 +208,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     protocol = Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=args.gt_mean, quantisation=args.quantisation,
                         lpips=bool(args.lpips or args.lpips_backbone))
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    try:
-        agg, summary = measure_dirs(args.gt, args.pred, protocol, lpips_backbone=args.lpips_backbone,
-                                    device=args.device, progress=not args.no_progress, log=log)
-    except MeasureError as e:
-        print(f"Measure.py: error: {e}", file=sys.stderr)
-        return 2
+    for key in ("csv", "json"):  # before measuring: a bad output path should not cost the whole run
+        if getattr(args, key):
+            prepare_file(getattr(args, key), f"--{key}")
+    device = str(pick_device(args.device)) if protocol.lpips else args.device
+    agg, summary = measure_dirs(args.gt, args.pred, protocol, lpips_backbone=args.lpips_backbone,
+                                device=device, progress=not args.no_progress, log=log)
     if args.csv:
         write_csv(args.csv, agg)
     if args.json:
@@ -219,4 +225,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.cli import run_cli
+
+    run_cli(main)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from utils.errors import OptionError, PairingError
 from utils.registry import DATASET_REGISTRY
 
 from .base_dataset import LowLightDataset, Sample
@@ -20,7 +21,7 @@ class PairedFolder(LowLightDataset):
     def _scan(self):
         lq, gt = self.opt.get("dataroot_LQ"), self.opt.get("dataroot_GT")
         if not lq or not gt:
-            raise ValueError("PairedFolder needs dataroot_LQ and dataroot_GT")
+            raise OptionError("PairedFolder needs dataroot_LQ and dataroot_GT")
         return stem_samples(Path(lq), Path(gt))
 
 
@@ -33,10 +34,10 @@ class UnpairedFolder(LowLightDataset):
     def _scan(self):
         lq = self.opt.get("dataroot_LQ")
         if not lq:
-            raise ValueError("UnpairedFolder needs dataroot_LQ")
+            raise OptionError("UnpairedFolder needs dataroot_LQ")
         files = list_images(Path(lq))
         stems = [f.stem for f in files]
         dup = sorted({s for s in stems if stems.count(s) > 1})
         if dup:
-            raise ValueError(f"{lq}: several files share a stem ({', '.join(dup)}); output names would collide")
+            raise PairingError(f"{lq}: several files share a stem ({', '.join(dup)}); output names would collide")
         return [Sample(f, None, f.stem) for f in files]

@@ -15,26 +15,23 @@ import torch
 
 from data import preprocess
 from options.options import OptionError
+from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
 
 
-def pick_device(name: str | None = "auto") -> torch.device:
-    """'auto' -> CUDA if available, else CPU; otherwise the named device."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def pad_amount(size: int, multiple: int, min_size: int = 1) -> int:
+    """Rows (or columns) to add so `size` becomes a multiple of `multiple` and at least `min_size`."""
+    target = max(size, min_size)
+    return target + (-target) % multiple - size
 
 
-def pad_amount(size: int, multiple: int) -> int:
-    return (-size) % multiple
-
-
-def pad_image(img: np.ndarray, multiple: int, mode: str = "reflect") -> np.ndarray:
-    """Pad an HxWxC array at the bottom/right to a multiple (reflect without edge repeat; edge if too small)."""
-    ph, pw = pad_amount(img.shape[0], multiple), pad_amount(img.shape[1], multiple)
+def pad_image(img: np.ndarray, multiple: int, mode: str = "reflect", min_size: int = 1) -> np.ndarray:
+    """Pad an HxWxC array at the bottom/right to a multiple that is at least `min_size` (reflect without edge
+    repeat; edge where the image is too small to reflect)."""
+    ph, pw = pad_amount(img.shape[0], multiple, min_size), pad_amount(img.shape[1], multiple, min_size)
     if not ph and not pw:
         return img
-    if mode == "reflect" and (ph >= img.shape[0] or pw >= img.shape[1]):
-        mode = "edge"  # reflect needs the pad to be smaller than the image
+    if mode in ("reflect", "symmetric") and (ph >= img.shape[0] or pw >= img.shape[1]):
+        mode = "edge"  # reflecting needs the pad to be smaller than the image
     widths = ((0, ph), (0, pw)) + ((0, 0),) * (img.ndim - 2)
     return np.pad(img, widths, mode=mode)
 
@@ -78,14 +75,23 @@ class Enhancer:
                  amp: bool | None = None):
         inf = opt.get("inference") or {}
         self.opt = opt
-        self.device = pick_device(device or inf.get("device"))
+        self.device = pick_device(device or inf.get("device"), "--device" if device else "inference.device")
         # oneDNN convolutions run fastest on NHWC tensors (LLFlow 400x600 on 2 threads: 28.2 s -> 21.8 s).
         self.memory_format = torch.channels_last if inf.get("channels_last", True) else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.multiple = int(model.pad_multiple)
+        # Smallest input the network takes (e.g. ZMAR's mask attention reflect-pads 1/8-scale features): smaller
+        # images are padded up to it and cropped back, like any other padding.
+        self.min_size = int(getattr(model, "min_size", 1))
+        key = "--tile" if tile is not None else "inference.tile"
         tile = tile if tile is not None else inf.get("tile")
-        self.tile = None if not tile else int(math.ceil(int(tile) / self.multiple) * self.multiple)
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+            raise OptionError(f"{key} must be a positive number of pixels (leave it out to enhance whole images), "
+                              f"got {tile!r}")
+        self.tile = None if not tile else int(math.ceil(max(tile, self.min_size) / self.multiple) * self.multiple)
         ov = overlap if overlap is not None else inf.get("tile_overlap", 32)
+        if ov is not None and (isinstance(ov, bool) or not isinstance(ov, int) or ov < 0):
+            raise OptionError(f"inference.tile_overlap must be a number of pixels >= 0, got {ov!r}")
         self.overlap = int(math.ceil(int(ov) / self.multiple) * self.multiple) if ov else 0
         self.amp = bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda"
         self.pad_mode = inf.get("pad_mode") or "reflect"
@@ -94,7 +100,7 @@ class Enhancer:
 
     def prepare(self, low: np.ndarray, aux_mask: np.ndarray | None = None):
         """uint8 HxWx3 -> (lq, aux) tensors (1xCxHpxWp) on the CPU, padded to the model multiple."""
-        low_p = pad_image(low, self.multiple, self.pad_mode)
+        low_p = pad_image(low, self.multiple, self.pad_mode, self.min_size)
         low01 = torch.from_numpy(np.ascontiguousarray(low_p)).permute(2, 0, 1).float().div_(255.0)
         his01 = None
         if self.prep_opt["concat_histeq"] or self.prep_opt["histeq_as_input"]:
@@ -105,7 +111,7 @@ class Enhancer:
         if kind is not None:
             zm = None
             if aux_mask is not None:
-                zm = pad_image(aux_mask, self.multiple, self.pad_mode)
+                zm = pad_image(aux_mask, self.multiple, self.pad_mode, self.min_size)
             aux = preprocess.aux_input(low01, kind, zero_map=zm).unsqueeze(0)
         return lq, aux
 

@@ -11,7 +11,8 @@ A method is a subclass of :class:`BaseModel` registered with ``@MODEL_REGISTRY.r
 - ``eval_network()``: the network validation and testing run (the generator unless a subclass says otherwise);
 - ``training_state()`` / ``restore_training_state(state)``: everything besides the weights that resume needs.
 
-An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind) and
+An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind),
+optionally ``min_size`` (smallest input side it takes; smaller images are padded up to it) and
 ``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method.
 Optimisers and schedulers live in ``self.optimizers`` / ``self.schedulers`` (dicts keyed by name) so that their
 states are saved and restored here, as are the RNG states and the non-finite-step counters.
@@ -25,14 +26,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.errors import UserError
+from utils.errors import NonFiniteError  # noqa: F401  (re-exported)
 from .checkpoint import load_weights
 
 log = logging.getLogger("lowlight_flow")
-
-
-class NonFiniteError(UserError, RuntimeError):
-    """Too many consecutive non-finite losses or gradients."""
 
 
 class BaseModel:

@@ -5,17 +5,16 @@ sentences (missing / unexpected / wrong-shape keys), with model-specific explana
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 
 from utils.atomic import atomic_open
-from utils.errors import UserError
+from utils.errors import CheckpointError  # noqa: F401  (re-exported)
 
-
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that does not fit the model; the message says why."""
+log = logging.getLogger("lowlight_flow")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict:
@@ -26,7 +25,8 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, or a pickle that needs arbitrary code: refuse either way
-        raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0]}") from e
+        first = (str(e).splitlines() or ["empty or truncated file"])[0]
+        raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {first}") from e
     for key in ("params", "state_dict", "netG", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -74,6 +74,12 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
     if problems:
         raise CheckpointError(f"{source} does not match the model built from the config: " + "; ".join(problems)
                               + ". Check network_G (variant, nf/nb, flow.K, encoder sizes) against the checkpoint.")
+    bad = [k for k, v in state.items() if k in own and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        # Loud, not fatal: a NaN in a tensor the forward pass never reads is harmless; the test scripts refuse
+        # non-finite outputs, and training skips non-finite steps.
+        log.warning("%s holds NaN/inf values in %d tensor(s), e.g. %s: outputs will likely be NaN", source, len(bad),
+                    ", ".join(bad[:3]))
     model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
     if not strict and (missing or unexpected):
         notes.append(f"non-strict load: {len(missing)} missing, {len(unexpected)} unexpected tensors ignored")

@@ -1,26 +1,36 @@
-"""Entry-point wrapper: expected user errors become one line on stderr and exit code 2, not a traceback."""
+"""Entry-point wrapper: expected user errors become one line on stderr and exit code 2, not a traceback.
+
+Only :class:`utils.errors.UserError` (raised where a bad key, file or checkpoint is detected) is a user error; any
+other exception is a bug and keeps its traceback. Ctrl-C prints one line and exits 130.
+"""
 from __future__ import annotations
 
+import os
 import sys
 
-from utils.errors import UserError
+from utils.errors import UserError, user_message
 from utils.runtime import keep_freed_memory
-
-USER_ERRORS = (UserError, KeyError, FileNotFoundError, NotImplementedError, ValueError)
 
 
 def run_cli(main, argv=None):
     """Call main(argv); print `error: <message>` for user errors (set LLFLOW_DEBUG=1 for the traceback).
 
-    Applies the process-wide allocator setting of :mod:`utils.runtime` first.
+    Applies the process-wide allocator setting of :mod:`utils.runtime` first. A non-zero int returned by `main`
+    becomes the exit code.
     """
-    import os
     keep_freed_memory()
     try:
-        return main(argv)
-    except USER_ERRORS as e:
+        code = main(argv)
+    except UserError as e:
         if os.environ.get("LLFLOW_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if os.environ.get("LLFLOW_DEBUG"):
+            raise
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
+    return code

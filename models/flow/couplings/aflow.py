@@ -42,6 +42,7 @@ import math
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
 from ..invconv import InvertibleConv1x1
 from ..ops import ActNorm2d, ActNormConv2d, affine_subnet, split_half, sum_chw
@@ -252,7 +253,7 @@ class AFlowStep(nn.Module):
     def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
         super().__init__()
         if in_channels % 2:
-            raise ValueError(f"AFlowStep needs an even channel count, got {in_channels}")
+            raise OptionError(f"AFlowStep needs an even channel count, got {in_channels}")
         width, _ = coupling_opts(opt)
         self.actnorm = ActNorm2d(in_channels)
         self.invconv = InvertibleConv1x1(in_channels, rng)

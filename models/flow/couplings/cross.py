@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY
 from ..ops import affine_subnet, split_half, sum_chw
 from .llflow import after_first_conv, affine_params, cond_first_convs, coupling_opts, z_part_first_conv
@@ -33,8 +34,8 @@ class ChannelGate(nn.Module):
         super().__init__()
         mid = channels // reduction
         if mid < 1:
-            raise ValueError(f"CBAM channel gate: {channels} channels with reduction {reduction} leaves no hidden "
-                             f"unit; use flow.CondAffineSeparatedAndCond.hidden_channels >= {reduction}")
+            raise OptionError(f"CBAM channel gate: {channels} channels with reduction {reduction} leaves no hidden "
+                              f"unit; use flow.CondAffineSeparatedAndCond.hidden_channels >= {reduction}")
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, mid), nn.ReLU(), nn.Linear(mid, channels))
 
     def forward(self, x):
