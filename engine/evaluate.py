@@ -132,6 +132,8 @@ def add_test_args(parser):
     parser.add_argument("--heat", type=float, help="latent temperature (overrides heat; 0 = deterministic)")
     parser.add_argument("--tile", type=int, help="tile size for large images (overrides inference.tile)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)
     parser.add_argument("--psnr", default="uint8", choices=metrics.PSNR_MODES)
     parser.add_argument("--lpips", action="store_true", help="also compute LPIPS (alex v0.1)")
@@ -166,7 +168,8 @@ def make_enhancer(opt, args, ckpt) -> Enhancer:
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
-    return Enhancer(model, opt, device=args.device, tile=args.tile)
+    return Enhancer(model, opt, device=args.device, tile=args.tile,
+                    self_ensemble=True if getattr(args, "self_ensemble", False) else None)
 
 
 def _file_items(pairs, compose, out) -> Iterator[EvalItem]:
@@ -210,7 +213,7 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
     prepare_dir(out, "--out" if args.out else "path.results_root (the default output folder)")
     enhancer = make_enhancer(opt, args, ckpt)
     protocol = metrics.Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=gt_mean, lpips=bool(args.lpips),
-                                quantisation=quantisation)
+                                quantisation=quantisation, inference=enhancer.describe(heat))
     scorer = make_scorer(protocol, getattr(args, "lpips_backbone", None))
     _say_replaced(out, pairs, compose is not None)
     log.info("%s: %d images from %s -> %s (heat %g)", label, len(pairs), inp, out, heat)

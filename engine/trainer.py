@@ -130,12 +130,12 @@ def build_datasets(opt, aux_kind):
     return train, val
 
 
-def _base(ds):
+def unwrap_subset(ds):
     return ds.dataset if isinstance(ds, Subset) else ds
 
 
 # -- validation ----------------------------------------------------------------------------------------------------
-def _val_items(val_set, max_images):
+def val_items(val_set, max_images):
     n = len(val_set) if not max_images else min(len(val_set), int(max_images))
     for i in range(n):
         item = val_set[i]
@@ -147,11 +147,12 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
     enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images."""
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
-    scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round"))
-               for g in ("none", "llflow")]
     net = model.eval_network()
     was_training = net.training
     enhancer = Enhancer(net, opt, device=str(model.device))
+    scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round",
+                                            inference=enhancer.describe(heat)))
+               for g in ("none", "llflow")]
     folder = run.val_images / str(step)
 
     def preview(i, item, pred):
@@ -159,7 +160,7 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
             save_strip(folder / f"{item.name}.png", [item.low, to_uint8(pred), item.gt])
 
     try:
-        summaries = evaluate(enhancer, _val_items(val_set, vopt.get("max_images")), scorers, heat=heat,
+        summaries = evaluate(enhancer, val_items(val_set, vopt.get("max_images")), scorers, heat=heat,
                              report_dir=folder, desc=f"val @{step}", on_image=preview)
     finally:
         # The Enhancer runs NHWC in eval mode; training goes on with the layout and mode it had (bit-exact resume).
@@ -236,6 +237,8 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     seed = int(tr.get("manual_seed") or 0)
     seed_everything(seed + rank)
     model = model_class(opt.get("model"))(opt, device, rank, world)
+    if tr.get("ema_decay"):
+        model.enable_ema(float(tr["ema_decay"]))
     train_set, val_set = build_datasets(opt, getattr(model.eval_network(), "aux_input", None))
     topt = opt["datasets"]["train"]
     _check_crop_sizes(topt, model.eval_network())
@@ -246,7 +249,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     step, epoch, done_in_epoch = 0, 0, 0
     if state_file is not None:
         _, state, weights, _ = resume_from
-        for key in model.networks():
+        for key in model.all_networks():
             if key not in weights:
                 raise CheckpointError(f"training state '{state_file}' has no {state_file.stem}_{key}.pth next to it "
                                       f"in {run.models}")
@@ -280,7 +283,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     stop = step >= niter
     while not stop:
         sampler.set_epoch(epoch, done_in_epoch * batch)
-        base = _base(train_set)
+        base = unwrap_subset(train_set)
         if hasattr(base, "set_epoch"):
             base.set_epoch(seed + 1000003 * epoch)
         for data in loader:
@@ -292,6 +295,7 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
                     history["val"].append((0, validate(model, val_data, opt, 0, run, writer)))
             model.wrap_ddp()
             logs = model.optimize(data)
+            model.update_ema()
             step += 1
             done_in_epoch += 1
             pbar.update(1)
@@ -394,7 +398,7 @@ def _read_resume(run: RunDir, candidates: list[Path], explicit: bool):
 
 def save_checkpoint(model: BaseModel, run: RunDir, step, epoch, done_in_epoch, keep: int):
     """Weights first, then the training state (so every state has its weights); old states pruned, weights kept."""
-    for key, net in model.networks().items():
+    for key, net in model.all_networks().items():
         save_generator(net, run.models / f"{step}_{key}.pth")
     atomic_save(model.training_state(step, epoch, done_in_epoch), run.states / f"{step}.state")
     states = natsorted(run.states.glob("*.state"))

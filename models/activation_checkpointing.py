@@ -7,24 +7,30 @@ keys do not change, and inference is unaffected.
 """
 from __future__ import annotations
 
+import types
+
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 
+def _checkpointed_forward(self, *args, **kwargs):
+    inner = type(self).forward.__get__(self)
+    if self.training and torch.is_grad_enabled():
+        return checkpoint(inner, *args, use_reentrant=False, **kwargs)
+    return inner(*args, **kwargs)
+
+
 def enable_activation_checkpointing(module: nn.Module) -> int:
-    """Wrap the forward of every marked block under `module`; returns how many blocks were wrapped."""
+    """Wrap the forward of every marked block under `module`; returns how many blocks were wrapped.
+
+    The wrapper is a method bound to its block, so a deep copy (e.g. the EMA copy of the network) calls its own
+    weights, not the original's.
+    """
     count = 0
     for m in module.modules():
         if getattr(type(m), "activation_checkpoint", False) and not getattr(m, "_checkpointed", False):
-            inner = m.forward
-
-            def forward(*args, _inner=inner, _m=m, **kwargs):
-                if _m.training and torch.is_grad_enabled():
-                    return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
-                return _inner(*args, **kwargs)
-
-            m.forward = forward
+            m.forward = types.MethodType(_checkpointed_forward, m)
             m._checkpointed = True
             count += 1
     return count

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.errors import NonFiniteError  # noqa: F401  (re-exported)
+from utils.errors import NonFiniteError, OptionError  # noqa: F401  (NonFiniteError re-exported)
 from .checkpoint import load_weights
 
 log = logging.getLogger("lowlight_flow")
@@ -47,6 +47,7 @@ class BaseModel:
         self.max_nonfinite = int(train.get("max_nonfinite") or 20)
         self.nonfinite_run = 0
         self.skipped_steps = 0
+        self.ema = None  # torch.optim.swa_utils.AveragedModel of networks()['G'] when train.ema_decay is set
 
     # -- to implement --------------------------------------------------------------------------------------------
     @classmethod
@@ -68,7 +69,29 @@ class BaseModel:
         """Wrap trainable networks for DistributedDataParallel (called before every step; must be idempotent)."""
 
     def eval_network(self) -> nn.Module:
-        return self.networks()["G"]
+        """What validation and export run: the EMA weights when EMA is on (overrides must keep that rule)."""
+        return self.ema.module if self.ema is not None else self.networks()["G"]
+
+    # -- EMA of the generator's weights --------------------------------------------------------------------------
+    def enable_ema(self, decay: float) -> None:
+        """Keep an exponential moving average of networks()['G'] (parameters and buffers), updated after each step."""
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        if not 0.0 < float(decay) < 1.0:
+            raise OptionError(f"train.ema_decay must be in (0, 1), got {decay}")
+        self.ema = AveragedModel(self.networks()["G"], multi_avg_fn=get_ema_multi_avg_fn(float(decay)),
+                                 use_buffers=True)
+        self.ema.eval().requires_grad_(False)
+
+    def update_ema(self) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.networks()["G"])
+
+    def all_networks(self) -> dict[str, nn.Module]:
+        """networks() plus the EMA copy as 'G_ema': everything a checkpoint saves and a resume loads."""
+        nets = dict(self.networks())
+        if self.ema is not None:
+            nets["G_ema"] = self.ema.module
+        return nets
 
     @property
     def net(self) -> nn.Module:
@@ -79,8 +102,8 @@ class BaseModel:
         return f"{type(self).__name__}: " + ", ".join(parts) + " parameters"
 
     def load_network_state(self, key: str, state: dict, source: str) -> None:
-        """Strictly load `state` into network `key` (resume)."""
-        for n in load_weights(self.networks()[key], state, strict=True, source=source):
+        """Strictly load `state` into network `key` of all_networks() (resume)."""
+        for n in load_weights(self.all_networks()[key], state, strict=True, source=source):
             log.info(n)
 
     # -- shared step machinery -----------------------------------------------------------------------------------
@@ -134,6 +157,8 @@ class BaseModel:
                  "rng_python": _py_state_to_tensors(random.getstate())}
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema_n_averaged"] = self.ema.n_averaged.detach().cpu()
         return state
 
     def restore_training_state(self, state: dict) -> None:
@@ -148,11 +173,11 @@ class BaseModel:
         random.setstate(_tensors_to_py_state(state["rng_python"]))
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-
-
-def to_device(batch: dict, device: torch.device, keys=("LQ", "GT", "AUX")) -> dict:
-    """The tensors of `batch` named in `keys` (those present) moved to `device`."""
-    return {k: batch[k].to(device, non_blocking=True) for k in keys if batch.get(k) is not None}
+        if self.ema is not None:
+            if "ema_n_averaged" not in state:
+                raise OptionError("train.ema_decay is set but the training state has no EMA: it was saved by a run "
+                                  "without EMA; resume without train.ema_decay or start a new run")
+            self.ema.n_averaged.copy_(state["ema_n_averaged"])
 
 
 # RNG states are stored as tensors/lists only, so `torch.load(weights_only=True)` can read the training state back.

@@ -41,6 +41,16 @@ def _pairs(folder: Path, n: int, h: int, w: int, seed: int = 0):
         write_rgb(folder / "lq" / f"im{i}.png", low)
 
 
+def _flow_opt(tmp_path, gt_size, niter, every):
+    """The tiny LLFlow trained on _pairs() with 2 held-out validation pairs, validating and saving `every` steps."""
+    data = ["datasets.train.dataset=PairedFolder", f"datasets.train.dataroot_LQ={tmp_path}/data/lq",
+            f"datasets.train.dataroot_GT={tmp_path}/data/gt", f"datasets.train.GT_size={gt_size}",
+            "datasets.train.batch_size=2", "datasets.val.dataset=PairedFolder", "datasets.val.holdout=2"]
+    return load_options(CONF, TINY_FLOW + data + [f"path.experiments_root={tmp_path}/exp", f"train.niter={niter}",
+                                                  f"train.val_freq={every}", f"logger.save_checkpoint_freq={every}"],
+                        is_train=True)
+
+
 def _rows(path: Path) -> dict:
     lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
     return {r["name"]: (float(r["psnr"]), float(r["ssim"])) for r in csv.DictReader(lines)}
@@ -49,11 +59,7 @@ def _rows(path: Path) -> dict:
 def test_validation_scores_what_test_py_scores(tmp_path):
     """Sizes that are not multiples of 8: validation used to pad after histogram equalisation, test.py before."""
     _pairs(tmp_path / "data", 6, 44, 60)
-    data = ["datasets.train.dataset=PairedFolder", f"datasets.train.dataroot_LQ={tmp_path}/data/lq",
-            f"datasets.train.dataroot_GT={tmp_path}/data/gt", "datasets.train.GT_size=32",
-            "datasets.train.batch_size=2", "datasets.val.dataset=PairedFolder", "datasets.val.holdout=2"]
-    opt = load_options(CONF, TINY_FLOW + data + [f"path.experiments_root={tmp_path}/exp", "train.niter=3",
-                                                 "train.val_freq=3", "logger.save_checkpoint_freq=3"], is_train=True)
+    opt = _flow_opt(tmp_path, 32, 3, 3)
     hist = train(opt, argv=["test"])
     run = tmp_path / "exp" / opt["name"]
     val_rows = _rows(run / "val_images/3/metrics.csv")
@@ -142,3 +148,103 @@ def test_engine_trains_validates_and_resumes_any_registered_model(tmp_path):
     train(_toy_opt(tmp_path / "b", 20), resume=True, argv=["test"])
     resumed = read_state_dict(tmp_path / "b/exp/demo_tiny_LLFlow/models/20_G.pth")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_ema_is_saved_validated_and_resumed_bit_exactly(tmp_path):
+    _pairs(tmp_path / "data", 6, 24, 28)
+    decay = 0.8
+    ema = ["train.ema_decay=0.8", "logger.save_checkpoint_freq=1", "logger.keep_checkpoints=0", "train.val_freq=6"]
+    train(_toy_opt(tmp_path, 6, ema), argv=["test"])
+    models = tmp_path / "exp/demo_tiny_LLFlow/models"
+    # an independent EMA of the raw weights saved after every step: ema_1 = w_1, ema_k = d ema_(k-1) + (1-d) w_k
+    ref = read_state_dict(models / "1_G.pth")
+    for k in range(2, 7):
+        w = read_state_dict(models / f"{k}_G.pth")
+        ref = {n: decay * ref[n] + (1 - decay) * w[n] for n in ref}
+    saved = read_state_dict(models / "6_G_ema.pth")
+    assert all(torch.allclose(saved[n], ref[n], atol=1e-6) for n in ref)
+    assert not all(torch.equal(saved[n], read_state_dict(models / "6_G.pth")[n]) for n in ref)
+    # validation ran the EMA weights: the best model written at step 6 is the EMA, not the raw generator
+    best = read_state_dict(models / "best_psnr_G.pth")
+    assert all(torch.equal(best[n], saved[n]) for n in ref)
+    # kill-free resume from step 3 reproduces the EMA bit for bit
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b/data").symlink_to(tmp_path / "data")
+    train(_toy_opt(tmp_path / "b", 3, ema), argv=["test"])
+    train(_toy_opt(tmp_path / "b", 6, ema), resume=True, argv=["test"])
+    resumed = read_state_dict(tmp_path / "b/exp/demo_tiny_LLFlow/models/6_G_ema.pth")
+    assert all(torch.equal(saved[n], resumed[n]) for n in ref)
+
+
+def test_self_ensemble_averages_the_eight_symmetries():
+    """With a network that is not equivariant, self-ensemble equals the mean of the 8 transformed passes computed
+    here by hand, and the protocol line says so."""
+    opt = load_options(CONF, ["concat_histeq=false", "datasets.train.log_low=false", "datasets.val.log_low=false"])
+    torch.manual_seed(0)
+    net = _GainNet().eval()
+    from engine.inference import Enhancer
+    plain = Enhancer(net, opt, device="cpu")
+    ens = Enhancer(net, opt, device="cpu", self_ensemble=True)
+    low = (np.random.default_rng(0).random((16, 24, 3)) * 255).astype(np.uint8)
+    lq, aux = plain.prepare(low)
+    manual = torch.zeros(1, 3, 16, 24)
+    with torch.no_grad():
+        for k in range(4):
+            for flip in (False, True):
+                x = torch.rot90(lq, k, (-2, -1))
+                x = x.flip(-1) if flip else x
+                y = net.enhance(x)
+                y = y.flip(-1) if flip else y
+                manual += torch.rot90(y, -k, (-2, -1))
+    manual /= 8
+    got = torch.from_numpy(ens(low)).permute(2, 0, 1)[None]
+    assert torch.allclose(got, manual, atol=1e-5)
+    assert not torch.allclose(got, torch.from_numpy(plain(low)).permute(2, 0, 1)[None], atol=1e-3)
+    assert "self-ensemble x8" in ens.describe(0.0) and "no self-ensemble" in plain.describe(0.0)
+
+
+def test_retest_scores_every_checkpoint_on_validation_and_names_the_best(tmp_path, capsys):
+    from utils.retest import main as retest_main
+    _pairs(tmp_path / "data", 6, 24, 32)
+    opt = _flow_opt(tmp_path, 16, 4, 2)
+    hist = train(opt, argv=["test"])
+    run = tmp_path / "exp" / opt["name"]
+    retest_main(["--run", str(run)])
+    lines = (run / "retest/retest.csv").read_text().splitlines()
+    assert lines[0].startswith("# validation split") and "PSNR uint8" in lines[0]
+    rows = list(csv.DictReader(lines[1:]))
+    assert [r["checkpoint"] for r in rows] == ["2_G.pth", "4_G.pth"]
+    # the numbers training logged at those steps, recomputed from the saved files
+    logged = {s: v["psnr"] for s, v in hist["val"]}
+    assert [float(r["psnr"]) for r in rows] == [pytest.approx(logged[2], abs=1e-9), pytest.approx(logged[4], abs=1e-9)]
+    best = max(rows, key=lambda r: float(r["psnr"]))
+    assert f"best checkpoint: {run / 'models' / best['checkpoint']}" in capsys.readouterr().out
+    assert (run / "retest/retest.png").stat().st_size > 1000
+
+
+def test_retest_refuses_a_validation_split_that_is_the_test_split(tmp_path):
+    from engine.retest import retest
+    from options.options import OptionError
+    from data.demo import ensure_demo_data
+    root = ensure_demo_data()
+    opt = load_options(CONF, TINY_FLOW + [f"path.experiments_root={tmp_path}/exp", "train.niter=1",
+                                          "datasets.val.holdout=null", "datasets.val.root=" + str(root)],
+                       is_train=True)
+    train(opt, argv=["test"])
+    with pytest.raises(OptionError, match="test split"):
+        retest(tmp_path / "exp" / opt["name"])
+
+
+def test_every_config_key_value_leads_to_its_class_in_one_hop(capsys):
+    """`python -m models.build` lists every registered name with the repository file and line of its class."""
+    from models.build import main as list_registries
+    from utils.registry import ALL_REGISTRIES
+    list_registries()
+    out = capsys.readouterr().out
+    for reg in ALL_REGISTRIES:
+        assert f"{reg.name}:" in out
+        for name, where in reg.where():
+            path, line = where.split(" ")[0].rsplit(":", 1)
+            src = Path(path).read_text().splitlines()
+            assert Path(path).resolve().is_relative_to(ROOT) or "tests" in path
+            assert f"class {where.split('.')[-1]}" in src[int(line) - 1] or "register" in src[int(line) - 1], where

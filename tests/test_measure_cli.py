@@ -16,6 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
 import Measure
+from utils.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PAIRS = 3
@@ -37,6 +38,15 @@ def pairs(shared_dir, tmp_path):
         shutil.copy(src / "high" / n, gt / n)
         shutil.copy(src / "low" / n, pred / n)
     return gt, pred, names
+
+
+def _cli(args) -> int:
+    """Measure.py's main through utils.cli.run_cli (what `python Measure.py` runs): its exit code."""
+    try:
+        run_cli(Measure.main, args)
+    except SystemExit as e:
+        return e.code
+    return 0
 
 
 def _run(args, env_extra=None):
@@ -130,7 +140,7 @@ def test_measure_size_mismatch_names_both_files(pairs, capsys):
     gt, pred, names = pairs
     small = _rgb(pred / names[0])[:200, :300]
     cv2.imwrite(str(pred / names[0]), small[:, :, ::-1])
-    assert Measure.main(["--gt", str(gt), "--pred", str(pred), "--no-progress"]) == 2
+    assert _cli(["--gt", str(gt), "--pred", str(pred), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "size mismatch" in err and str(gt / names[0]) in err and str(pred / names[0]) in err
 
@@ -141,7 +151,7 @@ def test_measure_16bit_image_is_an_error(tmp_path, capsys):
     pred.mkdir()
     cv2.imwrite(str(gt / "x.png"), np.full((16, 16, 3), 100, np.uint8))
     cv2.imwrite(str(pred / "x.png"), np.full((16, 16, 3), 25600, np.uint16))
-    assert Measure.main(["--gt", str(gt), "--pred", str(pred), "--no-progress"]) == 2
+    assert _cli(["--gt", str(gt), "--pred", str(pred), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "16-bit" in err and str(pred / "x.png") in err and len(err.strip().splitlines()) == 1
 

@@ -379,6 +379,7 @@ class Protocol:
     gt_mean: str = "none"
     lpips: bool = False
     quantisation: str = "truncate"
+    inference: str = ""   # how the predictions were made (heat, tiles, self-ensemble, dtype), when known
 
     def __post_init__(self):
         for name, allowed in (("psnr", PSNR_MODES), ("ssim", SSIM_PROTOCOLS), ("gt_mean", GT_MEAN_MODES),
@@ -393,6 +394,8 @@ class Protocol:
         if self.gt_mean != "none":
             parts.append(f"quantisation: {self.quantisation}")
         parts.append("LPIPS alex v0.1" if self.lpips else "LPIPS: off")
+        if self.inference:
+            parts.append(f"inference: {self.inference}")
         return "; ".join(parts)
 
     def as_dict(self) -> Dict[str, Any]:
