@@ -103,8 +103,9 @@ def evaluate(enhancer: Enhancer, items: Iterable[EvalItem], scorers: list[Scorer
                 s.check_size(str(item.gt_path or item.name), item.gt.shape)
         pred = enhancer(item.low, heat=heat, aux_mask=item.mask)
         if not np.isfinite(pred).all():
-            raise NonFiniteError(f"the model produced non-finite values (NaN/inf) for {item.name}: check the "
-                                 f"checkpoint (NaN/inf weights?) and options such as the heat ({heat})")
+            source = getattr(enhancer, "source", "the checkpoint")
+            raise NonFiniteError(f"the model produced non-finite values (NaN/inf) for {item.name}: check {source} "
+                                 f"(NaN/inf weights?) and options such as the heat ({heat})")
         if item.gt is not None:
             scored = True
             for s in scorers:
@@ -168,8 +169,10 @@ def make_enhancer(opt, args, ckpt) -> Enhancer:
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
-    return Enhancer(model, opt, device=args.device, tile=args.tile,
-                    self_ensemble=True if getattr(args, "self_ensemble", False) else None)
+    enhancer = Enhancer(model, opt, device=args.device, tile=args.tile,
+                        self_ensemble=True if getattr(args, "self_ensemble", False) else None)
+    enhancer.source = f"checkpoint '{ckpt}'"  # named when its outputs are not finite
+    return enhancer
 
 
 def _file_items(pairs, compose, out) -> Iterator[EvalItem]:

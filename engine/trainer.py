@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from data.loader import create_dataset, create_train_loader
-from models.checkpoint import atomic_save, read_state_dict, save_generator
+from models.checkpoint import atomic_save, read_state_dict, safe_load, save_generator
 from models.base_model import BaseModel
 from models.build import model_class
 from options.options import OptionError, dump_options
@@ -373,11 +373,7 @@ def _read_resume(run: RunDir, candidates: list[Path], explicit: bool):
     notes, first_error = [], None
     for f in candidates:
         try:
-            try:
-                state = torch.load(f, map_location="cpu", weights_only=True)
-            except Exception as e:  # truncated or corrupt: torch raises several types
-                first = (str(e).strip().splitlines() or ["empty or truncated file"])[0]
-                raise CheckpointError(f"cannot read training state '{f}': {type(e).__name__}: {first}") from None
+            state = safe_load(f, "training state")
             if not isinstance(state, dict) or not all(k in state for k in ("step", "epoch", "batches_in_epoch")):
                 raise CheckpointError(f"'{f}' is not a training state of this framework")
             weights = {}

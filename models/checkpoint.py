@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,16 +18,24 @@ from utils.errors import CheckpointError  # noqa: F401  (re-exported)
 log = logging.getLogger("lowlight_flow")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict:
-    """Load a state dict from an official `.pth`, a DataParallel one, or our training files."""
+def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
+    """`torch.load(weights_only=True)` on the CPU; a missing, truncated or corrupt file, or a pickle that needs
+    arbitrary code, is a CheckpointError naming the file (torch's own warnings about such files are not shown)."""
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint '{path}' not found")
+        raise CheckpointError(f"{what} '{path}' not found")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, or a pickle that needs arbitrary code: refuse either way
-        first = (str(e).splitlines() or ["empty or truncated file"])[0]
-        raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {first}") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad files: refuse any of them
+        first = (str(e).strip().splitlines() or ["empty or truncated file"])[0]
+        raise CheckpointError(f"cannot read {what} '{path}': {type(e).__name__}: {first}") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """Load a state dict from an official `.pth`, a DataParallel one, or our training files."""
+    obj = safe_load(path)
     for key in ("params", "state_dict", "netG", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -12,6 +12,13 @@ from utils.errors import UserError, user_message
 from utils.runtime import keep_freed_memory
 
 
+def _close_progress_bars():
+    """Close tqdm bars an exception left open, so the message starts on its own line instead of after a bar."""
+    from tqdm import tqdm
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def run_cli(main, argv=None):
     """Call main(argv); print `error: <message>` for user errors (set LLFLOW_DEBUG=1 for the traceback).
 
@@ -24,11 +31,13 @@ def run_cli(main, argv=None):
     except UserError as e:
         if os.environ.get("LLFLOW_DEBUG"):
             raise
+        _close_progress_bars()
         print(f"error: {user_message(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         if os.environ.get("LLFLOW_DEBUG"):
             raise
+        _close_progress_bars()
         print("interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
     if isinstance(code, int) and not isinstance(code, bool) and code:
