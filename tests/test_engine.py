@@ -248,3 +248,12 @@ def test_every_config_key_value_leads_to_its_class_in_one_hop(capsys):
             src = Path(path).read_text().splitlines()
             assert Path(path).resolve().is_relative_to(ROOT) or "tests" in path
             assert f"class {where.split('.')[-1]}" in src[int(line) - 1] or "register" in src[int(line) - 1], where
+
+
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
+    import os
+    from utils.atomic import atomic_open
+    with atomic_open(tmp_path / "x.txt", "w") as f:
+        f.write("a")
+    (tmp_path / "y.txt").write_text("a")
+    assert os.stat(tmp_path / "x.txt").st_mode == os.stat(tmp_path / "y.txt").st_mode

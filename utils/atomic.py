@@ -27,6 +27,12 @@ def _output_error(path: Path, e: OSError) -> OutputError:
     return OutputError(f"cannot write '{path}': {why}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode: str = "wb"):
     """Yield a file object for a temp file next to `path`; on success it replaces `path`, on error it is removed."""
@@ -34,6 +40,7 @@ def atomic_open(path, mode: str = "wb"):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a user's outputs get the usual permissions
     except OSError as e:
         raise _output_error(path, e) from None
     try:

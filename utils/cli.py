@@ -19,11 +19,11 @@ def _close_progress_bars():
         bar.close()
 
 
-def run_cli(main, argv=None):
-    """Call main(argv); print `error: <message>` for user errors (set LLFLOW_DEBUG=1 for the traceback).
+def call_cli(main, argv=None) -> int:
+    """Call main(argv) and return the exit code: main's own int (0 for None), 2 after printing `error: <message>`
+    for a user error, 130 after Ctrl-C. Set LLFLOW_DEBUG=1 to get the traceback instead.
 
-    Applies the process-wide allocator setting of :mod:`utils.runtime` first. A non-zero int returned by `main`
-    becomes the exit code.
+    Applies the process-wide allocator setting of :mod:`utils.runtime` first.
     """
     keep_freed_memory()
     try:
@@ -33,13 +33,19 @@ def run_cli(main, argv=None):
             raise
         _close_progress_bars()
         print(f"error: {user_message(e)}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         if os.environ.get("LLFLOW_DEBUG"):
             raise
         _close_progress_bars()
         print("interrupted (Ctrl-C)", file=sys.stderr)
-        sys.exit(130)
-    if isinstance(code, int) and not isinstance(code, bool) and code:
+        return 130
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def run_cli(main, argv=None):
+    """`call_cli`, then exit with its code when it is not 0 (what every script's `__main__` runs)."""
+    code = call_cli(main, argv)
+    if code:
         sys.exit(code)
     return code
