@@ -23,7 +23,7 @@ from utils.errors import ImageError, NonFiniteError
 from utils.pairing import index_by, pair_by_key
 from utils.paths import prepare_dir
 from utils.reports import write_csv, write_json
-from .inference import Enhancer, to_uint8
+from .inference import Enhancer, check_tile, pick_device, to_uint8
 
 log = logging.getLogger("lowlight_flow")
 
@@ -213,6 +213,8 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
                           f"without --input)")
     heat = NONNEG("--heat", args.heat) if args.heat is not None else float(opt.get("heat") or 0.0)
     pairs = pair_inputs(list_images(inp), gt_dir)
+    pick_device(args.device, "--device")  # flags are checked before the model is built
+    check_tile(args.tile)
     prepare_dir(out, "--out" if args.out else "path.results_root (the default output folder)")
     enhancer = make_enhancer(opt, args, ckpt)
     protocol = metrics.Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=gt_mean, lpips=bool(args.lpips),

@@ -58,6 +58,14 @@ def _tile_starts(size: int, tile: int, step: int):
     return sorted(set(starts))
 
 
+def check_tile(tile, key: str = "--tile"):
+    """`tile` (None = whole images) when it is a positive number of pixels; otherwise an OptionError naming `key`."""
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+        raise OptionError(f"{key} must be a positive number of pixels (leave it out to enhance whole images), "
+                          f"got {tile!r}")
+    return tile
+
+
 def input_is_log(opt: dict) -> bool:
     """`log_low` as the config's datasets set it (test, then val, then train); an error when none says."""
     phases = opt.get("datasets") or {}
@@ -89,10 +97,7 @@ class Enhancer:
         # images are padded up to it and cropped back, like any other padding.
         self.min_size = int(getattr(model, "min_size", 1))
         key = "--tile" if tile is not None else "inference.tile"
-        tile = tile if tile is not None else inf.get("tile")
-        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
-            raise OptionError(f"{key} must be a positive number of pixels (leave it out to enhance whole images), "
-                              f"got {tile!r}")
+        tile = check_tile(tile if tile is not None else inf.get("tile"), key)
         self.tile = None if not tile else int(math.ceil(max(tile, self.min_size) / self.multiple) * self.multiple)
         ov = overlap if overlap is not None else inf.get("tile_overlap", 32)
         if ov is not None and (isinstance(ov, bool) or not isinstance(ov, int) or ov < 0):
