@@ -15,6 +15,7 @@ import torch
 
 from data import preprocess
 from options.options import OptionError
+from utils.errors import OutOfMemoryError
 from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
 
 
@@ -130,8 +131,16 @@ class Enhancer:
         aux = aux.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) \
             if aux is not None else None
         ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
-        with ctx:
-            out = self.model.enhance(lq, aux, heat=heat)
+        try:
+            with ctx:
+                out = self.model.enhance(lq, aux, heat=heat)
+        except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) or the CPU allocator's failure
+            if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)):
+                raise
+            h, w = lq.shape[-2:]
+            tile = max(self.multiple, (min(h, w) // 2) // self.multiple * self.multiple)
+            raise OutOfMemoryError(f"out of memory enhancing a {h}x{w} (padded HxW) input on {self.device}: run it in "
+                                   f"tiles, e.g. --tile {min(self.tile or tile, tile)} (or inference.tile)") from None
         return out.float()
 
     def describe(self, heat: float) -> str:

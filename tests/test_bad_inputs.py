@@ -25,7 +25,7 @@ from models.build import build_network
 from models.checkpoint import read_state_dict, save_generator
 from options.options import load_options
 from utils.cli import run_cli
-from utils.errors import OutputError, user_message
+from utils.errors import OutOfMemoryError, OutputError, user_message
 from utils.logging_setup import setup_cli_logging
 from tests.cli_scripts import load_script
 
@@ -187,12 +187,12 @@ CASES = [
     Case("train-lr-scheme", TR, _train_args("--set train.lr_scheme=Cosine"), ("train.lr_scheme", "Cosine")),
     Case("train-dataset-unknown", TR, _train_args("--set datasets.train.dataset=Foo"), ("Foo", "Registered")),
     # -- devices and tiles
-    Case("device-cuda3", T, _test_args("--input {d}/low --out {tmp}/o --device cuda:3"), ("--device", "cuda:3")),
+    Case("device-missing-cuda", T, _test_args("--input {d}/low --out {tmp}/o --device cuda:63"), ("--device", "cuda:63")),
     Case("device-malformed", T, _test_args("--input {d}/low --out {tmp}/o --device gpu"), ("--device", "gpu")),
-    Case("device-config", T, _test_args("--input {d}/low --out {tmp}/o --set inference.device=cuda:7"),
-         ("inference.device", "cuda:7")),
-    Case("measure-device", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--lpips", "--device", "cuda:5"],
-         ("--device", "cuda:5")),
+    Case("device-config", T, _test_args("--input {d}/low --out {tmp}/o --set inference.device=cuda:67"),
+         ("inference.device", "cuda:67")),
+    Case("measure-device", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--lpips", "--device", "cuda:65"],
+         ("--device", "cuda:65")),
     Case("tile-zero", T, _test_args("--input {d}/low --out {tmp}/o --tile 0"), ("--tile", "0")),
     Case("tile-negative", T, _test_args("--input {d}/low --out {tmp}/o --tile -8"), ("--tile", "-8")),
     Case("tile-config-negative", T, _test_args("--input {d}/low --out {tmp}/o --set inference.tile=-5"),
@@ -417,3 +417,16 @@ def test_worker_message_is_reduced_to_the_original_line():
                "utils.errors.ImageError: /data/a.png: cannot decode image\n")
     from utils.errors import ImageError
     assert user_message(ImageError(wrapped)) == "/data/a.png: cannot decode image (in DataLoader worker 0)"
+
+
+def test_out_of_memory_says_how_to_tile():
+    """A real allocation failure of the CPU allocator inside the enhance call becomes advice to tile."""
+    class Greedy(torch.nn.Module):
+        pad_multiple, aux_input = 8, None
+
+        def enhance(self, lq, aux=None, heat=0.0):
+            return torch.empty(2 ** 50, device=lq.device)  # 4 PiB: no machine has it
+
+    opt = load_options(CONF)
+    with pytest.raises(OutOfMemoryError, match=r"out of memory enhancing a 64x96 .* --tile 32"):
+        Enhancer(Greedy(), opt, device="cpu")(np.zeros((64, 90, 3), np.uint8))

@@ -40,6 +40,10 @@ class NonFiniteError(UserError, RuntimeError):
     """NaN/inf where a number is needed: too many non-finite training steps, or a non-finite model output."""
 
 
+class OutOfMemoryError(UserError, MemoryError):
+    """An image too large for the device's memory; the message says how to tile it."""
+
+
 class OutputError(UserError, OSError):
     """An output location that cannot be written (a file where a folder is needed, no permission, disk full)."""
 
