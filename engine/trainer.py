@@ -240,6 +240,9 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     if tr.get("ema_decay"):
         model.enable_ema(float(tr["ema_decay"]))
     train_set, val_set = build_datasets(opt, getattr(model.eval_network(), "aux_input", None))
+    if model.needs_pairs and not getattr(unwrap_subset(train_set), "paired", True):
+        raise OptionError(f"datasets.train.dataset {opt['datasets']['train'].get('dataset')} has no reference "
+                          f"images, but {type(model).__name__} trains on low/reference pairs")
     topt = opt["datasets"]["train"]
     _check_crop_sizes(topt, model.eval_network())
     batch = int(topt.get("batch_size") or 1)

@@ -37,6 +37,8 @@ class BaseModel:
 
     #: log keys shown on the tqdm bar, in order (the first one present is also recorded in the history)
     progress_keys: tuple = ("loss",)
+    #: whether optimize() needs reference images (batch['GT']); unpaired training data is refused when it does
+    needs_pairs: bool = True
 
     def __init__(self, opt: dict, device: torch.device, rank: int = 0, world_size: int = 1):
         self.opt, self.device, self.rank, self.world_size = opt, device, rank, world_size

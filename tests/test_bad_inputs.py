@@ -97,6 +97,9 @@ def w(tmp_path_factory):
     for i in range(6):
         _img(d / f"pairs/lq/{i}.png", 40, 48, seed=i)
         _img(d / f"pairs/gt/{i}.png", 40, 48, seed=i + 50)
+    for i, (h, w_) in enumerate([(40, 48), (48, 40)]):
+        _img(d / f"mixed/lq/{i}.png", h, w_, seed=i)
+        _img(d / f"mixed/gt/{i}.png", h, w_, seed=i + 9)
     (d / "unpaired/lq").mkdir(parents=True)
     (d / "unpaired/gt").mkdir(parents=True)
     for i in range(3):
@@ -209,6 +212,12 @@ CASES = [
     Case("measure-same-stem", "Measure.py", ["--gt", "{d}/same", "--pred", "{d}/same"], ("x.png", "x.jpg")),
     Case("train-unpaired-file", TR, _train_args("--set datasets.train.dataroot_GT={d}/unpaired/gt --set "
                                                 "datasets.train.dataroot_LQ={d}/unpaired/lq"), ("1.png",)),
+    Case("train-mixed-sizes-no-crop", TR, _train_args("--set datasets.train.use_crop=false --set "
+                                                      "datasets.train.dataroot_LQ={d}/mixed/lq --set "
+                                                      "datasets.train.dataroot_GT={d}/mixed/gt"),
+         ("mixed/lq/0.png", "mixed/lq/1.png", "use_crop")),
+    Case("train-without-references", TR, _train_args("--set datasets.train.dataset=UnpairedFolder"),
+         ("UnpairedFolder", "pairs")),
     Case("train-data-missing", TR, _train_args("--set datasets.train.dataroot_LQ={d}/nothing"), ("nothing",)),
     # -- checkpoints
     Case("ckpt-empty", T, _test_args("--input {d}/low --model_path {d}/empty.pth"), ("empty.pth",)),
