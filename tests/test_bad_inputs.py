@@ -1,5 +1,5 @@
-"""Bad inputs and faults against every CLI: a one-line `error:` naming the key or file (exit 2), never a traceback, never
-a silent wrong result. The CLIs run in-process through utils.cli.run_cli (what `python script.py` runs); subprocesses
+"""Bad inputs and faults against every CLI: a one-line `error:` naming the key or file (exit 2), never a traceback,
+never a silent wrong result. The CLIs run in-process through utils.cli.run_cli (what `python script.py` runs); subprocesses
 only where a real process is needed (SIGKILL during a checkpoint write, DataLoader worker processes)."""
 from __future__ import annotations
 
@@ -190,7 +190,8 @@ CASES = [
     Case("train-lr-scheme", TR, _train_args("--set train.lr_scheme=Cosine"), ("train.lr_scheme", "Cosine")),
     Case("train-dataset-unknown", TR, _train_args("--set datasets.train.dataset=Foo"), ("Foo", "Registered")),
     # -- devices and tiles
-    Case("device-missing-cuda", T, _test_args("--input {d}/low --out {tmp}/o --device cuda:63"), ("--device", "cuda:63")),
+    Case("device-missing-cuda", T, _test_args("--input {d}/low --out {tmp}/o --device cuda:63"),
+         ("--device", "cuda:63")),
     Case("device-malformed", T, _test_args("--input {d}/low --out {tmp}/o --device gpu"), ("--device", "gpu")),
     Case("device-config", T, _test_args("--input {d}/low --out {tmp}/o --set inference.device=cuda:67"),
          ("inference.device", "cuda:67")),
