@@ -332,6 +332,19 @@ def test_fresh_runs_in_the_same_second_are_archived_side_by_side(tmp_path):
     assert len(set(moved)) == 3 and all((m / "models" / f"run{i}_G.pth").is_file() for i, m in enumerate(moved))
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs, where even root cannot mkdir")
+@pytest.mark.parametrize("script,flag", [("test.py", "--out"), ("Measure.py", "--json")])
+def test_unwritable_location_is_one_line(script, flag, w, capsys):
+    """Tests run as root, where chmod does not stop writes; sysfs refuses new folders to everyone."""
+    target = "/sys/lowlight_flow_out" + ("/m.json" if flag == "--json" else "")
+    args = ([a.format(d=w) for a in _test_args("--input {d}/low")] if script == "test.py"
+            else ["--gt", str(w / "high"), "--pred", str(w / "low")]) + [flag, target]
+    code, err = run_case(script, args, capsys)
+    assert code == 2 and not Path("/sys/lowlight_flow_out").exists()
+    line = error_line(err)
+    assert flag in line and "/sys/lowlight_flow_out" in line and "cannot create folder" in line
+
+
 def test_atomic_write_into_a_file_path_names_it(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(OutputError, match="is a file, not a folder"):
