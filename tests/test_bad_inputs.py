@@ -141,6 +141,10 @@ CASES = [
     Case("heat-config-string", T, _test_args("--input {d}/low --out {tmp}/o --set heat=warm"), ("'heat'", "warm")),
     Case("same-stem-inputs", T, _test_args("--input {d}/same --out {tmp}/o"), ("x.png", "x.jpg")),
     Case("tricks-without-gt", "test_with_tricks.py", _test_args("--input {d}/low --out {tmp}/o"), ("--gt",)),
+    Case("tricks-nan-checkpoint", "test_with_tricks.py", _test_args("--input {d}/low --gt {d}/high --out {tmp}/o "
+                                                                    "--model_path {d}/nan.pth"), ("nan.pth",)),
+    Case("tricks-tiny-reference", "test_with_tricks.py", _test_args("--input {d}/thin --gt {d}/thingt --out "
+                                                                    "{tmp}/o"), ("thingt/a.png", "7x7")),
     Case("niter-negative", TR, _train_args("--set train.niter=-3"), ("train.niter", "-3")),
     Case("niter-zero", TR, _train_args("--set train.niter=0"), ("train.niter",)),
     Case("niter-unset", TR, _train_args("--set train.niter=null"), ("train.niter",)),
