@@ -1,6 +1,6 @@
 """Time inference on one 400x600 image and one training step (batch 4 x 160x160) of a config, with peak memory.
 
-python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train] [--threads 2]
+python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train,flops] [--threads 2]
                             [--size 400x600] [--batch 4] [--crop 160] [--weights PATH] [--channels-last]
                             [--repeat N] [--system-malloc]
 
@@ -10,6 +10,9 @@ second of two (the first pays for allocator growth and Adam state), inference fo
 The first full-size inference call also pays for oneDNN's kernel set-up at that size; --repeat N shows the later
 calls (what every further image of the same size costs, e.g. a test set). Like the CLIs, the child applies
 utils.runtime.keep_freed_memory unless --system-malloc is given.
+Any `model:` works: inference goes through the engine's enhance call; the training step is the flows' NLL step, or
+the method's own optimize() for other methods (e.g. DRBN). `--what flops` counts the floating-point operations of one
+inference call with torch.utils.flop_counter (FLOP = 2 x multiply-accumulate; convolutions and matrix products).
 """
 from __future__ import annotations
 
@@ -32,13 +35,14 @@ def _child(args):
         keep_freed_memory()
     import torch
     torch.set_num_threads(args.threads)
-    from models.build import build_generator
+    from models.build import build_network, model_class
     from options.options import load_options
     sets = list(args.set or [])
     if args.variant:
         sets.append(f"network_G.variant={args.variant}")
     opt = load_options(args.opt, sets, is_train=args.what == "train")
-    model, _ = build_generator(opt, args.weights)
+    model, _ = build_network(opt, args.weights)
+    is_flow = hasattr(model, "nll")
     for m in model.modules():  # a benchmark must not pay for (or depend on) ActNorm's data init
         if hasattr(m, "inited"):
             m.inited = True
@@ -50,16 +54,25 @@ def _child(args):
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
-    if args.what == "infer":
+    if args.what == "flops":
+        from torch.utils.flop_counter import FlopCounterMode
+        model.eval()
+        lq = torch.rand(1, in_ch, hp, wp, generator=g).contiguous(memory_format=fmt)
+        aux = (torch.rand(1, aux_ch, hp, wp, generator=g) > 0.5).float() if aux_ch else None
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            model.enhance(lq, aux)
+        res = {"what": "flops", "shape": [hp, wp], "gflop": counter.get_total_flops() / 1e9, "seconds": 0.0}
+    elif args.what == "infer":
         model.eval()
         lq = torch.rand(1, in_ch, hp, wp, generator=g).contiguous(memory_format=fmt)
         aux = (torch.rand(1, aux_ch, hp, wp, generator=g) > 0.5).float() if aux_ch else None
         with torch.inference_mode():
-            model.reverse(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
+            model.enhance(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
             times = []
             for _ in range(max(1, args.repeat)):
                 t = time.perf_counter()
-                out = model.reverse(lq, aux)
+                out = model.enhance(lq, aux)
                 times.append(time.perf_counter() - t)
                 assert out.shape[-2:] == (hp, wp)
                 del out
@@ -74,14 +87,22 @@ def _child(args):
         lq = torch.rand(args.batch, in_ch, c, c, generator=g).contiguous(memory_format=fmt)
         gt = gt.contiguous(memory_format=fmt)
         aux = (torch.rand(args.batch, aux_ch, c, c, generator=g) > 0.5).float() if aux_ch else None
-        opt_ = torch.optim.Adam(model.parameters(), lr=1e-5)
+        if is_flow:
+            opt_ = torch.optim.Adam(model.parameters(), lr=1e-5)
 
-        def step():
-            opt_.zero_grad(set_to_none=True)
-            loss = model.nll(gt, lq, aux)["nll"].mean()
-            loss.backward()
-            opt_.step()
-            return loss
+            def step():
+                opt_.zero_grad(set_to_none=True)
+                loss = model.nll(gt, lq, aux)["nll"].mean()
+                loss.backward()
+                opt_.step()
+                return loss
+        else:  # the method's own optimisation step (losses, optimisers, schedulers)
+            method = model_class(opt.get("model"))(opt, torch.device("cpu"))
+            model = method.net.to(memory_format=fmt)
+            batch = {"LQ": lq, "GT": gt, **({"AUX": aux} if aux is not None else {})}
+
+            def step():
+                return torch.tensor(method.optimize(batch)["loss"])
 
         step()  # warm-up: the first step also pays for allocator growth and Adam state creation
         t = time.perf_counter()
@@ -129,6 +150,10 @@ def main(argv=None):
             print(f"{what}: failed\n{r.stderr[-2000:]}")
             continue
         res = json.loads(line[7:])
+        if what == "flops":
+            print(f"{Path(args.opt).name} flops {res['shape'][0]}x{res['shape'][1]}: {res['gflop']:.1f} GFLOP "
+                  f"({res['gflop'] / 2:.1f} G multiply-accumulates), {res['params_m'] * 1e6:,.0f} params")
+            continue
         extra = f"{res['shape'][0]}x{res['shape'][1]}" if what == "infer" else f"batch {res['batch']} x {res['crop']}^2"
         later = res.get("later") or []
         if later:

@@ -62,11 +62,13 @@ class LowLightDataset(Dataset):
     Option keys read here (all optional):
     - input assembly: ``log_low``, ``concat_histeq``, ``histeq_as_input``, ``aux_input`` (None | gltg_mask |
       zmar_mask | upt_zero_map), ``zero_map`` (dict, see data.zeromap.ZeroMapInjector);
-    - listing: ``split`` (train | test; default: the phase's own);
+    - listing: ``split`` (train | test; default: the phase's own), ``swap_roles`` (the GT image becomes the input
+      and the low image the target, e.g. N2LDiff's normal -> low task);
     - loading: ``cache`` (decode everything into RAM at construction, default false = lazy), ``resize_to``
       ([W, H], cv2 bilinear, applied to low and GT at load time; default native size), ``npy_channel_order``
       (bgr | rgb for .npy frames, default bgr);
     - train phase only: ``use_crop`` + ``GT_size``, ``center_crop_hr_size``, ``use_flip``, ``use_rot``,
+      ``use_vflip``, ``use_transpose``,
       ``noise_prob`` + ``noise_level``, ``gamma_aug``.
     Items: ``LQ``, ``GT`` (paired only), ``AUX`` (when aux_input is set), ``LQ_path``, ``GT_path`` (paired only),
     ``name``, and ``ZM_path`` ('' when no zero-map was injected) when a zero_map option is present. Outside the
@@ -103,6 +105,8 @@ class LowLightDataset(Dataset):
         self.center_crop = _opt_int(self.opt, "center_crop_hr_size")
         self.use_flip = bool(self.opt.get("use_flip"))
         self.use_rot = bool(self.opt.get("use_rot"))
+        self.use_vflip = bool(self.opt.get("use_vflip"))
+        self.use_transpose = bool(self.opt.get("use_transpose"))
         self.noise_prob = float(self.opt.get("noise_prob") or 0.0)
         self.noise_level = float(self.opt.get("noise_level") or 0.0)
         self.use_gamma = bool(self.opt.get("gamma_aug"))
@@ -110,6 +114,12 @@ class LowLightDataset(Dataset):
         self.samples: list[Sample] = self._scan()
         if not self.samples:
             raise ImageError(f"{type(self).__name__} ({phase}): no samples found")
+        if self.opt.get("swap_roles"):
+            # The reverse task (N2LDiff synthesises low light from normal light): the network input is the
+            # normally exposed image and the target the low one. Swapped here, so every later step sees it.
+            if not self.paired:
+                raise ValueError(f"{type(self).__name__}: swap_roles needs paired data")
+            self.samples = [Sample(s.gt, s.lq, s.name) for s in self.samples]
         self._img_cache: dict = {}
         self._his_cache: dict = {}
         self._rng = None
@@ -209,7 +219,7 @@ class LowLightDataset(Dataset):
                 vals = paired_random_crop(vals, self.crop_size, rng, name=str(s.lq))
             if self.center_crop:
                 vals = paired_center_crop(vals, self.center_crop, name=str(s.lq))
-            vals = paired_flip_rot(vals, rng, self.use_flip, self.use_rot)
+            vals = paired_flip_rot(vals, rng, self.use_flip, self.use_rot, self.use_vflip, self.use_transpose)
             arrays.update(zip(keys, vals))
 
         low_t = to_tensor01(arrays["low"])

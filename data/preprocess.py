@@ -165,11 +165,21 @@ def paired_center_crop(arrays: list, size: int, name: str = "image") -> list:
     return [a[top:top + size, left:left + size] for a in arrays]
 
 
-def paired_flip_rot(arrays: list, rng: np.random.Generator, use_flip: bool, use_rot: bool) -> list:
-    """Horizontal flip with p=0.5 then rot90 with k in {0, 1, 3}, one draw shared by all arrays (spec 1.4 steps 5-6)."""
+def paired_flip_rot(arrays: list, rng: np.random.Generator, use_flip: bool, use_rot: bool,
+                    use_vflip: bool = False, use_transpose: bool = False) -> list:
+    """Horizontal flip with p=0.5 then rot90 with k in {0, 1, 3}, one draw shared by all arrays (spec 1.4 steps 5-6).
+
+    `use_vflip` / `use_transpose` add a vertical flip and an H<->W transpose, each with p=0.5, after the horizontal
+    flip (with all three: the 8 flips/rotations equally likely, DRBN's augmentation). Switched off they draw nothing,
+    so other configs keep their random streams.
+    """
     out = list(arrays)
     if use_flip and rng.random() < 0.5:
         out = [a[:, ::-1] for a in out]
+    if use_vflip and rng.random() < 0.5:
+        out = [a[::-1] for a in out]
+    if use_transpose and rng.random() < 0.5:
+        out = [a.swapaxes(0, 1) for a in out]
     if use_rot:
         k = int(rng.choice([0, 1, 3]))
         if k:

@@ -1,6 +1,8 @@
 """Load, validate and complete YAML options.
 
-- Files are read with `yaml.safe_load`; `--set a.b.c=value` overrides are parsed as YAML scalars/lists.
+- Files are read with `yaml.SafeLoader` (plus `!!python/tuple` read as a list, which the official N2LDiff YAMLs use);
+  an official N2LDiff YAML (options/n2ldiff_official.py) is converted to our tree first. `--set a.b.c=value`
+  overrides are parsed as YAML scalars/lists.
 - Defaults come from options/schema.py (the one place they live); an unknown key anywhere is an error that names the
   dotted key and suggests the closest known one.
 - Relative paths are resolved against the current working directory (as the official scripts did), after turning
@@ -18,12 +20,23 @@ import yaml
 
 from utils.errors import OptionError, UnknownNameError  # noqa: F401  (re-exported)
 
+from .n2ldiff_official import convert_official_n2ldiff, is_official_n2ldiff
 from .schema import FREE, TOP
 from .validate import check_value
 
 PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroot_LR", "dataroot_test",
              "dataroot_zeromaps", "model_path", "pretrain_model_G", "experiments_root", "results_root",
-             "split_file", "folder", "resume_state"}
+             "split_file", "folder", "resume_state", "roots", "pretrain_stage1", "vgg16_features",
+             "dataroot_unpaired_LQ", "dataroot_HQ"}
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads `!!python/tuple` (as a list): the official N2LDiff YAMLs write
+    `dim_mults: !!python/tuple [...]`. No other Python tag is accepted."""
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
+                             lambda loader, node: loader.construct_sequence(node, deep=True))
 
 
 def _suggest(key: str, known) -> str:
@@ -132,8 +145,15 @@ def normalise_path(p):
 
 def _normalise_paths(d):
     if isinstance(d, dict):
-        return {k: (normalise_path(v) if k in PATH_KEYS and isinstance(v, str) else _normalise_paths(v))
-                for k, v in d.items()}
+        out = {}
+        for k, v in d.items():
+            if k in PATH_KEYS and isinstance(v, str):
+                out[k] = normalise_path(v)
+            elif k in PATH_KEYS and isinstance(v, list):
+                out[k] = [normalise_path(x) if isinstance(x, str) else x for x in v]
+            else:
+                out[k] = _normalise_paths(v)
+        return out
     return d
 
 
@@ -157,13 +177,14 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def read_yaml(path) -> dict:
-    """A config file as a dict (`yaml.safe_load`); missing, unreadable, invalid or empty files are OptionErrors."""
+    """A config file as a dict (ConfigLoader: yaml.SafeLoader plus tuples); missing, unreadable, invalid or empty
+    files are OptionErrors."""
     p = Path(path)
     if not p.is_file():
         raise OptionError(f"config file '{path}' not found" + (" (it is a folder)" if p.is_dir() else ""))
     try:
         with open(p, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=ConfigLoader)
     except yaml.YAMLError as e:
         raise OptionError(f"config file '{path}' is not valid YAML: {_yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
@@ -184,6 +205,8 @@ def load_options(path: str | os.PathLike | None = None, overrides=None, is_train
         if path is None:
             raise OptionError("no config given (--opt CONF)")
         raw = read_yaml(path)
+        if is_official_n2ldiff(raw):
+            raw = convert_official_n2ldiff(raw, Path(path))
     if not isinstance(raw, dict):
         raise OptionError(f"config {path or ''} must be a mapping of keys, got {_describe_value(raw)}")
     raw = apply_overrides(copy.deepcopy(raw), overrides)
