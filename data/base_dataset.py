@@ -118,7 +118,7 @@ class LowLightDataset(Dataset):
             # The reverse task (N2LDiff synthesises low light from normal light): the network input is the
             # normally exposed image and the target the low one. Swapped here, so every later step sees it.
             if not self.paired:
-                raise ValueError(f"{type(self).__name__}: swap_roles needs paired data")
+                raise OptionError(f"datasets.{phase}.swap_roles: {type(self).__name__} has no pairs to swap")
             self.samples = [Sample(s.gt, s.lq, s.name) for s in self.samples]
         self._img_cache: dict = {}
         self._his_cache: dict = {}

@@ -55,7 +55,7 @@ class HighLowFolders(LowLightDataset):
     def _scan(self):
         roots = self.opt.get("roots")
         if not roots:
-            raise ValueError("HighLowFolders needs 'roots' (folders that hold low/ and high/)")
+            raise OptionError("HighLowFolders needs 'roots' (folders that hold low/ and high/)")
         samples = []
         for root in [roots] if isinstance(roots, str) else roots:
             lq_dir, gt_dir = find_subdir(root, ["low"]), find_subdir(root, ["high"])
