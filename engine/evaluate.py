@@ -217,6 +217,10 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
     check_tile(args.tile)
     prepare_dir(out, "--out" if args.out else "path.results_root (the default output folder)")
     enhancer = make_enhancer(opt, args, ckpt)
+    if heat and not getattr(enhancer.model, "uses_heat", True):
+        raise OptionError(f"{'--heat' if args.heat is not None else 'heat'} is {heat:g}, but "
+                          f"{type(enhancer.model).__name__} has no latent temperature (its output does not depend "
+                          f"on heat): leave it at 0")
     protocol = metrics.Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=gt_mean, lpips=bool(args.lpips),
                                 quantisation=quantisation, inference=enhancer.describe(heat))
     scorer = make_scorer(protocol, getattr(args, "lpips_backbone", None))

@@ -12,7 +12,8 @@ A method is a subclass of :class:`BaseModel` registered with ``@MODEL_REGISTRY.r
 - ``training_state()`` / ``restore_training_state(state)``: everything besides the weights that resume needs.
 
 An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind),
-optionally ``min_size`` (smallest input side it takes; smaller images are padded up to it) and
+optionally ``min_size`` (smallest input side it takes; smaller images are padded up to it) and ``uses_heat``
+(False when the output does not depend on ``heat``: a non-zero heat is then refused), and
 ``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method.
 Optimisers and schedulers live in ``self.optimizers`` / ``self.schedulers`` (dicts keyed by name) so that their
 states are saved and restored here, as are the RNG states and the non-finite-step counters.

@@ -31,6 +31,8 @@ from tests.cli_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs/LLFlow/demo_tiny.yml"
+DRBN = ROOT / "confs/DRBN/demo_tiny.yml"
+DRBN2 = ROOT / "confs/DRBN/demo_tiny_stage2.yml"
 TINY_FLOW = ["network_G.nf=8", "network_G.nb=1", "network_G.flow.K=1", "network_G.flow.stackRRDB.blocks=[0]",
              "network_G.flow.conditionInFeaDim=16", "network_G.flow.CondAffineSeparatedAndCond.hidden_channels=16"]
 SCRIPTS = {name: load_script(name) for name in ("train.py", "test.py", "test_with_tricks.py",
@@ -85,6 +87,7 @@ def w(tmp_path_factory):
     sd = read_state_dict(d / "tiny.pth")
     sd = {k: (v.fill_(float("nan")) if v.is_floating_point() else v) for k, v in sd.items()}
     torch.save(sd, d / "nan.pth")
+    save_generator(build_network(load_options(DRBN))[0], d / "drbn.pth")
     (d / "empty.pth").write_bytes(b"")
     (d / "text.pth").write_text("weights: none\n")
     (d / "evil.pth").write_bytes(pickle.dumps(_Evil()))
@@ -113,12 +116,16 @@ def _test_args(extra=""):
     return ["--opt", str(CONF), *_sets(TINY_FLOW), "--model_path", "{d}/tiny.pth", *extra.split()]
 
 
-def _train_args(extra=""):
+def _drbn_test_args(extra=""):
+    return ["--opt", str(DRBN), "--model_path", "{d}/drbn.pth", *extra.split()]
+
+
+def _train_args(extra="", conf=CONF):
     data = ["datasets.train.dataset=PairedFolder", "datasets.train.dataroot_LQ={d}/pairs/lq",
             "datasets.train.dataroot_GT={d}/pairs/gt", "datasets.train.GT_size=32", "datasets.train.batch_size=2",
             "datasets.train.cache=false", "datasets.val=null", "train.val_freq=0", "use_tb_logger=false",
             "train.niter=2", "path.experiments_root={exp}"]
-    return ["--opt", str(CONF), *_sets(TINY_FLOW + data), *extra.split()]
+    return ["--opt", str(conf), *_sets((TINY_FLOW if conf == CONF else []) + data), *extra.split()]
 
 
 @dataclass
@@ -234,6 +241,18 @@ CASES = [
     Case("resume-state-missing", TR, _train_args("--set path.resume_state={d}/none.state"),
          ("path.resume_state", "none.state")),
     Case("resume-state-corrupt", TR, _train_args("--set path.resume_state={d}/text.pth"), ("text.pth",)),
+    # -- DRBN (stage 1 and the stage-2 band recomposition)
+    Case("drbn-heat", T, _drbn_test_args("--input {d}/low --out {tmp}/o --heat 0.5"), ("--heat", "DRBN")),
+    Case("drbn-flow-checkpoint", T, _drbn_test_args("--input {d}/low --model_path {d}/tiny.pth"),
+         ("tiny.pth", "not DRBN")),
+    Case("drbn-size-string", T, _drbn_test_args("--input {d}/low --set network_G.drbn.width=wide"),
+         ("network_G.drbn.width",)),
+    Case("drbn-crop", TR, _train_args("--set datasets.train.GT_size=30", conf=DRBN), ("GT_size", "multiple of 4")),
+    Case("drbn-stage2-stage1-as-checkpoint", T, ["--opt", str(DRBN2), "--model_path", "{d}/drbn.pth", "--input",
+                                                  "{d}/low"], ("drbn.pth", "pretrain_stage1")),
+    Case("drbn-stage2-vgg-unreadable", TR, _train_args("--set path.pretrain_stage1={d}/drbn.pth --set "
+                                                       "path.vgg16_features={d}/text.pth", conf=DRBN2),
+         ("text.pth",)),
     # -- zero-maps
     Case("zeromaps-none", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o"), ("--zeromaps",)),
     Case("zeromaps-missing", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o --zeromaps "
@@ -281,7 +300,7 @@ def test_bad_input_is_one_line_naming_it(case, w, tmp_path, capsys):
 
 
 # -- what "any size" promises, and what is said instead of done silently ---------------------------------------------
-@pytest.mark.parametrize("family", ["LLFlow", "ZMAR-SNFlow", "UPT-Flow"])
+@pytest.mark.parametrize("family", ["LLFlow", "ZMAR-SNFlow", "UPT-Flow", "DRBN"])
 def test_any_input_size_is_enhanced_and_cropped_back(family):
     """Images down to 1x1 and 3x40 (ZMAR's mask attention used to fail below 16 px) come back at their size."""
     opt = load_options(ROOT / "confs" / family / "demo_tiny.yml")
