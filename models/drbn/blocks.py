@@ -28,7 +28,25 @@ class ResidualDenseBlock(nn.Module):
         self.LFF = nn.Conv2d(width + n_layers * growth, width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.LFF(self.convs(x)) + x
+        if torch.is_grad_enabled():
+            return self.LFF(self.convs(x)) + x
+        # Inference: every layer writes its growth channels into one preallocated buffer and reads the prefix,
+        # instead of concatenating (which copies all earlier channels again at every layer).
+        width = x.shape[1]
+        buf = torch.empty((x.shape[0], width + len(self.convs) * self.convs[0].conv[0].out_channels) + x.shape[2:],
+                          dtype=x.dtype, device=x.device, memory_format=_layout(x))
+        buf[:, :width] = x
+        c = width
+        for layer in self.convs:
+            conv = layer.conv[0]
+            buf[:, c:c + conv.out_channels] = torch.relu_(conv(buf[:, :c]))
+            c += conv.out_channels
+        return self.LFF(buf).add_(x)
+
+
+def _layout(x: torch.Tensor):
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
