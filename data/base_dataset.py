@@ -24,8 +24,9 @@ from .zeromap import ZeroMapInjector
 
 @dataclass(frozen=True)
 class Sample:
-    """One item: the low image, its GT (None when unpaired) and the output name."""
-    lq: Path
+    """One item: the low image (None when the dataset makes it on the fly), its GT (None when unpaired) and the
+    output name."""
+    lq: Path | None
     gt: Path | None
     name: str
 
@@ -70,7 +71,8 @@ class LowLightDataset(Dataset):
     - train phase only: ``use_crop`` + ``GT_size``, ``center_crop_hr_size``, ``use_flip``, ``use_rot``,
       ``use_vflip``, ``use_transpose``,
       ``noise_prob`` + ``noise_level``, ``gamma_aug``.
-    Items: ``LQ``, ``GT`` (paired only), ``AUX`` (when aux_input is set), ``LQ_path``, ``GT_path`` (paired only),
+    Items: ``LQ``, ``GT`` (paired only), ``AUX`` (when aux_input is set), ``LQ_path`` ('' for a low image made on
+    the fly), ``GT_path`` (paired only),
     ``name``, and ``ZM_path`` ('' when no zero-map was injected) when a zero_map option is present. Outside the
     train phase also ``LQ_raw`` / ``GT_raw`` (uint8 HxWx3 as read, low after zero-map injection) and ``AUX_mask``
     (the injected zero-map, when one was), which evaluation feeds to the same enhance path as the test scripts.
@@ -128,9 +130,21 @@ class LowLightDataset(Dataset):
         if self.opt.get("cache"):
             self._fill_cache()
 
-    # -- subclass hook
+    # -- subclass hooks
     def _scan(self) -> list[Sample]:
         raise NotImplementedError
+
+    def _load_pair(self, index: int, rng: np.random.Generator) -> tuple[Sample, np.ndarray, np.ndarray | None]:
+        """The sample behind index and its (low, GT or None) uint8 RGB arrays, before any augmentation.
+
+        Datasets that make their low images (data/synthetic_dataset.py) override this; rng is the sample's
+        generator, so what they draw is reproducible like the augmentation.
+        """
+        s = self.samples[index]
+        low = self._image(s.lq)
+        gt = self._image(s.gt) if s.gt is not None else None
+        self._check_sizes(s, low, gt)
+        return s, low, gt
 
     # -- loading
     @staticmethod
@@ -151,15 +165,19 @@ class LowLightDataset(Dataset):
         img = self._img_cache.get(path)
         return img if img is not None else self._read(path)
 
-    def _his(self, path: Path, img: np.ndarray) -> np.ndarray:
+    def _his(self, path: Path | None, img: np.ndarray) -> np.ndarray:
         his = self._his_cache.get(path)
-        return his if his is not None else histeq(img)
+        # The cached histeq describes the cached low image only: pixels changed since (zero-map injection) or made
+        # on the fly get their own.
+        return his if his is not None and img is self._img_cache.get(path) else histeq(img)
 
     def _fill_cache(self):
         for s in self.samples:
             for p in (s.lq, s.gt):
                 if p is not None and p not in self._img_cache:
                     self._img_cache[p] = self._read(p)
+            if s.lq is None:  # made on the fly: nothing to check or equalise yet
+                continue
             self._check_sizes(s, self._img_cache[s.lq], self._img_cache.get(s.gt) if s.gt else None)
             if self.need_his and s.lq not in self._his_cache:
                 self._his_cache[s.lq] = histeq(self._img_cache[s.lq])
@@ -194,21 +212,16 @@ class LowLightDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        s = self.samples[index]
-        low = self._image(s.lq)
-        gt = self._image(s.gt) if s.gt is not None else None
-        self._check_sizes(s, low, gt)
         rng = self._call_rng(index)
+        s, low, gt = self._load_pair(index, rng)
+        src = s.lq if s.lq is not None else s.gt  # the file errors name (the normal image of a made low image)
 
         white, zm_path = None, None
         if self.zero_map is not None:
             zm_path = self.zero_map.choose(index, self.train, rng)
             if zm_path is not None:
-                low, white = self.zero_map.apply(low, zm_path, s.lq)
-        his = None
-        if self.need_his:
-            # After an injection the cached histeq would describe pixels the network never sees.
-            his = histeq(low) if zm_path is not None else self._his(s.lq, low)
+                low, white = self.zero_map.apply(low, zm_path, src)
+        his = self._his(s.lq, low) if self.need_his else None
         net_low = his if self.flags["histeq_as_input"] else low
 
         arrays = {"low": net_low, "gt": gt, "his": his, "white": white}
@@ -216,9 +229,9 @@ class LowLightDataset(Dataset):
         if self.train:
             vals = [arrays[k] for k in keys]
             if self.crop_size:
-                vals = paired_random_crop(vals, self.crop_size, rng, name=str(s.lq))
+                vals = paired_random_crop(vals, self.crop_size, rng, name=str(src))
             if self.center_crop:
-                vals = paired_center_crop(vals, self.center_crop, name=str(s.lq))
+                vals = paired_center_crop(vals, self.center_crop, name=str(src))
             vals = paired_flip_rot(vals, rng, self.use_flip, self.use_rot, self.use_vflip, self.use_transpose)
             arrays.update(zip(keys, vals))
 
@@ -236,7 +249,7 @@ class LowLightDataset(Dataset):
         # net_low already is the histeq when histeq_as_input, so build_lq must not substitute again (noise kept).
         lq = build_lq(low_t, his_t, {**self.flags, "histeq_as_input": False})
 
-        item = {"LQ": lq, "LQ_path": str(s.lq), "name": s.name}
+        item = {"LQ": lq, "LQ_path": str(s.lq) if s.lq is not None else "", "name": s.name}
         if arrays["gt"] is not None:
             item["GT"] = to_tensor01(arrays["gt"])
             item["GT_path"] = str(s.gt)

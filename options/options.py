@@ -27,7 +27,7 @@ from .validate import check_value
 PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroot_LR", "dataroot_test",
              "dataroot_zeromaps", "model_path", "pretrain_model_G", "experiments_root", "results_root",
              "split_file", "folder", "resume_state", "roots", "pretrain_stage1", "vgg16_features",
-             "dataroot_unpaired_LQ", "dataroot_HQ"}
+             "dataroot_unpaired_LQ", "dataroot_HQ", "synthesis"}
 
 
 class ConfigLoader(yaml.SafeLoader):

@@ -71,6 +71,8 @@ PHASE = {
     "roots": None,        # HighLowFolders: list of folders with high/ and low/
     # semi-supervised training (DRBN stage 2, data/semi_dataset.py): the paired dataset plus two unpaired folders
     "paired_dataset": None, "dataroot_unpaired_LQ": None, "dataroot_HQ": None,
+    # Synthetic (data/synthetic_dataset.py): physics ranges (path or mapping), real-pair spec, mixing probability
+    "synthesis": FREE, "real": FREE, "synthetic_ratio": None,
 }
 
 PATH = {"root": None, "pretrain_model_G": None, "load_submodule": None, "strict_load": True, "resume_state": None,
