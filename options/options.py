@@ -100,7 +100,7 @@ def parse_override(item: str):
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise OptionError(f"--set {item}: the value is not valid YAML ({_yaml_problem(e)}); quote strings that "
+        raise OptionError(f"--set {item}: the value is not valid YAML ({yaml_problem(e)}); quote strings that "
                           f"contain ':', '[' or '{{'") from None
     if isinstance(value, str) and re.fullmatch(r"[-+]?\d*\.?\d+([eE][-+]?\d+)", value):
         value = float(value)  # YAML 1.1 reads '5e-4' as a string
@@ -169,7 +169,7 @@ def check_path(path: str | None, key: str, must_exist: bool = True) -> Path:
     return p
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def yaml_problem(e: yaml.YAMLError) -> str:
     """'line L, column C: problem' of a YAML error (1-based, as editors count)."""
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -186,7 +186,7 @@ def read_yaml(path) -> dict:
         with open(p, encoding="utf-8") as f:
             raw = yaml.load(f, Loader=ConfigLoader)
     except yaml.YAMLError as e:
-        raise OptionError(f"config file '{path}' is not valid YAML: {_yaml_problem(e)}") from None
+        raise OptionError(f"config file '{path}' is not valid YAML: {yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
         raise OptionError(f"config file '{path}' is not UTF-8 text (byte {e.start}): is it a YAML file?") from None
     except OSError as e:

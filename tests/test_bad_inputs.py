@@ -38,6 +38,7 @@ TINY_FLOW = ["network_G.nf=8", "network_G.nb=1", "network_G.flow.K=1", "network_
 SCRIPTS = {name: load_script(name) for name in ("train.py", "test.py", "test_with_tricks.py",
                                                  "test_with_zeromaps.py", "Measure.py")}
 SCRIPTS["grid"] = importlib.import_module("engine.grid")
+SCRIPTS["synthesize"] = importlib.import_module("data.synthesize")
 
 
 def _sets(items):
@@ -253,6 +254,18 @@ CASES = [
     Case("drbn-stage2-vgg-unreadable", TR, _train_args("--set path.pretrain_stage1={d}/drbn.pth --set "
                                                        "path.vgg16_features={d}/text.pth", conf=DRBN2),
          ("text.pth",)),
+    # -- python -m data.synthesize
+    Case("synth-out-is-file", "synthesize", ["--input", "{d}/low", "--out", "{d}/afile"], ("--out", "afile")),
+    Case("synth-out-under-file", "synthesize", ["--input", "{d}/low", "--out", "{d}/afile/low"], ("--out", "afile")),
+    Case("synth-yaml-syntax", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--opt", "{d}/bad.yml"],
+         ("bad.yml", "line 3, column 6")),
+    Case("synth-yaml-binary", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--opt", "{d}/binary.yml"],
+         ("binary.yml", "UTF-8")),
+    Case("synth-same-stem", "synthesize", ["--input", "{d}/same", "--out", "{tmp}/o"], ("x.png", "x.jpg")),
+    Case("synth-corrupt-input", "synthesize", ["--input", "{d}/corrupt", "--out", "{tmp}/o"], ("corrupt/a.png",)),
+    Case("synth-n2ldiff-bad-checkpoint", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--method",
+                                                        "n2ldiff", "--model_path", "{d}/empty.pth", "--opt",
+                                                        str(CONF)], ("empty.pth",)),
     # -- zero-maps
     Case("zeromaps-none", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o"), ("--zeromaps",)),
     Case("zeromaps-missing", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o --zeromaps "
