@@ -23,7 +23,7 @@ from models.build import model_class
 from options.options import OptionError, dump_options
 from utils import metrics
 from utils.atomic import atomic_open
-from utils.errors import CheckpointError, ImageError
+from utils.errors import CheckpointError, ImageError, NonFiniteError
 from utils.paths import prepare_dir
 from utils.logging_setup import setup_cli_logging
 from .evaluate import EvalItem, evaluate, make_scorer
@@ -142,9 +142,10 @@ def val_items(val_set, max_images):
         yield EvalItem(item["name"], item["LQ_raw"], item.get("GT_raw"), item.get("AUX_mask"))
 
 
-def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> dict:
+def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> dict | None:
     """PSNR/SSIM on the validation split, without and with the (LLFlow) GT-mean correction, through the test scripts'
-    enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images."""
+    enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images.
+    None (with a warning) when the model's output is not finite at this step."""
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
     net = model.eval_network()
@@ -162,6 +163,10 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
     try:
         summaries = evaluate(enhancer, val_items(val_set, vopt.get("max_images")), scorers, heat=heat,
                              report_dir=folder, desc=f"val @{step}", on_image=preview)
+    except NonFiniteError as e:
+        # A model early in training can decode to inf; that is a fact about this step, not a reason to stop.
+        log.warning("val @%d: no score (%s); training goes on, this step is not a best-model candidate", step, e)
+        return None
     finally:
         # The Enhancer runs NHWC in eval mode; training goes on with the layout and mode it had (bit-exact resume).
         net.to(memory_format=torch.contiguous_format).train(was_training)
@@ -295,7 +300,9 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
                 model.setup(data)
                 need_init = False
                 if opt["val"].get("at_start") and rank == 0 and val_data is not None:
-                    history["val"].append((0, validate(model, val_data, opt, 0, run, writer)))
+                    first_val = validate(model, val_data, opt, 0, run, writer)
+                    if first_val is not None:
+                        history["val"].append((0, first_val))
             model.wrap_ddp()
             logs = model.optimize(data)
             model.update_ema()
@@ -317,8 +324,9 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             if val_freq and step % val_freq == 0:
                 if rank == 0 and val_data is not None:
                     last_val = validate(model, val_data, opt, step, run, writer)
-                    history["val"].append((step, last_val))
-                    if best.get("psnr") is None or last_val["psnr"] > best["psnr"]:
+                    if last_val is not None:
+                        history["val"].append((step, last_val))
+                    if last_val is not None and (best.get("psnr") is None or last_val["psnr"] > best["psnr"]):
                         best = {"psnr": last_val["psnr"], "step": step, "protocol": last_val["protocol"]}
                         save_generator(model.eval_network(), run.models / "best_psnr_G.pth")
                         _write_json(run.root / "best_psnr.json", best)
