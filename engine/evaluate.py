@@ -23,6 +23,7 @@ from utils.errors import ImageError, NonFiniteError
 from utils.pairing import index_by, pair_by_key
 from utils.paths import prepare_dir
 from utils.reports import write_csv, write_json
+from models.precision import resolve_dtype
 from .inference import Enhancer, check_tile, pick_device, to_uint8
 
 log = logging.getLogger("lowlight_flow")
@@ -133,6 +134,8 @@ def add_test_args(parser):
     parser.add_argument("--heat", type=float, help="latent temperature (overrides heat; 0 = deterministic)")
     parser.add_argument("--tile", type=int, help="tile size for large images (overrides inference.tile)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                        help="compute dtype (overrides inference.dtype; fp16 needs CUDA; README 'Reduced precision')")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)
@@ -166,11 +169,15 @@ def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
 
 
 def make_enhancer(opt, args, ckpt) -> Enhancer:
+    dtype = getattr(args, "dtype", None)
+    inf = opt.get("inference") or {}
+    device = pick_device(args.device or inf.get("device"), "--device" if args.device else "inference.device")
+    resolve_dtype(dtype or inf.get("dtype"), device, "--dtype / inference.dtype")  # fails before weights are read
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
     enhancer = Enhancer(model, opt, device=args.device, tile=args.tile,
-                        self_ensemble=True if getattr(args, "self_ensemble", False) else None)
+                        self_ensemble=True if getattr(args, "self_ensemble", False) else None, dtype=dtype)
     enhancer.source = f"checkpoint '{ckpt}'"  # named when its outputs are not finite
     return enhancer
 

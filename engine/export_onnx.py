@@ -70,7 +70,7 @@ def sample_image(h: int, w: int) -> np.ndarray:
 def _prepare(model, opt, img):
     o = copy.deepcopy(opt)
     o.setdefault("inference", {})["channels_last"] = False
-    return Enhancer(model, o, device="cpu").prepare(img)
+    return Enhancer(model, o, device="cpu", dtype="fp32").prepare(img)   # fp32: never cast the exported weights
 
 
 def _round_up(n: int, m: int) -> int:

@@ -7,13 +7,13 @@ with global attention (the Restormer family) see less context per tile, so tilin
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 import torch
 
 from data import preprocess
+from models.precision import autocast, cast_network, dtype_name, resolve_dtype
 from options.options import OptionError
 from utils.errors import OutOfMemoryError
 from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
@@ -81,18 +81,31 @@ def input_is_log(opt: dict) -> bool:
 class Enhancer:
     """Runs a generator on uint8 RGB images: pad -> preprocess -> (tiled) reverse pass -> crop.
 
-    `opt` is the resolved options dict (its `inference` section gives tile/overlap/device/amp defaults).
+    `opt` is the resolved options dict (its `inference` section gives tile/overlap/device/dtype defaults).
+    `dtype` ('fp32', 'bf16', 'fp16'; default `inference.dtype`): the network's compute dtype (models/precision.py);
+    a reduced dtype casts the weights once (`cast='weights'`, the float32 parts excepted) or runs autocast over
+    float32 weights (`cast='autocast'`). The legacy `inference.amp: true` means fp16 on CUDA.
     """
 
     def __init__(self, model, opt: dict, device=None, tile: int | None = None, overlap: int | None = None,
-                 amp: bool | None = None, self_ensemble: bool | None = None):
+                 amp: bool | None = None, self_ensemble: bool | None = None, dtype: str | None = None,
+                 cast: str = "weights"):
         inf = opt.get("inference") or {}
         self.self_ensemble = bool(self_ensemble if self_ensemble is not None else inf.get("self_ensemble"))
         self.opt = opt
         self.device = pick_device(device or inf.get("device"), "--device" if device else "inference.device")
+        name = dtype or inf.get("dtype") or "fp32"
+        if name == "fp32" and bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda":
+            name, cast = "fp16", "autocast"   # what inference.amp always meant: fp16 autocast on CUDA
+        self.dtype = resolve_dtype(name, self.device, "--dtype / inference.dtype")
+        self.dtype_name = dtype_name(self.dtype)
         # oneDNN convolutions run fastest on NHWC tensors (LLFlow 400x600 on 2 threads: 28.2 s -> 21.8 s).
         self.memory_format = torch.channels_last if inf.get("channels_last", True) else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        if cast not in ("weights", "autocast"):
+            raise ValueError(f"Enhancer cast must be 'weights' or 'autocast', got {cast!r}")
+        if cast == "weights":
+            cast_network(self.model, self.dtype)
         self.multiple = int(model.pad_multiple)
         # Smallest input the network takes (e.g. ZMAR's mask attention reflect-pads 1/8-scale features): smaller
         # images are padded up to it and cropped back, like any other padding.
@@ -104,7 +117,6 @@ class Enhancer:
         if ov is not None and (isinstance(ov, bool) or not isinstance(ov, int) or ov < 0):
             raise OptionError(f"inference.tile_overlap must be a number of pixels >= 0, got {ov!r}")
         self.overlap = int(math.ceil(int(ov) / self.multiple) * self.multiple) if ov else 0
-        self.amp = bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda"
         self.pad_mode = inf.get("pad_mode") or "reflect"
         self.prep_opt = {"log_low": input_is_log(opt), "concat_histeq": opt.get("concat_histeq"),
                          "histeq_as_input": opt.get("histeq_as_input")}
@@ -130,9 +142,8 @@ class Enhancer:
         lq = lq.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         aux = aux.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) \
             if aux is not None else None
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         try:
-            with ctx:
+            with autocast(self.device.type, self.dtype):
                 out = self.model.enhance(lq, aux, heat=heat)
         except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) or the CPU allocator's failure
             if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)):
@@ -147,7 +158,7 @@ class Enhancer:
         """How outputs are produced, for the protocol line next to every number."""
         tiles = f"tiles {self.tile} px, overlap {self.overlap}" if self.tile else "full frame"
         ens = "self-ensemble x8 (flips and transposes, averaged)" if self.self_ensemble else "no self-ensemble"
-        return f"heat {heat:g}; {tiles}; {ens}"
+        return f"heat {heat:g}; {tiles}; {ens}; dtype {self.dtype_name}"
 
     @torch.inference_mode()
     def enhance_tensor(self, lq, aux=None, heat: float = 0.0) -> torch.Tensor:

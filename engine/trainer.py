@@ -150,7 +150,8 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
     heat = float(vopt.get("heat") or 0.0)
     net = model.eval_network()
     was_training = net.training
-    enhancer = Enhancer(net, opt, device=str(model.device))
+    # fp32: the Enhancer must not cast the training network's weights (inference.dtype is for the test scripts)
+    enhancer = Enhancer(net, opt, device=str(model.device), dtype="fp32")
     scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round",
                                             inference=enhancer.describe(heat)))
                for g in ("none", "llflow")]

@@ -107,8 +107,10 @@ class DRBNModel(BaseModel):
         gt = batch["GT"].to(self.device, non_blocking=True)
         _check_size(lq)
         net = self.ddp if self.ddp is not None else self.generator
-        bands = net(lq)
-        sims = [self.ssim(res, gt[..., ::s, ::s]) for res, s in zip(bands, SCALES)]
+        with self.autocast():                 # train.amp_dtype (models/base_model.py); a no-op in float32
+            bands = net(lq)
+        # SSIM subtracts local means from local second moments: float32 whatever the network ran in
+        sims = [self.ssim(res.float(), gt[..., ::s, ::s]) for res, s in zip(bands, SCALES)]
         loss = -sum(sims)
         opt = self.optimizers["G"]
         opt.zero_grad(set_to_none=True)
@@ -191,8 +193,9 @@ class DRBNRecomposeModel(BaseModel):
         disc.train()
         with torch.no_grad():
             bands, bands_u = net.bands(lq), net.bands(lq_u)
-        out = net.recompose(lq, *bands).output
-        out_u = net.recompose(lq_u, *bands_u).output
+        with self.autocast():                 # train.amp_dtype (models/base_model.py); a no-op in float32
+            out = net.recompose(lq, *bands).output.float()
+            out_u = net.recompose(lq_u, *bands_u).output.float()
 
         # discriminator: paired GT and high-quality photos are real, recomposed unpaired photos are fake
         d_loss = lsgan_d_loss(disc(torch.cat((gt, hq), 0)), disc(out_u.detach()))

@@ -128,8 +128,9 @@ class N2LDiffModel(BaseModel):
         """
         net = self.ddp if self.ddp is not None else self.generator
         x0 = 2 * img_hr - 1
-        out = net(img_lr, img_hr, t, eps, gt_center, self.train_encoder)
-        eps_pred, total = out["eps_pred"], out["total_noise"]
+        with self.autocast():                 # train.amp_dtype (models/base_model.py); a no-op in float32
+            out = net(img_lr, img_hr, t, eps, gt_center, self.train_encoder)
+        eps_pred, total = out["eps_pred"].float(), out["total_noise"]
         pred_arg, target_arg = eps_pred, total
         if self.official and self.loss_type in ("combined", "lpips"):
             # The official LPIPS term calls q_sample on both tensors, adding k1 (2c - 1) to each in place; its

@@ -30,11 +30,12 @@ VARIANTS = {
     "upt": Variant("upt", "MSFormer", "CrossCoupling", "FlowStep", "standard", False, 288, True),
 }
 
-# Distinctive state-dict key fragments of each family's official checkpoints.
+# Distinctive state-dict key fragments of each family's checkpoints (official ones and ours, which lack the never-run
+# modules: models/never_run.py), checked in this order.
 KEY_SIGNATURES = {
     "upt": "relative_position_index",
     "gltg": "attn_intra",
-    "zmar": "attn_share",
+    "zmar": "fAffine2",
     "llflow": "RRDB_trunk",
 }
 

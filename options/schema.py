@@ -86,7 +86,8 @@ TRAIN = {
     "flow_warm_up_iter": None, "niter": None, "val_freq": None, "lr_RRDB": None, "restarts": None,
     "restart_weights": None, "clear_state": None, "T_period_rel": None, "eta_min": None, "lr_steps_inverse_rel": None,
     # ours
-    "use_amp": False, "activation_checkpointing": False, "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+    "use_amp": False, "amp_dtype": None, "invertible_backprop": False, "activation_checkpointing": False,
+    "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
     "n2ldiff": N2LDIFF_TRAIN,
     # GAN-trained methods (DRBN stage 2)
     "lr_D": None, "weight_gan": None,
@@ -96,7 +97,7 @@ VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": 
        "max_images": None}
 TEST = {"heats": None, "heat": None}
 LOGGER = {"print_freq": 100, "save_checkpoint_freq": 1000, "keep_checkpoints": 2}
-INFERENCE = {"tile": None, "tile_overlap": 32, "device": "auto", "amp": False, "pad_mode": "reflect",
+INFERENCE = {"tile": None, "tile_overlap": 32, "device": "auto", "amp": False, "dtype": "fp32", "pad_mode": "reflect",
              "channels_last": True, "self_ensemble": False}
 
 TOP = {

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.errors import OptionError, UnknownNameError
+from ..never_run import declare_never_run
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
 
 PATCH_GRID = 4          # official N: a 4x4 grid of large patches (16 tokens)
@@ -130,8 +131,9 @@ class MaskedRestormerUNet(nn.Module):
 
     Subclasses set ``masked_level`` (a :class:`MaskedLevel` subclass), ``reduce_fea_up1`` (whether fea_up1 goes
     through ``reduce_chan1``) and ``color_head_in`` (input channels of ``fine_tune_color_map``; None: out_channels),
-    parse their config and call ``super().__init__(cfg)``. ``output``, ``fine_tune_color_map`` and the
-    ``reduce_chan*`` convs exist for strict checkpoint loading whether or not the subclass runs them.
+    parse their config and call ``super().__init__(cfg)``. The official colour head (``output``,
+    ``fine_tune_color_map``; both priors are N(0, I)) and, when fea_up1 does not use it, ``reduce_chan1`` never run:
+    declared, not built (models/never_run.py).
     """
 
     masked_level: type[MaskedLevel]
@@ -167,11 +169,15 @@ class MaskedRestormerUNet(nn.Module):
         self.refinement = transformer_stack(cfg["num_refinement_blocks"], dim * 2, heads[0], ffn, bias, ln)
 
         color_in = cfg["out_channels"] if self.color_head_in is None else self.color_head_in
-        self.output = nn.Conv2d(dim * 2, cfg["out_channels"], 3, padding=1, bias=bias)
-        self.fine_tune_color_map = nn.Sequential(
-            nn.Conv2d(color_in, 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1), nn.Sigmoid())
+        out_ch = cfg["out_channels"]
+        declare_never_run(self, "output", lambda: nn.Conv2d(dim * 2, out_ch, 3, padding=1, bias=bias))
+        declare_never_run(self, "fine_tune_color_map", lambda: nn.Sequential(
+            nn.Conv2d(color_in, 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1), nn.Sigmoid()))
         self.reduce_chan0 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
-        self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
+        if self.reduce_fea_up1:
+            self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
+        else:
+            declare_never_run(self, "reduce_chan1", lambda: nn.Conv2d(dim * 4, dim * 4, 1, bias=bias))
         self.reduce_chan2 = nn.Conv2d(dim * 2, dim * 4, 1, bias=bias)
 
     @property

@@ -130,10 +130,11 @@ class CrossCoupling(nn.Module):
         halves[target] = _affine(halves[target], t, s, reverse)
         return torch.cat(halves, 1), s
 
-    def forward(self, z, logdet, ft, reverse: bool = False):
+    def forward(self, z, logdet, ft, reverse: bool = False, cond=None):
+        """`cond`: :meth:`conditional`'s result for this ft when the caller already has it."""
         if z.shape[1] != self.in_channels:
             raise ValueError(f"CrossCoupling built for {self.in_channels} channels, got {z.shape[1]}")
-        cond = self.conditional(ft)
+        cond = self.conditional(ft) if cond is None else cond
         # Each inverse stage removes the log of its own scale. The official reverse subtracts sum(log s_2) when
         # undoing stage 2 (a copy-paste slip; it should be s_1): only its reported log-det is wrong, z is the same.
         for i in ((3, 2, 1, 0) if reverse else (0, 1, 2, 3)):
