@@ -87,10 +87,12 @@ class ECA(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False)
 
+    def gate(self, mean):
+        """(B, C, 1, 1) channel weights from the (B, C) spatial mean."""
+        return torch.sigmoid(self.conv(mean.unsqueeze(1))).transpose(1, 2).unsqueeze(-1)
+
     def forward(self, x):
-        y = x.mean(dim=(2, 3)).unsqueeze(1)                      # (B, 1, C)
-        y = torch.sigmoid(self.conv(y)).transpose(1, 2)          # (B, C, 1)
-        return x * y.unsqueeze(-1)
+        return x * self.gate(x.mean(dim=(2, 3)))
 
 
 class LeFF(nn.Module):
@@ -106,8 +108,12 @@ class LeFF(nn.Module):
         self.conv2 = nn.Conv2d(hidden, dim, 1)
         self.eca = ECA(dim)
 
+    def ungated(self, x):
+        """Everything but the ECA gate (which needs the mean over the whole map)."""
+        return self.conv2(self.dwconv(self.conv1(x)))
+
     def forward(self, x):
-        return self.eca(self.conv2(self.dwconv(self.conv1(x))))
+        return self.eca(self.ungated(x))
 
 
 class ConvProjection(nn.Module):

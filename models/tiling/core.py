@@ -1,0 +1,164 @@
+"""Layer-wise tiled execution: the machinery (tile windows, halo crops, the per-class registry, the context manager).
+
+A network runs its own forward unchanged; inside :func:`tiled_execution`, every submodule whose class has a
+registered tiled implementation runs that implementation instead of its ``forward``. The implementations compute
+the same function as the module, on full-size input and output maps, but evaluate it tile by tile, so the large
+intermediates inside a block (a GDFN's 5.3x-wide hidden map, an RRDB's dense concatenations, a coupling's subnet
+activations) only ever exist for one tile. Each tile is cropped with a halo equal to the block's receptive-field
+radius (derived from its convolutions' padding, see :func:`conv_reach`), so the tile's core is computed exactly;
+operations that sum over the whole map (channel attention, pooling) gather their statistics from the tile cores
+first and are then applied with the gathered values. The result equals the full-frame output up to the order of
+floating-point sums.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+_IMPLEMENTATIONS: dict[type, Callable] = {}
+
+
+def tiled_forward(*classes: type):
+    """Register ``impl(module, plan, *args, **kwargs)`` as the tiled forward of the given module classes."""
+    def deco(impl):
+        for cls in classes:
+            _IMPLEMENTATIONS[cls] = impl
+        return impl
+    return deco
+
+
+def has_tiled_forward(module: nn.Module) -> bool:
+    return type(module) in _IMPLEMENTATIONS
+
+
+def conv_reach(*modules: nn.Module) -> int:
+    """Receptive-field radius, in pixels, of the stride-1 convolutions inside ``modules`` applied one after another:
+    the sum of their (dilated) paddings. Every 'same' convolution of the networks here pads by its radius."""
+    reach = 0
+    for mod in modules:
+        for m in mod.modules():
+            if isinstance(m, nn.Conv2d):
+                if m.stride != (1, 1):
+                    raise ValueError(f"conv_reach: {m} is strided; tiled execution expects stride-1 convolutions")
+                reach += max(int(p) * int(d) for p, d in zip(m.padding, m.dilation))
+    return reach
+
+
+def spans(n: int, size: int) -> list[tuple[int, int]]:
+    """[0, n) cut into ceil(n / size) consecutive parts of near-equal length (each at most ``size``)."""
+    parts = max(1, math.ceil(n / max(1, size)))
+    edges = [round(i * n / parts) for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A tile: its core rows [y0, y1) and columns [x0, x1) in the map, and the crop around it (core + halo,
+    clipped to the map)."""
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    halo: int
+    h: int
+    w: int
+
+    @property
+    def core(self) -> tuple:
+        """Index of the core in the map (..., rows, cols)."""
+        return (..., slice(self.y0, self.y1), slice(self.x0, self.x1))
+
+    @property
+    def crop(self) -> tuple:
+        """Index of the haloed crop in the map."""
+        return (..., slice(max(0, self.y0 - self.halo), min(self.h, self.y1 + self.halo)),
+                slice(max(0, self.x0 - self.halo), min(self.w, self.x1 + self.halo)))
+
+    @property
+    def core_in_crop(self) -> tuple:
+        """Index of the core inside the crop."""
+        top, left = self.y0 - max(0, self.y0 - self.halo), self.x0 - max(0, self.x0 - self.halo)
+        return (..., slice(top, top + self.y1 - self.y0), slice(left, left + self.x1 - self.x0))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tile size, in pixels of the map being processed (every level of a U-Net is cut with the same size)."""
+    tile: int
+
+    def fits(self, h: int, w: int) -> bool:
+        """True when a map is no larger than one tile: then the module's own forward runs on it."""
+        return h <= self.tile and w <= self.tile
+
+    def windows(self, h: int, w: int, halo: int = 0) -> Iterator[Window]:
+        for y0, y1 in spans(h, self.tile):
+            for x0, x1 in spans(w, self.tile):
+                yield Window(y0, y1, x0, x1, halo, h, w)
+
+
+def empty_map(like: torch.Tensor, channels: int, h: int, w: int, dtype=None) -> torch.Tensor:
+    """An uninitialised (B, channels, h, w) map with ``like``'s batch, device and memory format."""
+    cl = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
+    return torch.empty(like.shape[0], channels, h, w, dtype=dtype or like.dtype, device=like.device,
+                       memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
+def map_tiles(fn: Callable, inputs: list[torch.Tensor], plan: TilePlan, halo: int) -> torch.Tensor:
+    """fn(*crops) evaluated tile by tile over same-size NCHW maps; returns the full output map (fn must keep the
+    spatial size of its input and reach no further than ``halo`` pixels)."""
+    h, w = inputs[0].shape[-2:]
+    out = None
+    for win in plan.windows(h, w, halo):
+        res = fn(*[t[win.crop] for t in inputs])[win.core_in_crop]
+        if out is None:
+            out = empty_map(res, res.shape[1], h, w)
+        out[win.core] = res
+        del res
+    return out
+
+
+class _Installed:
+    """Bookkeeping of the instance-level forwards installed by :func:`tiled_execution`."""
+
+    def __init__(self):
+        self.modules: list[nn.Module] = []
+
+    def install(self, model: nn.Module, plan: TilePlan):
+        for m in model.modules():
+            impl = _IMPLEMENTATIONS.get(type(m))
+            if impl is not None and "forward" not in m.__dict__:
+                m.forward = functools.partial(impl, m, plan)
+                self.modules.append(m)
+
+    def remove(self):
+        for m in self.modules:
+            del m.__dict__["forward"]
+        self.modules.clear()
+
+
+@contextlib.contextmanager
+def tiled_execution(model: nn.Module, tile: int | None):
+    """Within the block, ``model`` runs with layer-wise tiles of ``tile`` pixels (a no-op for None or 0).
+
+    Inference only (no autograd): the coupling log-determinants are not computed and come back as NaN (the
+    enhancement discards them).
+    """
+    if not tile:
+        yield model
+        return
+    if torch.is_grad_enabled():
+        raise RuntimeError("tiled execution is for inference: run it under torch.inference_mode() or no_grad()")
+    if int(tile) < 16:
+        raise ValueError(f"tile size {tile} is too small (at least 16 pixels)")
+    installed = _Installed()
+    installed.install(model, TilePlan(int(tile)))
+    try:
+        yield model
+    finally:
+        installed.remove()
