@@ -2,6 +2,11 @@
 
 Loading is strict by default and always uses `torch.load(..., weights_only=True)`; mismatches are reported in
 sentences (missing / unexpected / wrong-shape keys), with model-specific explanations where a module offers one.
+
+The format follows the file name: `*.safetensors` is read and written with the `safetensors` package (a flat
+name -> tensor table, no pickle at all), anything else with torch's zip format. Either holds the same state dict
+(official layout: plain keys such as `RRDB.*`, `flowUpsamplerNet.*`), so an official `.pth` converts losslessly:
+`python -m models.checkpoint IN.pth OUT.safetensors`.
 """
 from __future__ import annotations
 
@@ -18,13 +23,35 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that does not fit the model; the message says why."""
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """True when the file name asks for the safetensors format (`.safetensors`, any case)."""
+    return Path(path).suffix.lower() == SAFETENSORS_SUFFIX
+
+
+def _safetensors():
+    try:
+        import safetensors.torch as st
+    except ImportError as e:  # pinned in requirements.txt; only a hand-made environment lacks it
+        raise CheckpointError("the 'safetensors' package is needed for .safetensors weights: "
+                              "pip install -r requirements.txt") from e
+    return st
+
+
 def read_state_dict(path: str | os.PathLike) -> dict:
-    """Load a state dict from an official `.pth`, a DataParallel one, or our training files."""
+    """Load a state dict from an official `.pth`, a DataParallel one, our training files, or a `.safetensors`."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint '{path}' not found")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        if is_safetensors(p):
+            obj = _safetensors().load_file(str(p), device="cpu")
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # corrupt file, or a pickle that needs arbitrary code: refuse either way
         raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0]}") from e
     for key in ("params", "state_dict", "netG", "model"):
@@ -80,13 +107,61 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
     return notes
 
 
+def _flat_tensors(obj, path) -> dict:
+    """A state dict as safetensors stores it: contiguous CPU tensors, no two sharing memory (the format forbids
+    aliases; tied or viewed weights are copied)."""
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"'{path}': a .safetensors file holds only a flat name -> tensor table; save training "
+                              f"states (optimiser, RNG, ...) as .pth/.state")
+    out, seen = {}, set()
+    for k, v in obj.items():
+        t = v.detach().cpu().contiguous()
+        if t.numel():
+            storage = t.untyped_storage()
+            if storage.data_ptr() in seen or storage.nbytes() != t.nbytes:  # shared, or a view of a larger buffer
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return out
+
+
 def atomic_save(obj, path: str | os.PathLike):
-    """torch.save through a temp file and rename: a kill never leaves a half-written checkpoint."""
+    """Save through a temp file and rename (a kill never leaves a half-written checkpoint): `torch.save`, or
+    safetensors when the name ends in `.safetensors` (then `obj` must be a flat name -> tensor dict)."""
+    if is_safetensors(path):
+        data = _safetensors().save(_flat_tensors(obj, path), metadata={"format": "pt"})
+        with atomic_open(path) as f:
+            f.write(data)
+        return
     with atomic_open(path) as f:
         torch.save(obj, f)
 
 
 def save_generator(model: torch.nn.Module, path: str | os.PathLike):
-    """Save as the official code does: a plain CPU state dict without `module.`."""
+    """Save as the official code does: a plain CPU state dict without `module.` (`.pth`, or `.safetensors`)."""
     net = model.module if hasattr(model, "module") else model
     atomic_save({k: v.detach().cpu() for k, v in net.state_dict().items()}, path)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike) -> int:
+    """Rewrite the state dict of `src` into `dst` (format from each name; `module.` and wrappers removed).
+    Returns the number of tensors."""
+    state = read_state_dict(src)
+    atomic_save(state, dst)
+    return len(state)
+
+
+def main(argv=None):
+    """python -m models.checkpoint IN OUT: convert weights between .pth and .safetensors."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m models.checkpoint", description=main.__doc__)
+    p.add_argument("src", help="weights to read (.pth / .safetensors)")
+    p.add_argument("dst", help="file to write; .safetensors or any other suffix (torch format)")
+    args = p.parse_args(argv)
+    n = convert(args.src, args.dst)
+    print(f"{args.src} -> {args.dst}: {n} tensors")
+
+
+if __name__ == "__main__":
+    from utils.cli import run_cli
+    run_cli(main)

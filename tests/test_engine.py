@@ -41,6 +41,16 @@ def _pairs(folder: Path, n: int, h: int, w: int, seed: int = 0):
         write_rgb(folder / "lq" / f"im{i}.png", low)
 
 
+def _flow_opt(tmp_path, gt_size, niter, every):
+    """The tiny LLFlow trained on _pairs() with 2 held-out validation pairs, validating and saving `every` steps."""
+    data = ["datasets.train.dataset=PairedFolder", f"datasets.train.dataroot_LQ={tmp_path}/data/lq",
+            f"datasets.train.dataroot_GT={tmp_path}/data/gt", f"datasets.train.GT_size={gt_size}",
+            "datasets.train.batch_size=2", "datasets.val.dataset=PairedFolder", "datasets.val.holdout=2"]
+    return load_options(CONF, TINY_FLOW + data + [f"path.experiments_root={tmp_path}/exp", f"train.niter={niter}",
+                                                  f"train.val_freq={every}", f"logger.save_checkpoint_freq={every}"],
+                        is_train=True)
+
+
 def _rows(path: Path) -> dict:
     lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
     return {r["name"]: (float(r["psnr"]), float(r["ssim"])) for r in csv.DictReader(lines)}
@@ -49,11 +59,7 @@ def _rows(path: Path) -> dict:
 def test_validation_scores_what_test_py_scores(tmp_path):
     """Sizes that are not multiples of 8: validation used to pad after histogram equalisation, test.py before."""
     _pairs(tmp_path / "data", 6, 44, 60)
-    data = ["datasets.train.dataset=PairedFolder", f"datasets.train.dataroot_LQ={tmp_path}/data/lq",
-            f"datasets.train.dataroot_GT={tmp_path}/data/gt", "datasets.train.GT_size=32",
-            "datasets.train.batch_size=2", "datasets.val.dataset=PairedFolder", "datasets.val.holdout=2"]
-    opt = load_options(CONF, TINY_FLOW + data + [f"path.experiments_root={tmp_path}/exp", "train.niter=3",
-                                                 "train.val_freq=3", "logger.save_checkpoint_freq=3"], is_train=True)
+    opt = _flow_opt(tmp_path, 32, 3, 3)
     hist = train(opt, argv=["test"])
     run = tmp_path / "exp" / opt["name"]
     val_rows = _rows(run / "val_images/3/metrics.csv")
@@ -200,11 +206,7 @@ def test_self_ensemble_averages_the_eight_symmetries():
 def test_retest_scores_every_checkpoint_on_validation_and_names_the_best(tmp_path, capsys):
     from utils.retest import main as retest_main
     _pairs(tmp_path / "data", 6, 24, 32)
-    data = ["datasets.train.dataset=PairedFolder", f"datasets.train.dataroot_LQ={tmp_path}/data/lq",
-            f"datasets.train.dataroot_GT={tmp_path}/data/gt", "datasets.train.GT_size=16",
-            "datasets.train.batch_size=2", "datasets.val.dataset=PairedFolder", "datasets.val.holdout=2"]
-    opt = load_options(CONF, TINY_FLOW + data + [f"path.experiments_root={tmp_path}/exp", "train.niter=4",
-                                                 "train.val_freq=2", "logger.save_checkpoint_freq=2"], is_train=True)
+    opt = _flow_opt(tmp_path, 16, 4, 2)
     hist = train(opt, argv=["test"])
     run = tmp_path / "exp" / opt["name"]
     retest_main(["--run", str(run)])
@@ -231,3 +233,27 @@ def test_retest_refuses_a_validation_split_that_is_the_test_split(tmp_path):
     train(opt, argv=["test"])
     with pytest.raises(OptionError, match="test split"):
         retest(tmp_path / "exp" / opt["name"])
+
+
+def test_every_config_key_value_leads_to_its_class_in_one_hop(capsys):
+    """`python -m models.build` lists every registered name with the repository file and line of its class."""
+    from models.build import main as list_registries
+    from utils.registry import ALL_REGISTRIES
+    list_registries()
+    out = capsys.readouterr().out
+    for reg in ALL_REGISTRIES:
+        assert f"{reg.name}:" in out
+        for name, where in reg.where():
+            path, line = where.split(" ")[0].rsplit(":", 1)
+            src = Path(path).read_text().splitlines()
+            assert Path(path).resolve().is_relative_to(ROOT) or "tests" in path
+            assert f"class {where.split('.')[-1]}" in src[int(line) - 1] or "register" in src[int(line) - 1], where
+
+
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
+    import os
+    from utils.atomic import atomic_open
+    with atomic_open(tmp_path / "x.txt", "w") as f:
+        f.write("a")
+    (tmp_path / "y.txt").write_text("a")
+    assert os.stat(tmp_path / "x.txt").st_mode == os.stat(tmp_path / "y.txt").st_mode

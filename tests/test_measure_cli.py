@@ -95,7 +95,7 @@ def test_measure_missing_prediction_is_an_error(pairs):
     (pred / names[1]).unlink()
     p = _run(["--gt", str(gt), "--pred", str(pred), "--no-progress"])
     assert p.returncode == 2
-    assert names[1] in p.stderr and "no prediction" in p.stderr
+    assert names[1] in p.stderr and "without a prediction" in p.stderr
 
 
 def test_measure_extra_prediction_is_a_warning(pairs, tmp_path, capsys):
@@ -158,3 +158,70 @@ def test_measure_lpips_unavailable_still_measures(pairs, tmp_path, monkeypatch, 
     assert res["psnr"] == pytest.approx(np.mean([sk_psnr(_rgb(gt / n), _rgb(pred / n)) for n in names]), abs=1e-9)
     cap = capsys.readouterr()
     assert "LPIPS unavailable" in cap.out and "LPIPS unavailable" in cap.err
+
+
+# ------------------------------------------------------------------------------------------ --crop-border
+def test_crop_border_matches_skimage_on_shaved_images(pairs, tmp_path):
+    gt, pred, names = pairs
+    out_csv, out_json = tmp_path / "c.csv", tmp_path / "c.json"
+    assert Measure.main(["--gt", str(gt), "--pred", str(pred), "--crop-border", "10", "--csv", str(out_csv),
+                         "--json", str(out_json), "--no-progress"]) == 0
+    shave = lambda x: x[10:-10, 10:-10]  # noqa: E731
+    ps = {n: sk_psnr(shave(_rgb(gt / n)), shave(_rgb(pred / n))) for n in names}
+    ss = {n: sk_ssim(shave(_rgb(pred / n)), shave(_rgb(gt / n)), channel_axis=2, data_range=255) for n in names}
+    res = json.loads(out_json.read_text())
+    assert res["protocol"]["crop_border"] == 10
+    assert "crop border 10 px per side" in res["protocol"]["description"]
+    assert res["psnr"] == pytest.approx(np.mean(list(ps.values())), abs=1e-9)
+    assert res["ssim"] == pytest.approx(np.mean(list(ss.values())), abs=1e-9)
+    lines = out_csv.read_text().splitlines()
+    assert "crop border 10 px per side" in lines[0]
+    for r in csv.DictReader(lines[1:]):
+        assert float(r["psnr"]) == pytest.approx(ps[r["name"]], abs=1e-9)
+        assert float(r["ssim"]) == pytest.approx(ss[r["name"]], abs=1e-9)
+    # the whole-image numbers differ (so the flag did something), and the default protocol says nothing of a crop
+    full = {n: sk_psnr(_rgb(gt / n), _rgb(pred / n)) for n in names}
+    assert all(abs(full[n] - ps[n]) > 1e-6 for n in names)
+    out2 = tmp_path / "d.json"
+    assert Measure.main(["--gt", str(gt), "--pred", str(pred), "--json", str(out2), "--no-progress"]) == 0
+    d = json.loads(out2.read_text())["protocol"]
+    assert d["crop_border"] == 0 and "crop" not in d["description"]
+
+
+def test_crop_border_too_large_is_one_line_error(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for d in (gt, pred):
+        d.mkdir()
+        cv2.imwrite(str(d / "x.png"), np.full((20, 30, 3), 100, np.uint8))
+    assert Measure.main(["--gt", str(gt), "--pred", str(pred), "--crop-border", "10", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "crop border 10" in err and "x.png" in err
+
+
+# ------------------------------------------------------------------------------------------ --no-ref niqe
+def test_no_reference_niqe_without_gt(tmp_path, capsys):
+    import skimage.data
+    from tests.test_niqe import BASICSR_VALUES
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for name in BASICSR_VALUES:
+        cv2.imwrite(str(pred / f"{name}.png"), getattr(skimage.data, name)()[:, :, ::-1])
+    out_csv, out_json = tmp_path / "n.csv", tmp_path / "n.json"
+    assert Measure.main(["--pred", str(pred), "--no-ref", "niqe", "--csv", str(out_csv), "--json", str(out_json),
+                         "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    res = json.loads(out_json.read_text())
+    assert res["count"] == 2 and res["gt_dir"] is None and "psnr" not in res
+    assert res["niqe"] == pytest.approx(np.mean(list(BASICSR_VALUES.values())), abs=1e-3)
+    assert res["protocol"]["description"].startswith("no reference; NIQE")
+    lines = out_csv.read_text().splitlines()
+    assert lines[1] == "name,niqe"
+    got = {r["name"]: float(r["niqe"]) for r in csv.DictReader(lines[1:])}
+    assert got == pytest.approx({f"{k}.png": v for k, v in BASICSR_VALUES.items()}, abs=1e-3)
+    assert "NIQE" in stdout and "PSNR" not in stdout
+
+
+def test_no_gt_without_no_ref_is_an_error(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    assert Measure.main(["--pred", str(tmp_path / "p"), "--no-progress"]) == 2
+    assert "--gt is required" in capsys.readouterr().err

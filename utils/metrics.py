@@ -54,7 +54,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -65,6 +65,10 @@ PSNR_MODES = ("uint8", "float")
 SSIM_PROTOCOLS = ("skimage_rgb", "matlab_rgb", "gray", "gray_percolumn")
 GT_MEAN_MODES = ("none", "llflow", "plain")
 QUANTISATIONS = ("truncate", "round")
+NO_REF_METRICS = ("niqe",)
+#: True where a larger value is better (report tables mark the best method per column)
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "niqe": False}
+_NO_REF_DESCRIPTIONS = {"niqe": "NIQE (LIVE pristine model, MATLAB Y rounded, 96x96 blocks, 2 scales)"}
 
 _SSIM_DESCRIPTIONS = {
     "skimage_rgb": "skimage_rgb (7x7 uniform, sample cov., RGB mean)",
@@ -104,6 +108,16 @@ def _to_float01(x: np.ndarray) -> np.ndarray:
     if np.issubdtype(x.dtype, np.floating):
         return x.astype(np.float64, copy=False)
     raise TypeError(f"expected a uint8 or floating-point image, got {x.dtype}")
+
+
+def shave(img: np.ndarray, border: int) -> np.ndarray:
+    """``img`` without ``border`` pixels on each side (a view); an image too small to keep any pixel is an error."""
+    if not border:
+        return img
+    h, w = img.shape[:2]
+    if 2 * border >= h or 2 * border >= w:
+        raise ValueError(f"crop border {border} px per side leaves nothing of a {w}x{h} (WxH) image")
+    return img[border:h - border, border:w - border]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -369,6 +383,8 @@ class Protocol:
     psnr: 'uint8' | 'float'; ssim: one of SSIM_PROTOCOLS; gt_mean: 'none' | 'llflow' | 'plain';
     lpips: compute LPIPS-alex v0.1; quantisation: 'truncate' | 'round', how a float prediction (or a GT-mean corrected
     one) becomes the uint8 image that uint8 PSNR, SSIM and LPIPS see. Float PSNR uses the unquantised image.
+    crop_border: pixels shaved from every side of prediction and reference before anything else (GT-mean included);
+    0 (the default) keeps the whole image. DRBN's published protocol shaves 10.
 
     Examples: the default (GLTG/UPT ``Measure.py``): ``Protocol()``. LLFlow's official ``test.py`` + ``Measure.py``
     with its pinned scikit-image 0.18.1: ``Protocol(ssim='gray_percolumn', gt_mean='llflow', lpips=True)``.
@@ -379,26 +395,47 @@ class Protocol:
     lpips: bool = False
     quantisation: str = "truncate"
     inference: str = ""   # how the predictions were made (heat, tiles, self-ensemble, dtype), when known
+    crop_border: int = 0
+    no_ref: Tuple[str, ...] = ()
+    full_ref: bool = True
 
     def __post_init__(self):
+        if isinstance(self.crop_border, bool) or not isinstance(self.crop_border, int) or self.crop_border < 0:
+            raise ValueError(f"Protocol.crop_border={self.crop_border!r}; expected a whole number of pixels >= 0")
+        bad = [m for m in self.no_ref if m not in NO_REF_METRICS]
+        if bad:
+            raise ValueError(f"Protocol.no_ref={self.no_ref!r}; choose from {NO_REF_METRICS}")
         for name, allowed in (("psnr", PSNR_MODES), ("ssim", SSIM_PROTOCOLS), ("gt_mean", GT_MEAN_MODES),
                               ("quantisation", QUANTISATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Protocol.{name}={getattr(self, name)!r}; choose one of {allowed}")
 
+    @property
+    def metric_keys(self) -> Tuple[str, ...]:
+        """The per-image values this protocol produces, in table order."""
+        return (("psnr", "ssim", "lpips") if self.full_ref else ()) + tuple(self.no_ref)
+
     def describe(self) -> str:
-        psnr_txt = "PSNR uint8 RGB (peak 255)" if self.psnr == "uint8" else "PSNR float RGB (peak 1, unquantised)"
-        gm = _GT_MEAN_DESCRIPTIONS[self.gt_mean]
-        parts = [psnr_txt, f"SSIM {_SSIM_DESCRIPTIONS[self.ssim]}", f"GT-mean: {gm}"]
-        if self.gt_mean != "none":
-            parts.append(f"quantisation: {self.quantisation}")
-        parts.append("LPIPS alex v0.1" if self.lpips else "LPIPS: off")
+        parts = []
+        if self.full_ref:
+            psnr_txt = "PSNR uint8 RGB (peak 255)" if self.psnr == "uint8" else "PSNR float RGB (peak 1, unquantised)"
+            gm = _GT_MEAN_DESCRIPTIONS[self.gt_mean]
+            parts += [psnr_txt, f"SSIM {_SSIM_DESCRIPTIONS[self.ssim]}", f"GT-mean: {gm}"]
+            if self.gt_mean != "none":
+                parts.append(f"quantisation: {self.quantisation}")
+            parts.append("LPIPS alex v0.1" if self.lpips else "LPIPS: off")
+        else:
+            parts.append("no reference")
+        parts += [_NO_REF_DESCRIPTIONS[m] for m in self.no_ref]
+        if self.crop_border:
+            parts.append(f"crop border {self.crop_border} px per side")
         if self.inference:
             parts.append(f"inference: {self.inference}")
         return "; ".join(parts)
 
     def as_dict(self) -> Dict[str, Any]:
         d = asdict(self)
+        d["no_ref"] = list(self.no_ref)
         d["description"] = self.describe()
         return d
 
@@ -406,19 +443,31 @@ class Protocol:
 DEFAULT_PROTOCOL = Protocol()
 
 
-def evaluate_pair(pred: np.ndarray, gt: np.ndarray, protocol: Protocol = DEFAULT_PROTOCOL,
+def evaluate_pair(pred: np.ndarray, gt: Optional[np.ndarray], protocol: Protocol = DEFAULT_PROTOCOL,
                   lpips_metric: Optional[LPIPSMetric] = None) -> Dict[str, Any]:
     """Metrics of one prediction against its reference under ``protocol``.
 
     pred: HxWx3 RGB, uint8 or float in [0, 1] (raw output; it is quantised with ``protocol.quantisation``).
-    gt:   HxWx3 RGB uint8.
-    Returns {'psnr': float, 'ssim': float, 'lpips': float | None} plus 'lpips_unavailable_reason' when LPIPS was
-    requested but cannot be computed. With ``protocol.lpips`` and no ``lpips_metric`` a cached default
-    (``get_lpips_metric()``) is used.
+    gt:   HxWx3 RGB uint8; None when ``protocol.full_ref`` is false (no-reference metrics only).
+    Returns {'psnr': float, 'ssim': float, 'lpips': float | None} (full reference) plus one value per
+    ``protocol.no_ref`` metric (computed on the prediction as quantised, before any GT-mean correction), and
+    'lpips_unavailable_reason' when LPIPS was requested but cannot be computed. With ``protocol.lpips`` and no
+    ``lpips_metric`` a cached default (``get_lpips_metric()``) is used.
     """
+    res: Dict[str, Any] = {}
+    if protocol.no_ref:
+        from utils.niqe import niqe  # scipy-heavy; only when asked for
+        own = shave(pred, protocol.crop_border)
+        own = own if own.dtype == np.uint8 else quantise(np.clip(own, 0, 1), protocol.quantisation)
+        res["niqe"] = niqe(np.ascontiguousarray(own))
+    if not protocol.full_ref:
+        return res
+    if gt is None:
+        raise ValueError("evaluate_pair: a full-reference protocol needs the reference image")
     _check_pair(pred, gt, "evaluate_pair")
     if gt.dtype != np.uint8:
         raise TypeError(f"evaluate_pair: the reference must be uint8, got {gt.dtype}")
+    pred, gt = shave(pred, protocol.crop_border), shave(gt, protocol.crop_border)
     if protocol.gt_mean == "llflow":
         f = gt_mean_llflow(pred, gt)
     elif protocol.gt_mean == "plain":
@@ -429,11 +478,11 @@ def evaluate_pair(pred: np.ndarray, gt: np.ndarray, protocol: Protocol = DEFAULT
         f = np.clip(pred, 0, 1)
     q = f if f.dtype == np.uint8 else quantise(f, protocol.quantisation)
 
-    res: Dict[str, Any] = {
+    res.update({
         "psnr": psnr(q, gt, "uint8") if protocol.psnr == "uint8" else psnr(f, gt, "float"),
         "ssim": ssim(q, gt, protocol.ssim),
         "lpips": None,
-    }
+    })
     if protocol.lpips:
         try:
             metric = lpips_metric if lpips_metric is not None else get_lpips_metric()
@@ -447,31 +496,53 @@ def _mean(values: List[float]) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
+def _std(values: List[float]) -> Optional[float]:
+    """Population standard deviation over images (ddof 0); None without values."""
+    return float(np.std(values)) if values else None
+
+
 @dataclass
 class MetricAggregator:
     """Collects per-image results; ``means()`` averages per-image values (PSNR is a mean of per-image dB values,
-    as every LLIE test script does). LPIPS is averaged over the images that have it."""
+    as every LLIE test script does). LPIPS is averaged over the images that have it. The metrics are
+    ``protocol.metric_keys`` (psnr, ssim, lpips for a full-reference protocol, then the no-reference ones)."""
     protocol: Protocol = DEFAULT_PROTOCOL
     rows: List[Dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def keys(self) -> Tuple[str, ...]:
+        return self.protocol.metric_keys
+
     def add(self, name: str, result: Dict[str, Any]) -> None:
-        self.rows.append({"name": name, "psnr": result.get("psnr"), "ssim": result.get("ssim"),
-                          "lpips": result.get("lpips")})
+        row = {"name": name}
+        row.update({k: result.get(k) for k in self.keys})
+        self.rows.append(row)
 
     @property
     def count(self) -> int:
         return len(self.rows)
 
+    def _values(self, k: str) -> List[float]:
+        # inf (identical images) would make a mean meaningless only for PSNR, where it is the honest answer
+        return [r[k] for r in self.rows if r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))]
+
     def means(self) -> Dict[str, Optional[float]]:
-        return {k: _mean([r[k] for r in self.rows if r[k] is not None]) for k in ("psnr", "ssim", "lpips")}
+        return {k: _mean(self._values(k)) for k in self.keys}
+
+    def stds(self) -> Dict[str, Optional[float]]:
+        """Standard deviation over images of each metric (ddof 0)."""
+        return {k: _std(self._values(k)) for k in self.keys}
 
     def summary(self, lpips_unavailable_reason: Optional[str] = None) -> Dict[str, Any]:
-        """{'psnr','ssim','lpips' (means), 'count', 'protocol' (describe() + fields), 'per_image'} and, when LPIPS
-        has no value, 'lpips_unavailable_reason'."""
+        """{'psnr','ssim','lpips' (means; with no-reference metrics also e.g. 'niqe'), 'std' (per metric),
+        'count', 'protocol' (describe() + fields), 'per_image'} and, when LPIPS has no value,
+        'lpips_unavailable_reason'."""
         out: Dict[str, Any] = dict(self.means())
+        with np.errstate(invalid="ignore"):
+            out["std"] = self.stds()
         out["count"] = self.count
         out["protocol"] = self.protocol.as_dict()
-        if out["lpips"] is None:
+        if "lpips" in self.keys and out["lpips"] is None:
             out["lpips_unavailable_reason"] = lpips_unavailable_reason or (
                 "LPIPS not requested" if not self.protocol.lpips else "LPIPS unavailable")
         out["per_image"] = [dict(r) for r in self.rows]
@@ -480,5 +551,8 @@ class MetricAggregator:
     def format_means(self) -> str:
         m = self.means()
         fmt = lambda v, d: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
-        return (f"PSNR {fmt(m['psnr'], 3)} dB  SSIM {fmt(m['ssim'], 4)}  LPIPS {fmt(m['lpips'], 4)}  "
-                f"(n={self.count}; {self.protocol.describe()})")
+        parts = []
+        if self.protocol.full_ref:
+            parts.append(f"PSNR {fmt(m['psnr'], 3)} dB  SSIM {fmt(m['ssim'], 4)}  LPIPS {fmt(m['lpips'], 4)}")
+        parts += [f"{k.upper()} {fmt(m[k], 4)}" for k in self.protocol.no_ref]
+        return "  ".join(parts) + f"  (n={self.count}; {self.protocol.describe()})"

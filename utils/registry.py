@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 
 
 class Registry:
@@ -34,8 +35,24 @@ class Registry:
     def __contains__(self, name):
         return name in self._obj
 
+    @property
+    def name(self) -> str:
+        return self._name
+
     def keys(self):
         return sorted(self._obj)
+
+    def where(self) -> list[tuple[str, str]]:
+        """(name, 'file:line QualifiedName') of every entry: the class behind a config value, one hop away."""
+        out = []
+        for n in self.keys():
+            obj = self._obj[n]
+            try:
+                src = f"{inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]}"
+            except (OSError, TypeError):
+                src = "?"
+            out.append((n, f"{src} {obj.__module__}.{obj.__qualname__}"))
+        return out
 
 
 ARCH_REGISTRY = Registry("architecture (network_G.which_model_G)")
@@ -44,3 +61,6 @@ COUPLING_REGISTRY = Registry("flow coupling (network_G.flow.coupling)")
 FLOW_STEP_REGISTRY = Registry("flow step")
 MODEL_REGISTRY = Registry("model (model)")
 DATASET_REGISTRY = Registry("dataset (datasets.<phase>.dataset)")
+
+ALL_REGISTRIES = (MODEL_REGISTRY, ARCH_REGISTRY, ENCODER_REGISTRY, COUPLING_REGISTRY, FLOW_STEP_REGISTRY,
+                  DATASET_REGISTRY)

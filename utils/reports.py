@@ -1,7 +1,8 @@
 """Metric reports on disk, one format for validation, the test scripts and Measure.py.
 
-CSV: a `# protocol: ...` comment line, then `name,psnr,ssim,lpips`, one row per image (by file name; lpips empty when
-not measured). JSON: means, count, protocol and whatever the caller adds; inf/nan are written as strings because JSON
+CSV: a `# protocol: ...` comment line, then `name,psnr,ssim,lpips` (followed by no-reference metrics such as `niqe`
+when the protocol has them; only those without a reference), one row per image (by file name; empty when not
+measured). JSON: means, count, protocol and whatever the caller adds; inf/nan are written as strings because JSON
 has no such numbers. Both are written atomically.
 """
 from __future__ import annotations
@@ -39,7 +40,8 @@ def write_csv(path, agg) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w") as f:
         f.write(f"# protocol: {agg.protocol.describe()}\n")
+        keys = list(getattr(agg, "keys", COLUMNS))
         w = csv.writer(f)
-        w.writerow(["name", *COLUMNS])
+        w.writerow(["name", *keys])
         for r in agg.rows:
-            w.writerow([r["name"]] + ["" if r[k] is None else repr(float(r[k])) for k in COLUMNS])
+            w.writerow([r["name"]] + ["" if r.get(k) is None else repr(float(r[k])) for k in keys])

@@ -23,13 +23,14 @@ class LayerNorm(nn.Module):
 class _LNBody(nn.Module):
     def __init__(self, dim: int, bias: bool):
         super().__init__()
+        self.dim = dim  # a Python int: an ONNX trace must not read the normalised size off a tensor's shape
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x):
         y = x.permute(0, 2, 3, 1)
         if self.bias is not None:
-            y = F.layer_norm(y, (y.shape[-1],), self.weight, self.bias, 1e-5)
+            y = F.layer_norm(y, (self.dim,), self.weight, self.bias, 1e-5)
         else:  # Restormer's BiasFree norm scales by the std but does not centre.
             y = y * torch.rsqrt(y.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.weight
         return y.permute(0, 3, 1, 2)

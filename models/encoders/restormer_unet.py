@@ -82,7 +82,7 @@ def pad_to_multiple(x: torch.Tensor, n: int = PATCH_GRID) -> torch.Tensor:
     """Reflect-pad bottom/right so H and W are multiples of n (official Attention_intra / Mask / downmask)."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % n, (-w) % n
-    if ph or pw:
+    if ph or pw or torch.jit.is_tracing():  # an ONNX trace keeps the pad so the graph serves every size
         x = F.pad(x, (0, pw, 0, ph), mode="reflect")
     return x
 

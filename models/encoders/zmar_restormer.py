@@ -65,7 +65,7 @@ def restormer_config(opt: dict) -> dict:
 def downmask(mask: torch.Tensor, k: int) -> torch.Tensor:
     """The mask at 1/k resolution: bilinear resize to (H/k, W/k), binarise (> 0.2 -> 1); per batch element."""
     h, w = mask.shape[-2:]
-    return resize_binarise(mask, (int(h / k), int(w / k)))
+    return resize_binarise(mask, (h // k, w // k))  # floor division, also on traced sizes (ONNX export)
 
 
 def to_patches(x: torch.Tensor, grid: int = PATCH_GRID) -> torch.Tensor:

@@ -1,0 +1,60 @@
+"""Export a model's enhance path to ONNX.
+
+    python -m utils.export_onnx --opt CONF --model_path M.pth --out model.onnx [--size H W] [--opset 17]
+                                [--no-check] [--set key=value ...]
+
+A thin entry point: the work (and the description of the graph's inputs and output) is in ``engine/export_onnx.py``.
+It lives there because building a network needs ``models/``, which the low-level helpers in ``utils/`` never
+import; this module imports it only when run. Needs the optional packages of ``requirements-onnx.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from options.options import add_common_args
+    p = add_common_args(argparse.ArgumentParser(prog="python -m utils.export_onnx", description=__doc__.split("\n\n")[0]))
+    p.add_argument("--model_path", help="checkpoint (.pth or .safetensors; overrides model_path in the config)")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="size of the traced example (rounded up to the model's pad multiple; default 96 128); "
+                        "the graph accepts any size that is a multiple of the pad multiple")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check at another size")
+    return p
+
+
+def main(argv=None):
+    from options.options import check_path, load_options
+    from utils.logging_setup import setup_cli_logging
+    from engine.export_onnx import DEFAULT_SIZE, ExportError, export_onnx
+
+    args = build_parser().parse_args(argv)
+    setup_cli_logging()
+    opt = load_options(args.opt, args.overrides)
+    ckpt = args.model_path or opt.get("model_path")
+    ckpt = str(check_path(ckpt, "--model_path / model_path")) if ckpt else None
+    try:
+        info = export_onnx(opt, ckpt, args.out, size=tuple(args.size or DEFAULT_SIZE), opset=args.opset,
+                           check=not args.no_check)
+    except ExportError as e:
+        raise ValueError(str(e)) from None  # run_cli prints it as one line
+    ins = ", ".join(f"{k} {v}" for k, v in info["inputs"].items())
+    print(f"wrote {args.out}: family {info['family']}, inputs {ins} (H, W dynamic, multiples of "
+          f"{info['pad_multiple']}), output enhanced (1, 3, H, W)")
+    if info["check"]:
+        c = info["check"]
+        print(f"onnxruntime vs PyTorch at {c['size'][0]}x{c['size'][1]}: max abs diff {c['max_abs_diff']:.3g}")
+    return info
+
+
+if __name__ == "__main__":
+    from utils.cli import run_cli
+    run_cli(main)
