@@ -38,9 +38,13 @@ def _max_into(acc, value):
 
 # ------------------------------------------------------------------------------------------------ local
 
-def coupling_reach(cpl) -> int:
-    """Halo of a coupling whose subnets each read z1 and/or ft once: the largest subnet reach."""
-    return max(conv_reach(sub) for sub in (cpl.fFeatures, cpl.fAffine, getattr(cpl, "fAffine2", cpl.fAffine)))
+def coupling_reach(cpl, reverse: bool) -> int:
+    """Halo of an LLFlow/ZMAR coupling. Forward, the affine subnets read z1 after the injector (whose shift and
+    scale come from ft through fFeatures): the reaches add up. Reverse, they read z1 as given and the injector is
+    undone afterwards, pixel by pixel: the largest reach."""
+    affine = max(conv_reach(cpl.fAffine), conv_reach(getattr(cpl, "fAffine2", cpl.fAffine)))
+    injector = conv_reach(cpl.fFeatures)
+    return max(affine, injector) if reverse else affine + injector
 
 
 @tiled_forward(CondAffineSeparatedAndCond, SNFlowCoupling, SAN)
@@ -48,7 +52,7 @@ def local_coupling(cpl, plan: TilePlan, z, logdet, ft, reverse: bool = False):
     forward = type(cpl).forward
     if plan.fits(*z.shape[-2:]):
         return forward(cpl, z, logdet, ft, reverse)
-    halo = conv_reach(cpl) if isinstance(cpl, SAN) else coupling_reach(cpl)
+    halo = conv_reach(cpl) if isinstance(cpl, SAN) else coupling_reach(cpl, reverse)
     zero = z.new_zeros(z.shape[0]) if logdet is None else logdet.new_zeros(logdet.shape)
     out = map_tiles(lambda zc, fc: forward(cpl, zc, zero, fc, reverse)[0], [z, ft], plan, halo)
     return out, _nan(logdet)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..encoders.lewin import LeWinTransformerBlock
+from ..encoders.lewin import LeWinLayer, LeWinTransformerBlock, shift_region_mask, window_order
 from .core import TilePlan, conv_reach, empty_map, tiled_forward
 
 
@@ -26,17 +26,19 @@ def lewin_block(blk: LeWinTransformerBlock, plan: TilePlan, x, zmap):
     else:
         x_p = x
     hp, wp = h + pad_b, w + pad_r
-    order, _, mask = blk._windows(hp, wp, x.device)
-    n = ws * ws
+    n, shift = ws * ws, blk.shift_size
     xf, zf = x_p.reshape(b, hp * wp, c), zmap.reshape(b, hp * wp, c)
     per = max(1, plan.tile * plan.tile // n)      # windows per chunk: about one tile of pixels
     n_win = hp * wp // n
     out = None
     for w0 in range(0, n_win, per):
+        # the chunk's gather index and shift mask, built per chunk (the full-size ones would cost 8 + 100 bytes per
+        # pixel and block for win 5; the full-frame forward caches them)
         w1 = min(n_win, w0 + per)
-        idx = order[w0 * n:w1 * n]
+        idx = window_order(hp, wp, ws, shift, x.device, w0, w1)
+        mask = shift_region_mask(hp, wp, ws, shift, x.device, w0, w1) if shift else None
         att = blk.attn(blk.norm1(xf.index_select(1, idx)).view(-1, n, c), zf.index_select(1, idx).view(-1, n, c),
-                       b, None if mask is None else mask[w0:w1])
+                       b, mask)
         if out is None:
             out = att.new_empty(b, hp * wp, c)
         out.index_copy_(1, idx, att.view(b, -1, c))     # back to the tokens' own positions
@@ -58,3 +60,15 @@ def lewin_block(blk: LeWinTransformerBlock, plan: TilePlan, x, zmap):
         del t
     m.mul_(mlp.eca.gate((total / (h * w)).to(m.dtype)))
     return y.add_(blk.drop_path(m.permute(0, 2, 3, 1)))
+
+
+@tiled_forward(LeWinLayer)
+def lewin_layer(layer: LeWinLayer, plan: TilePlan, x, zmap):
+    """LeWinLayer.forward without making the map contiguous: the tiled blocks gather windows from any layout, and
+    MSFormer's level-1 map is one channel expanded to dim channels (a copy would cost dim floats per pixel)."""
+    if plan.fits(*x.shape[-2:]):
+        return LeWinLayer.forward(layer, x, zmap)
+    x, zmap = x.permute(0, 2, 3, 1), zmap.permute(0, 2, 3, 1)
+    for blk in layer.blocks:
+        x = blk(x, zmap)
+    return x.permute(0, 3, 1, 2)
