@@ -74,8 +74,8 @@ def _number(value, kind, key: str, minimum, allow_zero: bool = False):
     except (TypeError, ValueError):
         raise OptionError(f"{key}: expected a {'whole ' if kind is int else ''}number, got {value!r}") from None
     if not (number >= minimum and number > 0 or allow_zero and number == 0):
-        least = f"at least {minimum}" if minimum else "positive"
-        raise OptionError(f"{key}: {value!r} is too small (it must be {least}{', or 0 for none' if allow_zero else ''})")
+        least = (f"at least {minimum}" if minimum else "positive") + (", or 0 for none" if allow_zero else "")
+        raise OptionError(f"{key}: {value!r} is too small (it must be {least})")
     return number
 
 

@@ -57,17 +57,28 @@ def spans(n: int, size: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+def crop_span(start: int, stop: int, halo: int, size: int, n: int) -> tuple[int, int]:
+    """The crop around the core [start, stop) of an axis of length n: ``size`` long (clipped to n), at least
+    ``halo`` beyond the core on each side that is not the border, shifted inwards at the borders. Every crop of a
+    map thus has the same shape: oneDNN builds (and caches) one kernel per shape, and a first call at a new size
+    would otherwise pay for several per layer."""
+    size = min(n, max(size, stop - start + 2 * halo))
+    lo = min(max(0, start - halo), n - size)
+    return lo, lo + size
+
+
 @dataclass(frozen=True)
 class Window:
-    """A tile: its core rows [y0, y1) and columns [x0, x1) in the map, and the crop around it (core + halo,
-    clipped to the map)."""
+    """A tile: its core rows [y0, y1) and columns [x0, x1) in the map, and the crop [cy0, cy1) x [cx0, cx1) around
+    it (the core plus at least the halo, within the map)."""
     y0: int
     y1: int
     x0: int
     x1: int
-    halo: int
-    h: int
-    w: int
+    cy0: int
+    cy1: int
+    cx0: int
+    cx1: int
 
     @property
     def core(self) -> tuple:
@@ -77,14 +88,12 @@ class Window:
     @property
     def crop(self) -> tuple:
         """Index of the haloed crop in the map."""
-        return (..., slice(max(0, self.y0 - self.halo), min(self.h, self.y1 + self.halo)),
-                slice(max(0, self.x0 - self.halo), min(self.w, self.x1 + self.halo)))
+        return (..., slice(self.cy0, self.cy1), slice(self.cx0, self.cx1))
 
     @property
     def core_in_crop(self) -> tuple:
         """Index of the core inside the crop."""
-        top, left = self.y0 - max(0, self.y0 - self.halo), self.x0 - max(0, self.x0 - self.halo)
-        return (..., slice(top, top + self.y1 - self.y0), slice(left, left + self.x1 - self.x0))
+        return (..., slice(self.y0 - self.cy0, self.y1 - self.cy0), slice(self.x0 - self.cx0, self.x1 - self.cx0))
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,13 @@ class TilePlan:
         return h <= self.tile and w <= self.tile
 
     def windows(self, h: int, w: int, halo: int = 0) -> Iterator[Window]:
-        for y0, y1 in spans(h, self.tile):
-            for x0, x1 in spans(w, self.tile):
-                yield Window(y0, y1, x0, x1, halo, h, w)
+        rows, cols = spans(h, self.tile), spans(w, self.tile)
+        size_h = max(b - a for a, b in rows) + 2 * halo
+        size_w = max(b - a for a, b in cols) + 2 * halo
+        for y0, y1 in rows:
+            cy = crop_span(y0, y1, halo, size_h, h)
+            for x0, x1 in cols:
+                yield Window(y0, y1, x0, x1, *cy, *crop_span(x0, x1, halo, size_w, w))
 
 
 def empty_map(like: torch.Tensor, channels: int, h: int, w: int, dtype=None) -> torch.Tensor:

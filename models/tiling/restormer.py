@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..encoders import gltg_restormer, zmar_restormer
 from ..encoders.restormer_blocks import TransformerBlock, attention_from_stats, channel_attention_stats
 from ..encoders.restormer_unet import PATCH_GRID, pad_to_multiple
-from .core import TilePlan, conv_reach, empty_map, map_tiles, spans, tiled_forward
+from .core import TilePlan, conv_reach, crop_span, empty_map, map_tiles, spans, tiled_forward
 
 
 # ------------------------------------------------------------------------------------------------ shared passes
@@ -57,12 +57,13 @@ def local_residual(fn, x: torch.Tensor, halo: int, plan: TilePlan) -> torch.Tens
 
 # ------------------------------------------------------------------------------------------------ patch grid
 
-def _cells(hp: int, wp: int, plan: TilePlan):
-    """In-patch rectangles (i0, i1, j0, j1): each tile holds 16 of them (one per patch), about tile^2 pixels."""
+def _cells(hp: int, wp: int, plan: TilePlan, halo: int):
+    """In-patch rectangles (i0, i1, j0, j1): each tile holds 16 of them (one per patch), about tile^2 pixels; and
+    the crop size of their rectangles."""
     side = max(1, plan.tile // PATCH_GRID)
-    for i0, i1 in spans(hp // PATCH_GRID, side):
-        for j0, j1 in spans(wp // PATCH_GRID, side):
-            yield i0, i1, j0, j1
+    rows, cols = spans(hp // PATCH_GRID, side), spans(wp // PATCH_GRID, side)
+    size = (max(b - a for a, b in rows) + 2 * halo, max(b - a for a, b in cols) + 2 * halo)
+    return [(i0, i1, j0, j1) for i0, i1 in rows for j0, j1 in cols], size
 
 
 def _rects(hp: int, wp: int, cell):
@@ -74,17 +75,18 @@ def _rects(hp: int, wp: int, cell):
             yield p, q, slice(p * hb + i0, p * hb + i1), slice(q * wb + j0, q * wb + j1)
 
 
-def gather_cell(fn, xp: torch.Tensor, cell, halo: int) -> torch.Tensor:
-    """fn evaluated on the 16 rectangles of ``cell`` (each cropped with ``halo`` from the padded map xp), their
-    cores assembled into one (B, C', 4 n_i, 4 n_j) image with the 4x4 patch structure."""
+def gather_cell(fn, xp: torch.Tensor, cell, halo: int, size: tuple[int, int]) -> torch.Tensor:
+    """fn evaluated on the 16 rectangles of ``cell`` (each cropped with ``halo`` from the padded map xp, crops of
+    one ``size`` as in core.crop_span), their cores assembled into one (B, C', 4 n_i, 4 n_j) image with the 4x4
+    patch structure."""
     hp, wp = xp.shape[-2:]
     i0, i1, j0, j1 = cell
     ni, nj = i1 - i0, j1 - j0
     out = None
     for p, q, rows, cols in _rects(hp, wp, cell):
-        r0, c0 = max(0, rows.start - halo), max(0, cols.start - halo)
-        crop = xp[..., r0:min(hp, rows.stop + halo), c0:min(wp, cols.stop + halo)]
-        res = fn(crop)[..., rows.start - r0:rows.start - r0 + ni, cols.start - c0:cols.start - c0 + nj]
+        r0, r1 = crop_span(rows.start, rows.stop, halo, size[0], hp)
+        c0, c1 = crop_span(cols.start, cols.stop, halo, size[1], wp)
+        res = fn(xp[..., r0:r1, c0:c1])[..., rows.start - r0:rows.start - r0 + ni, cols.start - c0:cols.start - c0 + nj]
         if out is None:
             out = empty_map(res, res.shape[1], PATCH_GRID * ni, PATCH_GRID * nj)
         out[..., p * ni:(p + 1) * ni, q * nj:(q + 1) * nj] = res
@@ -113,8 +115,9 @@ def zmar_mask_residual(mask, norm, x: torch.Tensor, attn_map: torch.Tensor, plan
     hp, wp = xp.shape[-2:]
     weight = mask.value_weight()
     out = torch.empty_like(x)
-    for cell in _cells(hp, wp, plan):
-        v = gather_cell(lambda t: F.conv2d(norm(t), weight, padding=1), xp, cell, 1)
+    cells, size = _cells(hp, wp, plan, 1)
+    for cell in cells:
+        v = gather_cell(lambda t: F.conv2d(norm(t), weight, padding=1), xp, cell, 1, size)
         ph, pw = v.shape[-2:]
         mixed = zmar_restormer.from_patches(torch.bmm(attn_map.to(v.dtype), zmar_restormer.to_patches(v)),
                                             c, ph, pw)
@@ -146,8 +149,9 @@ def gltg_intra_residual(ai, norm, x: torch.Tensor, mask_gram: torch.Tensor, plan
         return _split_conv(ai.qkv_dwconv, _split_conv(ai.qkv, norm(t), vv, False), vv, True)
 
     gram = q_sq = k_sq = None
-    for cell in _cells(hp, wp, plan):
-        q, k = gather_cell(qk_maps, xp, cell, halo).chunk(2, dim=1)
+    cells, size = _cells(hp, wp, plan, halo)
+    for cell in cells:
+        q, k = gather_cell(qk_maps, xp, cell, halo, size).chunk(2, dim=1)
         q = gltg_restormer.to_patches(q, n).float()   # (B, heads, d, 16, pixels); sums in float32
         k = gltg_restormer.to_patches(k, n).float()
         g = q @ k.transpose(-2, -1)
@@ -159,8 +163,8 @@ def gltg_intra_residual(ai, norm, x: torch.Tensor, mask_gram: torch.Tensor, plan
     attn = torch.softmax(gram / (nq.unsqueeze(-1) * nk.unsqueeze(-2)) * temperature, dim=-1)
     attn = torch.softmax(attn + ai.get_attn_m(mask_gram).float(), dim=-1)
     out = torch.empty_like(x)
-    for cell in _cells(hp, wp, plan):
-        v = gather_cell(v_map, xp, cell, halo)
+    for cell in cells:
+        v = gather_cell(v_map, xp, cell, halo, size)
         ph, pw = v.shape[-2:]
         mixed = gltg_restormer.from_patches(attn.to(v.dtype) @ gltg_restormer.to_patches(v, n), ph, pw)
         scatter_cell_residual(out, x, ai.project_out(mixed), hp, wp, cell)
