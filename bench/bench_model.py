@@ -2,7 +2,7 @@
 
 python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train] [--threads 2]
                             [--size 400x600] [--batch 4] [--crop 160] [--weights PATH] [--channels-last]
-                            [--repeat N] [--system-malloc]
+                            [--repeat N] [--system-malloc] [--compile]
 
 Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own; the training step is the
 second of two (the first pays for allocator growth and Adam state), inference follows a small warm-up call. Weights are random unless
@@ -54,8 +54,12 @@ def _child(args):
         model.eval()
         lq = torch.rand(1, in_ch, hp, wp, generator=g).contiguous(memory_format=fmt)
         aux = (torch.rand(1, aux_ch, hp, wp, generator=g) > 0.5).float() if aux_ch else None
+        if args.compile:   # as inference.compile: the encoder, static shapes (the first call compiles)
+            for m in model.compile_targets():
+                m.compile(dynamic=False)
         with torch.inference_mode():
-            model.reverse(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
+            if not args.compile:   # a compiled warm-up would compile for its own size too
+                model.reverse(lq[..., :64, :64], None if aux is None else aux[..., :64, :64])  # warm-up (allocator)
             times = []
             for _ in range(max(1, args.repeat)):
                 t = time.perf_counter()
@@ -93,6 +97,7 @@ def _child(args):
     res["layout"] = "NHWC" if args.channels_last else "NCHW"
     res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     res["malloc"] = "system" if args.system_malloc else "keep-freed"
+    res["compiled"] = bool(args.compile)
     print("RESULT " + json.dumps(res))
 
 
@@ -110,6 +115,8 @@ def main(argv=None):
     ap.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs (oneDNN's preferred layout)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="inference calls at full size; the first pays for oneDNN's kernel set-up at that size")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the encoder (inference.compile); the first call includes the compilation")
     ap.add_argument("--system-malloc", action="store_true",
                     help="leave glibc's default (unmap freed large blocks) instead of utils.runtime.keep_freed_memory")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -122,6 +129,7 @@ def main(argv=None):
         cmd += (["--variant", args.variant] if args.variant else []) + (["--weights", args.weights] if args.weights else [])
         cmd += sum((["--set", s] for s in args.set or []), []) + (["--channels-last"] if args.channels_last else [])
         cmd += ["--system-malloc"] if args.system_malloc else []
+        cmd += ["--compile"] if args.compile else []
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -134,7 +142,8 @@ def main(argv=None):
         if later:
             extra += f" (later calls: {', '.join(f'{v:.2f}' for v in later)} s)"
         print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
-              f"({res['threads']} threads, {res['layout']}, {res['malloc']} malloc, {res['params_m']:.2f} M params)")
+              f"({res['threads']} threads, {res['layout']}, {res['malloc']} malloc, {res['params_m']:.2f} M params"
+              f"{', compiled encoder: first call includes compilation' if res.get('compiled') else ''})")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ class Enhancer:
     """
 
     def __init__(self, model, opt: dict, device=None, tile: int | None = None, amp: bool | None = None,
-                 self_ensemble: bool | None = None, max_memory: float | None = None):
+                 self_ensemble: bool | None = None, max_memory: float | None = None,
+                 compile_encoder: bool | None = None):
         inf = opt.get("inference") or {}
         self.self_ensemble = bool(self_ensemble if self_ensemble is not None else inf.get("self_ensemble"))
         self.opt = opt
@@ -102,6 +103,12 @@ class Enhancer:
         self.max_memory = (_number(limit, float, "inference.max_memory", 0.0) * GB if limit is not None
                            else self._default_budget())
         self.amp = bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda"
+        self.compiled = bool(compile_encoder if compile_encoder is not None else inf.get("compile"))
+        if self.compiled:
+            # inductor: kernels for each new input size are built on its first call (minutes on a CPU); tiled
+            # frames run eagerly (models/tiling switches compiled modules off inside tiled execution)
+            for m in (model.compile_targets() if hasattr(model, "compile_targets") else [model]):
+                m.compile(dynamic=False)
         self.pad_mode = inf.get("pad_mode") or "reflect"
         self.prep_opt = {"log_low": input_is_log(opt), "concat_histeq": opt.get("concat_histeq"),
                          "histeq_as_input": opt.get("histeq_as_input")}
@@ -126,6 +133,9 @@ class Enhancer:
             tiled = estimate_peak_bytes(self.model, h, w, tile)
             log.info("%dx%d frame: estimated %.1f GB full frame > max_memory %.1f GB; layer-wise tiles of %d px "
                      "(estimated %.1f GB)", h, w, full / GB, self.max_memory / GB, tile, tiled / GB)
+            if tiled > self.max_memory:
+                log.warning("%dx%d frame: even with tiles the full-size maps that live at once need an estimated "
+                            "%.1f GB > max_memory %.1f GB", h, w, tiled / GB, self.max_memory / GB)
         return tile
 
     def prepare(self, low: np.ndarray, aux_mask: np.ndarray | None = None):
@@ -163,7 +173,7 @@ class Enhancer:
         else:
             tiles = "full frame"
         ens = "self-ensemble x8 (flips and transposes, averaged)" if self.self_ensemble else "no self-ensemble"
-        return f"heat {heat:g}; {tiles}; {ens}"
+        return f"heat {heat:g}; {tiles}; {ens}" + ("; torch.compile" if self.compiled else "")
 
     @torch.inference_mode()
     def enhance_tensor(self, lq, aux=None, heat: float = 0.0) -> torch.Tensor:

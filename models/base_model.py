@@ -12,7 +12,8 @@ A method is a subclass of :class:`BaseModel` registered with ``@MODEL_REGISTRY.r
 - ``training_state()`` / ``restore_training_state(state)``: everything besides the weights that resume needs.
 
 An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind) and
-``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method.
+``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method (optionally
+``compile_targets()``: the submodules that `inference.compile` compiles; default the whole network).
 Optimisers and schedulers live in ``self.optimizers`` / ``self.schedulers`` (dicts keyed by name) so that their
 states are saved and restored here, as are the RNG states and the non-finite-step counters.
 """

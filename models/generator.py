@@ -114,6 +114,11 @@ class FlowGenerator(nn.Module):
         x, _ = self.flowUpsamplerNet.decode(z, cond, lq.new_zeros(b))
         return x
 
+    def compile_targets(self) -> list[nn.Module]:
+        """What `inference.compile` compiles: the encoder (full-resolution element-wise work; the flow's Python
+        loops over steps and its cached inverses would break the graph)."""
+        return [self.RRDB]
+
     def enhance(self, lq, aux=None, heat: float = 0.0):
         """The engine's enhance call (models/base_model.py): the reverse pass at `heat`."""
         return self.reverse(lq, aux, heat=heat)

@@ -60,9 +60,9 @@ VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": 
 TEST = {"heats": None, "heat": None}
 LOGGER = {"print_freq": 100, "save_checkpoint_freq": 1000, "keep_checkpoints": 2}
 # tile: layer-wise tile size in pixels (null: automatic above max_memory, 0: never); max_memory: GB (null: half of
-# the memory available at start-up, or of the free CUDA memory).
+# the memory available at start-up, or of the free CUDA memory); compile: torch.compile the encoder (opt-in).
 INFERENCE = {"tile": None, "max_memory": None, "device": "auto", "amp": False, "pad_mode": "reflect",
-             "channels_last": True, "self_ensemble": False}
+             "channels_last": True, "self_ensemble": False, "compile": False}
 
 TOP = {
     "name": "experiment", "use_tb_logger": True, "model": "LLFlow", "distortion": None, "scale": 1, "gpu_ids": None,

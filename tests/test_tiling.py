@@ -205,3 +205,20 @@ def test_tiles_bound_the_peak_memory(golden):
         assert r.returncode == 0, r.stderr[-2000:]
         peaks[tile] = float(r.stdout.split()[-1])
     assert peaks[64] < 0.5 * peaks[0], peaks
+
+
+def test_compiled_modules_run_eagerly_inside_tiled_execution():
+    """inference.compile compiles with nn.Module.compile; tiled frames must not trace the tile loops."""
+    torch.manual_seed(0)
+    blk = perturb_(TransformerBlock(8, 2), std=0.3).eval()
+    x = torch.randn(1, 8, 40, 40)
+
+    def compiled(*args, **kwargs):
+        raise AssertionError("the compiled call ran")
+    blk._compiled_call_impl = compiled
+    with torch.inference_mode():
+        with tiled_execution(blk, 16):
+            tiled = blk(x)
+        assert blk._compiled_call_impl is compiled                       # restored afterwards
+        blk._compiled_call_impl = None
+        _close(blk(x), tiled)

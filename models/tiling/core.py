@@ -141,6 +141,7 @@ class _Installed:
 
     def __init__(self):
         self.modules: list[nn.Module] = []
+        self.compiled: list[tuple[nn.Module, object]] = []
 
     def install(self, model: nn.Module, plan: TilePlan):
         for m in model.modules():
@@ -148,11 +149,19 @@ class _Installed:
             if impl is not None and "forward" not in m.__dict__:
                 m.forward = functools.partial(impl, m, plan)
                 self.modules.append(m)
+            # a module compiled with nn.Module.compile runs eagerly here: tracing the tile loops would build a
+            # graph per tile layout
+            if getattr(m, "_compiled_call_impl", None) is not None:
+                self.compiled.append((m, m._compiled_call_impl))
+                m._compiled_call_impl = None
 
     def remove(self):
         for m in self.modules:
             del m.__dict__["forward"]
+        for m, impl in self.compiled:
+            m._compiled_call_impl = impl
         self.modules.clear()
+        self.compiled.clear()
 
 
 @contextlib.contextmanager
