@@ -27,7 +27,8 @@ from models.flow.couplings.aflow import AFlowStep
 from models.flow.couplings.cross import CrossCoupling
 from models.flow.couplings.llflow import CondAffineSeparatedAndCond
 from models.flow.couplings.snflow import SNFlowCoupling
-from models.tiling import conv_reach, spans, tiled_execution
+from models.tiling import TilePlan, conv_reach, spans, tiled_execution
+from models.tiling.core import map_tiles_inplace
 from models.tiling.memory import estimate_peak_bytes, tile_for_budget
 from options.options import OptionError, load_options
 from tests.flow_checks import perturb_
@@ -64,6 +65,17 @@ def test_spans_cover_the_map_without_overlap():
         assert parts[0][0] == 0 and parts[-1][1] == n
         assert all(a1 == b0 for (_, a1), (b0, _) in zip(parts, parts[1:]))
         assert max(b - a for a, b in parts) <= size and len(parts) == math.ceil(n / size)
+
+
+@pytest.mark.parametrize("tile", [8, 6, 64])     # in place with one row of delay; rows too thin: a copy; one tile
+def test_in_place_tiles_equal_the_whole_map(tile):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(3)]).eval()   # reach 3
+    x = torch.randn(1, 4, 40, 29)
+    with torch.inference_mode():
+        expected = x + net(x)
+        out = map_tiles_inplace(lambda t: t + net(t), x.clone(), TilePlan(tile), conv_reach(net))
+    assert (out - expected).abs().max() < 1e-5
 
 
 def test_reach_is_derived_from_the_convolutions():

@@ -136,6 +136,31 @@ def map_tiles(fn: Callable, inputs: list[torch.Tensor], plan: TilePlan, halo: in
     return out
 
 
+def map_tiles_inplace(fn: Callable, x: torch.Tensor, plan: TilePlan, halo: int) -> torch.Tensor:
+    """x <- fn(x) tile by tile, in x's own memory (the caller must own x; fn as for :func:`map_tiles`, with as many
+    output channels as input channels). A tile row's results are written back once the next tile row has read
+    its halo from them, so only one tile row of results is held instead of a second full map."""
+    h, w = x.shape[-2:]
+    rows = spans(h, plan.tile)
+    if len(rows) > 1 and min(b - a for a, b in rows) <= 2 * halo + 1:
+        return map_tiles(fn, [x], plan, halo)      # rows too thin for one row of delay: a separate output
+    pending = None
+    windows = list(plan.windows(h, w, halo))
+    for (y0, y1) in rows:
+        band = None
+        for win in (v for v in windows if v.y0 == y0):
+            res = fn(x[win.crop])[win.core_in_crop]
+            if band is None:
+                band = empty_map(res, res.shape[1], y1 - y0, w)
+            band[..., win.x0:win.x1] = res
+            del res
+        if pending is not None:
+            x[..., pending[0]:pending[0] + pending[1].shape[-2], :] = pending[1]
+        pending = (y0, band)
+    x[..., pending[0]:pending[0] + pending[1].shape[-2], :] = pending[1]
+    return x
+
+
 class _Installed:
     """Bookkeeping of the instance-level forwards installed by :func:`tiled_execution`."""
 

@@ -44,7 +44,11 @@ def lewin_block(blk: LeWinTransformerBlock, plan: TilePlan, x, zmap):
         out.index_copy_(1, idx, att.view(b, -1, c))     # back to the tokens' own positions
         del att
     del xf, zf, x_p
-    y = (blk.drop_path(out.view(b, hp, wp, c)[:, :h, :w]) + x).contiguous()
+    out = blk.drop_path(out.view(b, hp, wp, c))
+    if hp == h and wp == w:
+        y = out.add_(x)           # the residual in the attention output's own memory
+    else:
+        y = (out[:, :h, :w] + x).contiguous()
     del out
     # LeFF: y + ECA(ungated(LN(y))); the ECA gate needs the mean of the ungated output over the whole map.
     y_map = y.permute(0, 3, 1, 2)        # NCHW view of channels-last memory

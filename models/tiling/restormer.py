@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..encoders import gltg_restormer, zmar_restormer
 from ..encoders.restormer_blocks import TransformerBlock, attention_from_stats, channel_attention_stats
 from ..encoders.restormer_unet import PATCH_GRID, pad_to_multiple
-from .core import TilePlan, conv_reach, crop_span, empty_map, map_tiles, spans, tiled_forward
+from .core import TilePlan, conv_reach, crop_span, empty_map, map_tiles_inplace, spans, tiled_forward
 
 
 # ------------------------------------------------------------------------------------------------ shared passes
@@ -51,8 +51,9 @@ def mdta_residual(attn, norm, x: torch.Tensor, plan: TilePlan) -> torch.Tensor:
 
 
 def local_residual(fn, x: torch.Tensor, halo: int, plan: TilePlan) -> torch.Tensor:
-    """x + fn(x) tile by tile, for a local fn reaching ``halo`` pixels."""
-    return map_tiles(lambda t: t + fn(t), [x], plan, halo)
+    """x + fn(x) tile by tile, for a local fn reaching ``halo`` pixels, in x's memory (x is a map made by the
+    block's previous pass, never the block's input)."""
+    return map_tiles_inplace(lambda t: t + fn(t), x, plan, halo)
 
 
 # ------------------------------------------------------------------------------------------------ patch grid
