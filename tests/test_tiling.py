@@ -113,10 +113,11 @@ def test_gltg_block_with_intra_patch_attention():
 
 
 @pytest.mark.parametrize("shift", [0, 2])
-def test_lewin_block_windows_and_eca(shift):
+@pytest.mark.parametrize("size", [(23, 31), (25, 35)])                  # zero-padded to 25x35 inside, or not
+def test_lewin_block_windows_and_eca(shift, size):
     torch.manual_seed(0)
     blk = perturb_(LeWinTransformerBlock(8, 2, 5, shift), std=0.3).eval()
-    x, zmap = torch.randn(1, 23, 31, 8), torch.randn(1, 23, 31, 8)      # zero-padded to 25x35 inside
+    x, zmap = torch.randn(1, *size, 8), torch.randn(1, *size, 8)
     _close(*_run(blk, x, zmap))
 
 
