@@ -9,7 +9,8 @@ Official configs, random weights (time and memory do not depend on the values). 
 photo from ../shared (or --image), resized to the size asked for. Each family runs in a fresh process (its own peak
 RSS, ru_maxrss), with utils.runtime.keep_freed_memory like the CLIs; a small image is enhanced first (allocator
 warm-up), so the numbers are the large image's: seconds of the call, peak RSS of the process, and the RSS before the
-call (weights, image, interpreter).
+call (weights, image, interpreter). A family whose estimated peak exceeds 90% of the memory available is not run
+(--force runs it): on a shared machine, running out of memory takes other processes down too.
 
 --calibrate measures, per family, the peak RSS growth of full-frame calls at two sizes and of tiled calls at two tile
 sizes on a larger image, and prints the per-pixel slopes (bytes per input pixel, full frame and live maps under
@@ -93,12 +94,19 @@ def _child(args):
     enh(img[:64, :64])                                      # warm-up: allocator, kernels of a small size
     hp, wp = (-(-h // enh.multiple) * enh.multiple, -(-w // enh.multiple) * enh.multiple)
     tile = enh.tile_for(hp, wp)
+    est = estimate_peak_bytes(model, hp, wp, tile, getattr(enh, "dtype", torch.float32))
+    from utils.runtime import available_memory_bytes
+    avail = available_memory_bytes()
+    if not args.force and est is not None and avail is not None and est > 0.9 * avail:
+        # running out of memory on a shared machine would take other people's processes down with this one
+        print("SKIPPED " + json.dumps({"family": args.family, "estimate_gb": est / GB, "available_gb": avail / GB,
+                                       "tile": tile}))
+        return
     before = _rss_bytes()
     t = time.perf_counter()
     out = enh(img)
     dt = time.perf_counter() - t
     assert out.shape == img.shape
-    est = estimate_peak_bytes(model, hp, wp, tile)
     res = {"family": args.family, "size": [h, w], "dtype": args.dtype, "threads": args.threads, "tile": tile,
            "seconds": dt, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB,
            "rss_before_gb": before / GB, "estimate_gb": None if est is None else est / GB,
@@ -114,8 +122,15 @@ def run_child(args, family: str, size: str, tile: int | None) -> dict | None:
     cmd += ["--max-memory", str(args.max_memory)] if args.max_memory is not None else []
     cmd += ["--image", args.image] if args.image else []
     cmd += ["--system-malloc"] if args.system_malloc else []
+    cmd += ["--force"] if args.force else []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    skipped = next((l for l in r.stdout.splitlines() if l.startswith("SKIPPED ")), None)
+    if skipped:
+        sk = json.loads(skipped[8:])
+        print(f"{family} {size} {args.dtype}: not run: estimated {sk['estimate_gb']:.1f} GB (tiles {sk['tile']}) "
+              f"> 90% of the {sk['available_gb']:.1f} GB available (--force runs it anyway)", flush=True)
+        return None
     line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
     if r.returncode != 0 or line is None:
         print(f"{family} {size}: failed (exit {r.returncode})\n{r.stderr[-2000:]}", flush=True)
@@ -164,6 +179,7 @@ def main(argv=None):
     ap.add_argument("--max-memory", type=float, help="GB (default: inference.max_memory, i.e. automatic)")
     ap.add_argument("--image", help="image to resize (default: a LOL-v1 low-light photo from ../shared)")
     ap.add_argument("--system-malloc", action="store_true")
+    ap.add_argument("--force", action="store_true", help="run even when the estimate exceeds the available memory")
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--cal-small", default="384x256", help=argparse.SUPPRESS)
     ap.add_argument("--cal-mid", default="576x384", help=argparse.SUPPRESS)

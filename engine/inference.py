@@ -127,10 +127,11 @@ class Enhancer:
             return self.tile or None
         if self.max_memory is None:
             return None
-        tile = tile_for_budget(self.model, h, w, self.max_memory)
+        dtype = getattr(self, "dtype", torch.float32)       # the compute dtype where the network has one
+        tile = tile_for_budget(self.model, h, w, self.max_memory, dtype)
         if tile is not None:
-            full = estimate_peak_bytes(self.model, h, w)
-            tiled = estimate_peak_bytes(self.model, h, w, tile)
+            full = estimate_peak_bytes(self.model, h, w, None, dtype)
+            tiled = estimate_peak_bytes(self.model, h, w, tile, dtype)
             log.info("%dx%d frame: estimated %.1f GB full frame > max_memory %.1f GB; layer-wise tiles of %d px "
                      "(estimated %.1f GB)", h, w, full / GB, self.max_memory / GB, tile, tiled / GB)
             if tiled > self.max_memory:
