@@ -117,7 +117,8 @@ def add_test_args(parser):
     parser.add_argument("--gt", help="reference folder (overrides dataroot_GT); enables metrics")
     parser.add_argument("--out", help="output folder (default results/<name>)")
     parser.add_argument("--heat", type=float, help="latent temperature (overrides heat; 0 = deterministic)")
-    parser.add_argument("--tile", type=int, help="tile size for large images (overrides inference.tile)")
+    parser.add_argument("--tile", type=int, help="layer-wise tile size in pixels, same output as the full frame "
+                        "(overrides inference.tile; default: automatic above inference.max_memory; 0: never)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")

@@ -25,12 +25,15 @@ class Footprint:
     width: int         # encoder width (dim, or nf for the RRDB encoder) the numbers were measured at
 
 
-# Measured with bench/bench_large.py --calibrate (see the README's "Large images"), float32.
+# Measured with bench/bench_large.py --calibrate (official configs, float32, 2 threads; sizes 288x192 and 432x288
+# full frame, 864x576 with tiles of 96 and 192; README "Large images"). LLFlow's peak is the encoder's output dict
+# (the RRDB taps concatenated onto every level), which tiles do not shrink: its live figure equals its full one, and
+# its per-tile figure is an estimate (the dense blocks' 192-channel crops; both tile sizes measured the same peak).
 FOOTPRINTS = {
-    "ConEncoder1": Footprint(full=5600.0, live=1100.0, per_tile=9000.0, width=64),
-    "GLTGRestormer": Footprint(full=17000.0, live=1400.0, per_tile=22000.0, width=48),
-    "ZMARRestormer": Footprint(full=14000.0, live=1300.0, per_tile=12000.0, width=48),
-    "MSFormer": Footprint(full=18000.0, live=1500.0, per_tile=12000.0, width=48),
+    "ConEncoder1": Footprint(full=2600.0, live=2600.0, per_tile=1000.0, width=64),
+    "GLTGRestormer": Footprint(full=13000.0, live=1340.0, per_tile=22500.0, width=48),
+    "ZMARRestormer": Footprint(full=7500.0, live=2800.0, per_tile=15200.0, width=48),
+    "MSFormer": Footprint(full=19100.0, live=3900.0, per_tile=14500.0, width=48),
 }
 MIN_TILE = 64
 
