@@ -128,15 +128,17 @@ class Enhancer:
         if self.max_memory is None:
             return None
         dtype = getattr(self, "dtype", torch.float32)       # the compute dtype where the network has one
+        full = estimate_peak_bytes(self.model, h, w, None, dtype)
+        if full is None or full <= self.max_memory:
+            return None
         tile = tile_for_budget(self.model, h, w, self.max_memory, dtype)
+        peak = full if tile is None else estimate_peak_bytes(self.model, h, w, tile, dtype)
         if tile is not None:
-            full = estimate_peak_bytes(self.model, h, w, None, dtype)
-            tiled = estimate_peak_bytes(self.model, h, w, tile, dtype)
             log.info("%dx%d frame: estimated %.1f GB full frame > max_memory %.1f GB; layer-wise tiles of %d px "
-                     "(estimated %.1f GB)", h, w, full / GB, self.max_memory / GB, tile, tiled / GB)
-            if tiled > self.max_memory:
-                log.warning("%dx%d frame: even with tiles the full-size maps that live at once need an estimated "
-                            "%.1f GB > max_memory %.1f GB", h, w, tiled / GB, self.max_memory / GB)
+                     "(estimated %.1f GB)", h, w, full / GB, self.max_memory / GB, tile, peak / GB)
+        if peak > self.max_memory:
+            log.warning("%dx%d frame: estimated %.1f GB%s > max_memory %.1f GB (the full-size maps that live at "
+                        "once)", h, w, peak / GB, "" if tile is None else " even with tiles", self.max_memory / GB)
         return tile
 
     def prepare(self, low: np.ndarray, aux_mask: np.ndarray | None = None):

@@ -65,11 +65,14 @@ def estimate_peak_bytes(network, h: int, w: int, tile: int | None = None,
 
 
 def tile_for_budget(network, h: int, w: int, budget: float, dtype: torch.dtype = torch.float32) -> int | None:
-    """None when the full frame fits in ``budget`` bytes (or nothing is known about the network); otherwise the
-    largest tile whose estimate fits (at least MIN_TILE: below it the halos cost more than the tiles)."""
+    """None when the full frame fits in ``budget`` bytes, when tiles would not lower the estimate, or when nothing
+    is known about the network; otherwise the largest tile whose estimate fits (at least MIN_TILE: below it the
+    halos cost more than the tiles save)."""
     fp = footprint(network, dtype)
     if fp is None or fp.full * h * w <= budget:
         return None
     spare = budget - fp.live * h * w
-    tile = int(math.sqrt(spare / fp.per_tile)) if spare > 0 else 0
-    return max(MIN_TILE, min(tile, max(h, w)))
+    tile = max(MIN_TILE, int(math.sqrt(spare / fp.per_tile)) if spare > 0 else 0)
+    if tile >= max(h, w) or fp.live * h * w + fp.per_tile * tile * tile >= fp.full * h * w:
+        return None
+    return tile
