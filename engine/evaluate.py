@@ -24,7 +24,7 @@ from utils.pairing import index_by, pair_by_key
 from utils.paths import prepare_dir
 from utils.reports import write_csv, write_json
 from models.precision import resolve_dtype
-from .inference import Enhancer, check_tile, pick_device, to_uint8
+from .inference import Enhancer, pick_device, to_uint8
 
 log = logging.getLogger("lowlight_flow")
 
@@ -132,7 +132,8 @@ def add_test_args(parser):
     parser.add_argument("--gt", help="reference folder (overrides dataroot_GT); enables metrics")
     parser.add_argument("--out", help="output folder (default results/<name>)")
     parser.add_argument("--heat", type=float, help="latent temperature (overrides heat; 0 = deterministic)")
-    parser.add_argument("--tile", type=int, help="tile size for large images (overrides inference.tile)")
+    parser.add_argument("--tile", type=int, help="layer-wise tile size in pixels, same output as the full frame "
+                        "(overrides inference.tile; default: automatic above inference.max_memory; 0: never)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
                         help="compute dtype (overrides inference.dtype; fp16 needs CUDA; README 'Reduced precision')")
@@ -221,7 +222,6 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
     heat = NONNEG("--heat", args.heat) if args.heat is not None else float(opt.get("heat") or 0.0)
     pairs = pair_inputs(list_images(inp), gt_dir)
     pick_device(args.device, "--device")  # flags are checked before the model is built
-    check_tile(args.tile)
     prepare_dir(out, "--out" if args.out else "path.results_root (the default output folder)")
     enhancer = make_enhancer(opt, args, ckpt)
     if heat and not getattr(enhancer.model, "uses_heat", True):

@@ -14,7 +14,8 @@ A method is a subclass of :class:`BaseModel` registered with ``@MODEL_REGISTRY.r
 An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind),
 optionally ``min_size`` (smallest input side it takes; smaller images are padded up to it) and ``uses_heat``
 (False when the output does not depend on ``heat``: a non-zero heat is then refused), and
-``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method.
+``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method
+(optionally ``compile_targets()``: the submodules that `inference.compile` compiles; default the whole network).
 Optimisers and schedulers live in ``self.optimizers`` / ``self.schedulers`` (dicts keyed by name) so that their
 states are saved and restored here, as are the RNG states, the non-finite-step counters and the GradScaler.
 

@@ -15,8 +15,10 @@ import models.flow.couplings  # noqa: F401  (registers couplings)
 from utils.errors import OptionError
 from utils.registry import ARCH_REGISTRY, ENCODER_REGISTRY
 from .flow.ops import gaussian_logp, squeeze2d
-from .flow.upsampler import FlowUpsamplerNet
+from .flow.upsampler import LEVEL_TO_NAME, FlowUpsamplerNet
 from .variants import Variant
+
+FLOW_INPUTS = (*LEVEL_TO_NAME.values(), "color_map")   # the encoder outputs that the flow and the prior read
 
 # Official switches that change the network but are broken or dead in every released code base (spec §1.3, §9).
 UNSUPPORTED_TRUE_KEYS = ("to_yuv", "encode_color_map", "le_curve", "sigmoid_output", "align_condition_feature",
@@ -101,7 +103,8 @@ class FlowGenerator(nn.Module):
     def reverse(self, lq, aux=None, heat: float = 0.0, z: torch.Tensor | None = None, cond: dict | None = None):
         """Enhance `lq`: decode z = prior mean + heat * N(0, I) (or the given z). No clamping."""
         if cond is None:
-            cond = self.RRDB(lq, aux)
+            # only what the flow reads: the encoder's other maps (cat_f, the RRDB taps) are freed before decoding
+            cond = {k: v for k, v in self.RRDB(lq, aux).items() if k in FLOW_INPUTS}
         b, _, h, w = lq.shape
         f = 2 ** self.L
         if z is None:
@@ -112,6 +115,11 @@ class FlowGenerator(nn.Module):
                 z = z + heat * torch.randn(shape, device=lq.device, dtype=lq.dtype)
         x, _ = self.flowUpsamplerNet.decode(z, cond, lq.new_zeros(b))
         return x
+
+    def compile_targets(self) -> list[nn.Module]:
+        """What `inference.compile` compiles: the encoder (full-resolution element-wise work; the flow's Python
+        loops over steps and its cached inverses would break the graph)."""
+        return [self.RRDB]
 
     def enhance(self, lq, aux=None, heat: float = 0.0):
         """The engine's enhance call (models/base_model.py): the reverse pass at `heat`."""

@@ -129,7 +129,7 @@ RULES = {
     "network_G.drbn.recurrences": POS_INT,
     "val.max_images": POS_INT, "val.n_sample": POS_INT, "val.ssim": Str(SSIM_PROTOCOLS), "val.psnr": Str(PSNR_MODES),
     "logger.print_freq": POS_INT, "logger.save_checkpoint_freq": NONNEG_INT, "logger.keep_checkpoints": NONNEG_INT,
-    "inference.tile": POS_INT, "inference.tile_overlap": NONNEG_INT,
+    "inference.tile": NONNEG_INT, "inference.max_memory": Num(min=0, min_open=True),
     "inference.pad_mode": Str(("reflect", "edge", "symmetric", "constant")),
     "path.resume_state": Either(Bool(), Str(), what="true, false, 'auto' or a training-state path"),
 }

@@ -239,38 +239,52 @@ class MSFormer(nn.Module):
         if h % 8 or w % 8:
             raise ValueError(f"MSFormer: input {h}x{w} must be a multiple of {self.pad_multiple} (pad it first)")
         zm1 = aux.to(lq.dtype).expand(-1, self.dim, -1, -1)
+        # Each map is released (del) once consumed: on large images the live full-size maps set the peak memory.
 
         x0 = self.patch_embed(lq)
         enc1 = self.encoder_level1(x0)
         x1 = enc1 + self.encoderlayer_1(x0, zm1)
+        del x0, zm1
 
         zm2 = _conv_of_copies(self.down1_2, aux.to(lq.dtype), self.dim)
         enc2 = self.encoder_level2(self.down1_2(x1))
+        del x1
         x2 = enc2 + self.encoderlayer_2(enc2, zm2)                 # local branch on the global output (official)
 
         zm3 = self.down2_3(zm2)
         inp3 = self.down2_3(x2)
+        del zm2, x2
         enc3 = self.encoder_level3(inp3)
         x3 = enc3 + self.encoderlayer_3(inp3, zm3)
+        del inp3
 
         zm4 = self.down3_4(zm3)
         inp4 = self.down3_4(x3)
+        del zm3, x3
         latent = self.latent(inp4) + self.bottlen(inp4, zm4)
+        del inp4
         fea_up0 = self.reduce_chan_level0(latent)
 
         zm_d3 = self.up4_3(zm4)
         inp_d3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1))
+        del zm4, latent, enc3
         dec3 = self.decoder_level3(inp_d3) + self.decoderlayer_1(inp_d3, zm_d3)
+        del inp_d3
 
         zm_u = self.up3_2(zm_d3)
         zm_d2 = zm_u.repeat(1, 2, 1, 1)
         inp_d2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1))
+        del zm_d3, enc2
         dec2 = self.decoder_level2(inp_d2) + self.decoderlayer_2(inp_d2, zm_d2)
+        del inp_d2, zm_d2
 
         zm_d1 = _conv_of_copies(self.up2_1, zm_u, 2)
         inp_d1 = self.reduce_chan_level1(torch.cat([self.up2_1(dec2), enc1], 1))
+        del zm_u, enc1
         dec1 = self.decoder_level1(inp_d1) + self.decoderlayer_3(inp_d1, zm_d1)
+        del inp_d1, zm_d1
         cat_f = self.refinement(dec1)
+        del dec1
 
         out = with_cat_f({"fea_up0": fea_up0, "fea_up1": dec3, "fea_up2": dec2}, cat_f)
         out["cat_f"] = cat_f

@@ -187,19 +187,25 @@ class MaskedRestormerUNet(nn.Module):
 
     def unet(self, lq: torch.Tensor, p1, p2, p3) -> dict:
         """The encoder/decoder pass with the level priors p1..p3: fea_up0/1/2 (cat_f concatenated) and cat_f."""
+        # Each map is released (del) once consumed: on large images the live full-size maps set the peak memory.
         enc1 = self.encoder_level1(self.patch_embed(lq), p1)
         enc2 = self.encoder_level2(self.down1_2(enc1), p2)
         enc3 = self.encoder_level3(self.down2_3(enc2), p3)
         latent = self.latent(self.down3_4(enc3))
+        feats = {"fea_up0": self.reduce_chan0(latent)}
 
         dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        del latent, enc3
+        feats["fea_up1"] = self.reduce_chan1(dec3) if self.reduce_fea_up1 else dec3
         dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1))
+        del dec3, enc2
+        feats["fea_up2"] = self.reduce_chan2(dec2)
+        dec1 = torch.cat([self.up2_1(dec2), enc1], 1)
+        del dec2, enc1
+        dec1 = self.decoder_level1(dec1)
         cat_f = self.refinement(dec1)
+        del dec1
 
-        feats = {"fea_up0": self.reduce_chan0(latent),
-                 "fea_up1": self.reduce_chan1(dec3) if self.reduce_fea_up1 else dec3,
-                 "fea_up2": self.reduce_chan2(dec2)}
         out = with_cat_f(feats, cat_f)
         out["cat_f"] = cat_f
         return out
