@@ -35,7 +35,7 @@ FOOTPRINTS = {
     "ZMARRestormer": Footprint(full=7500.0, live=2800.0, per_tile=15200.0, width=48),
     "MSFormer": Footprint(full=19100.0, live=3900.0, per_tile=14500.0, width=48),
 }
-MIN_TILE = 64
+MIN_TILE = 128
 
 
 def _encoder(network):
