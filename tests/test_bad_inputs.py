@@ -209,7 +209,6 @@ CASES = [
          ("inference.device", "cuda:67")),
     Case("measure-device", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--lpips", "--device", "cuda:65"],
          ("--device", "cuda:65")),
-    Case("tile-negative", T, _test_args("--input {d}/low --out {tmp}/o --tile -3"), ("--tile", "-3")),
     Case("tile-negative", T, _test_args("--input {d}/low --out {tmp}/o --tile -8"), ("--tile", "-8")),
     Case("tile-config-negative", T, _test_args("--input {d}/low --out {tmp}/o --set inference.tile=-5"),
          ("inference.tile",)),
