@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from utils.errors import OptionError
 from utils.pairing import pair_by_key, short_list  # noqa: F401  (short_list re-exported)
 from .image_io import ImageError, read_frame
 from .preprocess import (AUX_KINDS, add_noise, aux_input, build_lq, gamma_aug, histeq, paired_center_crop,
@@ -88,13 +89,13 @@ class LowLightDataset(Dataset):
         # holdout validation lists the training split without augmenting it (split: train, phase: val).
         split = self.opt.get("split") or ("train" if self.train else "test")
         if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            raise OptionError(f"split must be 'train' or 'test', got {split!r}")
         self.train_split = split == "train"
         self.flags = {k: bool(self.opt.get(k)) for k in ("log_low", "concat_histeq", "histeq_as_input")}
         self.need_his = self.flags["concat_histeq"] or self.flags["histeq_as_input"]
         self.aux_kind = self.opt.get("aux_input")
         if self.aux_kind not in AUX_KINDS:
-            raise ValueError(f"aux_input must be one of {AUX_KINDS}, got {self.aux_kind!r}")
+            raise OptionError(f"aux_input must be one of {AUX_KINDS}, got {self.aux_kind!r}")
         self.zero_map = (ZeroMapInjector(self.opt["zero_map"], self.aux_kind, cache=bool(self.opt.get("cache")))
                          if self.opt.get("zero_map") else None)
         self.resize_to = self._parse_resize(self.opt.get("resize_to"))
@@ -102,7 +103,7 @@ class LowLightDataset(Dataset):
 
         self.crop_size = _opt_int(self.opt, "GT_size") if self.opt.get("use_crop") else None
         if self.opt.get("use_crop") and not self.crop_size:
-            raise ValueError(f"{type(self).__name__}: use_crop needs GT_size")
+            raise OptionError(f"{type(self).__name__}: use_crop needs GT_size")
         self.center_crop = _opt_int(self.opt, "center_crop_hr_size")
         self.use_flip = bool(self.opt.get("use_flip"))
         self.use_rot = bool(self.opt.get("use_rot"))
@@ -119,7 +120,7 @@ class LowLightDataset(Dataset):
             # The reverse task (N2LDiff synthesises low light from normal light): the network input is the
             # normally exposed image and the target the low one. Swapped here, so every later step sees it.
             if not self.paired:
-                raise ValueError(f"{type(self).__name__}: swap_roles needs paired data")
+                raise OptionError(f"datasets.{phase}.swap_roles: {type(self).__name__} has no pairs to swap")
             self.samples = [Sample(s.gt, s.lq, s.name) for s in self.samples]
         self._img_cache: dict = {}
         self._his_cache: dict = {}
@@ -151,7 +152,7 @@ class LowLightDataset(Dataset):
         if v is None:
             return None
         if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(int(x) > 0 for x in v)):
-            raise ValueError(f"resize_to must be [W, H], got {v!r}")
+            raise OptionError(f"resize_to must be [W, H], got {v!r}")
         return int(v[0]), int(v[1])
 
     def _read(self, path: Path) -> np.ndarray:

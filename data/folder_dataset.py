@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from utils.errors import OptionError, PairingError
 from utils.registry import DATASET_REGISTRY
 
 from .base_dataset import LowLightDataset, Sample, find_subdir, pair_files
@@ -21,7 +22,7 @@ class PairedFolder(LowLightDataset):
     def _scan(self):
         lq, gt = self.opt.get("dataroot_LQ"), self.opt.get("dataroot_GT")
         if not lq or not gt:
-            raise ValueError("PairedFolder needs dataroot_LQ and dataroot_GT")
+            raise OptionError("PairedFolder needs dataroot_LQ and dataroot_GT")
         return stem_samples(Path(lq), Path(gt))
 
 
@@ -34,12 +35,12 @@ class UnpairedFolder(LowLightDataset):
     def _scan(self):
         lq = self.opt.get("dataroot_LQ")
         if not lq:
-            raise ValueError("UnpairedFolder needs dataroot_LQ")
+            raise OptionError("UnpairedFolder needs dataroot_LQ")
         files = list_images(Path(lq))
         stems = [f.stem for f in files]
         dup = sorted({s for s in stems if stems.count(s) > 1})
         if dup:
-            raise ValueError(f"{lq}: several files share a stem ({', '.join(dup)}); output names would collide")
+            raise PairingError(f"{lq}: several files share a stem ({', '.join(dup)}); output names would collide")
         return [Sample(f, None, f.stem) for f in files]
 
 
@@ -54,7 +55,7 @@ class HighLowFolders(LowLightDataset):
     def _scan(self):
         roots = self.opt.get("roots")
         if not roots:
-            raise ValueError("HighLowFolders needs 'roots' (folders that hold low/ and high/)")
+            raise OptionError("HighLowFolders needs 'roots' (folders that hold low/ and high/)")
         samples = []
         for root in [roots] if isinstance(roots, str) else roots:
             lq_dir, gt_dir = find_subdir(root, ["low"]), find_subdir(root, ["high"])

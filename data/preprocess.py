@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from utils.errors import ImageError
+
 CHROMA_EPS = 1e-4
 CHROMA_THRESHOLD = 0.1
 AUX_KINDS = (None, "gltg_mask", "zmar_mask", "upt_zero_map")
@@ -140,7 +142,7 @@ def _hw(arrays):
     h, w = arrays[0].shape[:2]
     for a in arrays[1:]:
         if a.shape[:2] != (h, w):
-            raise ValueError(f"paired arrays differ in size: {arrays[0].shape[:2]} vs {a.shape[:2]}")
+            raise ImageError(f"paired arrays differ in size: {arrays[0].shape[:2]} vs {a.shape[:2]}")
     return h, w
 
 
@@ -148,7 +150,7 @@ def paired_random_crop(arrays: list, size: int, rng: np.random.Generator, name: 
     """The same random size x size crop of every HxWx... array; an image smaller than size is an error naming it."""
     h, w = _hw(arrays)
     if h < size or w < size:
-        raise ValueError(f"{name}: image is {h}x{w} (HxW), smaller than the crop GT_size={size}")
+        raise ImageError(f"{name}: image is {h}x{w} (HxW), smaller than the crop GT_size={size}")
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
     return [a[top:top + size, left:left + size] for a in arrays]
@@ -158,7 +160,7 @@ def paired_center_crop(arrays: list, size: int, name: str = "image") -> list:
     """The centred size x size crop of every array (same location)."""
     h, w = _hw(arrays)
     if h < size or w < size:
-        raise ValueError(f"{name}: image is {h}x{w} (HxW), smaller than center_crop_hr_size={size}")
+        raise ImageError(f"{name}: image is {h}x{w} (HxW), smaller than center_crop_hr_size={size}")
     top, left = (h - size) // 2, (w - size) // 2
     return [a[top:top + size, left:left + size] for a in arrays]
 

@@ -25,6 +25,7 @@ import numpy as np
 from data.image_io import IMAGE_EXTENSIONS, ImageError, list_images, read_rgb, write_rgb
 from data.synthesis.physics import PhysicsConfig, load_physics_config, synthesize
 from options.options import OptionError, load_options
+from utils.paths import prepare_dir
 
 log = logging.getLogger("lowlight_flow")
 DEFAULT_PHYSICS = Path(__file__).resolve().parents[1] / "confs" / "synthesis" / "physics_LOL.yml"
@@ -134,7 +135,7 @@ def main(argv=None):
     files = list_inputs(args.input)
     out = Path(args.out)
     check_out(files, out, args.overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_dir(out, "--out")
     if method == "physics":
         log.info("physics synthesis of %d images from %s -> %s (config %s, seed %d)", len(files), args.input, out,
                  cfg_path, args.seed)

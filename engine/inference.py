@@ -2,63 +2,54 @@
 
 Images are padded (reflect, bottom/right) to the model's multiple *before* preprocessing, so histogram equalisation
 and auxiliary maps see exactly the pixels the network sees; the output is cropped back to the input size.
-Tiled inference runs overlapping tiles of the already-preprocessed input and blends them with linear ramps; models
-with global attention (the Restormer family) see less context per tile, so tiling trades exactness for memory.
+Tiles are layer-wise (models/tiling): the network runs its own forward on the whole frame and each block inside it
+works tile by tile, gathering whole-image statistics (channel attention, pooling) before applying them, so tiled
+output equals full-frame output up to float rounding. A frame whose estimated peak memory exceeds
+`inference.max_memory` is tiled automatically.
 """
 from __future__ import annotations
 
-import math
+import logging
 
 import numpy as np
 import torch
 
 from data import preprocess
+from models.tiling import tiled_execution
+from models.tiling.memory import estimate_peak_bytes, tile_for_budget
 from models.precision import autocast, cast_network, dtype_name, resolve_dtype
 from options.options import OptionError
+from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
+from utils.errors import OutOfMemoryError
+from utils.runtime import available_memory_bytes
+
+log = logging.getLogger(__name__)
+GB = 1024 ** 3
+# Share of the memory available at start-up that an automatically tiled frame may use (the rest: other processes,
+# the allocator's slack, the input and output images).
+AUTO_MEMORY_FRACTION = 0.5
 
 
-def pick_device(name: str | None = "auto") -> torch.device:
-    """'auto' -> CUDA if available, else CPU; otherwise the named device."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def pad_amount(size: int, multiple: int, min_size: int = 1) -> int:
+    """Rows (or columns) to add so `size` becomes a multiple of `multiple` and at least `min_size`."""
+    target = max(size, min_size)
+    return target + (-target) % multiple - size
 
 
-def pad_amount(size: int, multiple: int) -> int:
-    return (-size) % multiple
-
-
-def pad_image(img: np.ndarray, multiple: int, mode: str = "reflect") -> np.ndarray:
-    """Pad an HxWxC array at the bottom/right to a multiple (reflect without edge repeat; edge if too small)."""
-    ph, pw = pad_amount(img.shape[0], multiple), pad_amount(img.shape[1], multiple)
+def pad_image(img: np.ndarray, multiple: int, mode: str = "reflect", min_size: int = 1) -> np.ndarray:
+    """Pad an HxWxC array at the bottom/right to a multiple that is at least `min_size` (reflect without edge
+    repeat; edge where the image is too small to reflect)."""
+    ph, pw = pad_amount(img.shape[0], multiple, min_size), pad_amount(img.shape[1], multiple, min_size)
     if not ph and not pw:
         return img
-    if mode == "reflect" and (ph >= img.shape[0] or pw >= img.shape[1]):
-        mode = "edge"  # reflect needs the pad to be smaller than the image
+    if mode in ("reflect", "symmetric") and (ph >= img.shape[0] or pw >= img.shape[1]):
+        mode = "edge"  # reflecting needs the pad to be smaller than the image
     widths = ((0, ph), (0, pw)) + ((0, 0),) * (img.ndim - 2)
     return np.pad(img, widths, mode=mode)
 
 
-def _ramp(n: int, overlap: int, at_start: bool, at_end: bool, device) -> torch.Tensor:
-    w = torch.ones(n, device=device)
-    if overlap > 0:
-        r = torch.linspace(0, 1, overlap + 2, device=device)[1:-1]
-        if not at_start:
-            w[:overlap] = r
-        if not at_end:
-            w[-overlap:] = r.flip(0)
-    return w
-
-
 # (flip rows, flip columns, transpose): the 8 symmetries of the square, for self-ensemble.
 _DIHEDRAL = [(fh, fw, tr) for tr in (False, True) for fh in (False, True) for fw in (False, True)]
-
-
-def _tile_starts(size: int, tile: int, step: int):
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, step)) + [size - tile]
-    return sorted(set(starts))
 
 
 def input_is_log(opt: dict) -> bool:
@@ -72,22 +63,37 @@ def input_is_log(opt: dict) -> bool:
                       "and ZMAR-SNFlow, false for UPT-Flow) so test inputs are preprocessed as in training")
 
 
+def _number(value, kind, key: str, minimum, allow_zero: bool = False):
+    """A config number (int pixels or float GB) checked against its minimum; an OptionError naming `key`."""
+    try:
+        number = kind(value)
+        if isinstance(value, bool) or (kind is int and number != value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise OptionError(f"{key}: expected a {'whole ' if kind is int else ''}number, got {value!r}") from None
+    if not (number >= minimum and number > 0 or allow_zero and number == 0):
+        least = (f"at least {minimum}" if minimum else "positive") + (", or 0 for none" if allow_zero else "")
+        raise OptionError(f"{key}: {value!r} is too small (it must be {least})")
+    return number
+
+
 class Enhancer:
     """Runs a generator on uint8 RGB images: pad -> preprocess -> (tiled) reverse pass -> crop.
 
-    `opt` is the resolved options dict (its `inference` section gives tile/overlap/device/dtype defaults).
+    `opt` is the resolved options dict (its `inference` section gives tile/max_memory/device/dtype defaults).
+    `tile`: layer-wise tile size in pixels (None: automatic, by `max_memory`; 0: never tile).
     `dtype` ('fp32', 'bf16', 'fp16'; default `inference.dtype`): the network's compute dtype (models/precision.py);
     a reduced dtype casts the weights once (`cast='weights'`, the float32 parts excepted) or runs autocast over
     float32 weights (`cast='autocast'`). The legacy `inference.amp: true` means fp16 on CUDA.
     """
 
-    def __init__(self, model, opt: dict, device=None, tile: int | None = None, overlap: int | None = None,
-                 amp: bool | None = None, self_ensemble: bool | None = None, dtype: str | None = None,
-                 cast: str = "weights"):
+    def __init__(self, model, opt: dict, device=None, tile: int | None = None, amp: bool | None = None,
+                 self_ensemble: bool | None = None, max_memory: float | None = None,
+                 compile_encoder: bool | None = None, dtype: str | None = None, cast: str = "weights"):
         inf = opt.get("inference") or {}
         self.self_ensemble = bool(self_ensemble if self_ensemble is not None else inf.get("self_ensemble"))
         self.opt = opt
-        self.device = pick_device(device or inf.get("device"))
+        self.device = pick_device(device or inf.get("device"), "--device" if device else "inference.device")
         name = dtype or inf.get("dtype") or "fp32"
         if name == "fp32" and bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda":
             name, cast = "fp16", "autocast"   # what inference.amp always meant: fp16 autocast on CUDA
@@ -101,17 +107,55 @@ class Enhancer:
         if cast == "weights":
             cast_network(self.model, self.dtype)
         self.multiple = int(model.pad_multiple)
+        # Smallest input the network takes (e.g. ZMAR's mask attention reflect-pads 1/8-scale features): smaller
+        # images are padded up to it and cropped back, like any other padding.
+        self.min_size = int(getattr(model, "min_size", 1))
         tile = tile if tile is not None else inf.get("tile")
-        self.tile = None if not tile else int(math.ceil(int(tile) / self.multiple) * self.multiple)
-        ov = overlap if overlap is not None else inf.get("tile_overlap", 32)
-        self.overlap = int(math.ceil(int(ov) / self.multiple) * self.multiple) if ov else 0
+        self.tile = None if tile is None else _number(tile, int, "inference.tile / --tile", 16, allow_zero=True)
+        limit = max_memory if max_memory is not None else inf.get("max_memory")
+        self.max_memory = (_number(limit, float, "inference.max_memory", 0.0) * GB if limit is not None
+                           else self._default_budget())
+        self.compiled = bool(compile_encoder if compile_encoder is not None else inf.get("compile"))
+        if self.compiled:
+            # inductor: kernels for each new input size are built on its first call (minutes on a CPU); tiled
+            # frames run eagerly (models/tiling switches compiled modules off inside tiled execution)
+            for m in (model.compile_targets() if hasattr(model, "compile_targets") else [model]):
+                m.compile(dynamic=False)
         self.pad_mode = inf.get("pad_mode") or "reflect"
         self.prep_opt = {"log_low": input_is_log(opt), "concat_histeq": opt.get("concat_histeq"),
                          "histeq_as_input": opt.get("histeq_as_input")}
 
+    def _default_budget(self) -> float | None:
+        """Half of the memory available now: free CUDA memory on a GPU, MemAvailable on the CPU."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return AUTO_MEMORY_FRACTION * free
+        avail = available_memory_bytes()
+        return None if avail is None else AUTO_MEMORY_FRACTION * avail
+
+    def tile_for(self, h: int, w: int) -> int | None:
+        """The layer-wise tile size for a padded h x w frame: the configured one, else automatic."""
+        if self.tile is not None:
+            return self.tile or None
+        if self.max_memory is None:
+            return None
+        dtype = getattr(self, "dtype", torch.float32)       # the compute dtype where the network has one
+        full = estimate_peak_bytes(self.model, h, w, None, dtype)
+        if full is None or full <= self.max_memory:
+            return None
+        tile = tile_for_budget(self.model, h, w, self.max_memory, dtype)
+        peak = full if tile is None else estimate_peak_bytes(self.model, h, w, tile, dtype)
+        if tile is not None:
+            log.info("%dx%d frame: estimated %.1f GB full frame > max_memory %.1f GB; layer-wise tiles of %d px "
+                     "(estimated %.1f GB)", h, w, full / GB, self.max_memory / GB, tile, peak / GB)
+        if peak > self.max_memory:
+            log.warning("%dx%d frame: estimated %.1f GB%s > max_memory %.1f GB (the full-size maps that live at "
+                        "once)", h, w, peak / GB, "" if tile is None else " even with tiles", self.max_memory / GB)
+        return tile
+
     def prepare(self, low: np.ndarray, aux_mask: np.ndarray | None = None):
         """uint8 HxWx3 -> (lq, aux) tensors (1xCxHpxWp) on the CPU, padded to the model multiple."""
-        low_p = pad_image(low, self.multiple, self.pad_mode)
+        low_p = pad_image(low, self.multiple, self.pad_mode, self.min_size)
         low01 = torch.from_numpy(np.ascontiguousarray(low_p)).permute(2, 0, 1).float().div_(255.0)
         his01 = None
         if self.prep_opt["concat_histeq"] or self.prep_opt["histeq_as_input"]:
@@ -122,7 +166,7 @@ class Enhancer:
         if kind is not None:
             zm = None
             if aux_mask is not None:
-                zm = pad_image(aux_mask, self.multiple, self.pad_mode)
+                zm = pad_image(aux_mask, self.multiple, self.pad_mode, self.min_size)
             aux = preprocess.aux_input(low01, kind, zero_map=zm).unsqueeze(0)
         return lq, aux
 
@@ -130,15 +174,28 @@ class Enhancer:
         lq = lq.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         aux = aux.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) \
             if aux is not None else None
-        with autocast(self.device.type, self.dtype):
-            out = self.model.enhance(lq, aux, heat=heat)
+        try:
+            with autocast(self.device.type, self.dtype):
+                out = self.model.enhance(lq, aux, heat=heat)
+        except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) or the CPU allocator's failure
+            if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)):
+                raise
+            h, w = lq.shape[-2:]
+            tile = max(self.multiple, (min(h, w) // 2) // self.multiple * self.multiple)
+            raise OutOfMemoryError(f"out of memory enhancing a {h}x{w} (padded HxW) input on {self.device}: run it in "
+                                   f"tiles, e.g. --tile {min(self.tile or tile, tile)} (or inference.tile)") from None
         return out.float()
 
     def describe(self, heat: float) -> str:
         """How outputs are produced, for the protocol line next to every number."""
-        tiles = f"tiles {self.tile} px, overlap {self.overlap}" if self.tile else "full frame"
+        if self.tile:
+            tiles = f"layer-wise tiles {self.tile} px (exact)"
+        elif self.tile is None and self.max_memory is not None:
+            tiles = f"full frame (layer-wise tiles, exact, above {self.max_memory / GB:.1f} GB estimated)"
+        else:
+            tiles = "full frame"
         ens = "self-ensemble x8 (flips and transposes, averaged)" if self.self_ensemble else "no self-ensemble"
-        return f"heat {heat:g}; {tiles}; {ens}; dtype {self.dtype_name}"
+        return f"heat {heat:g}; {tiles}; {ens}; dtype {self.dtype_name}" + ("; torch.compile" if self.compiled else "")
 
     @torch.inference_mode()
     def enhance_tensor(self, lq, aux=None, heat: float = 0.0) -> torch.Tensor:
@@ -162,29 +219,9 @@ class Enhancer:
         return acc.div_(len(_DIHEDRAL))
 
     def _enhance_frame(self, lq, aux=None, heat: float = 0.0) -> torch.Tensor:
-        """One pass over a padded frame, tiled if configured."""
-        _, _, h, w = lq.shape
-        if not self.tile or (h <= self.tile and w <= self.tile):
+        """One pass over a padded frame, with layer-wise tiles when configured or needed."""
+        with tiled_execution(self.model, self.tile_for(*lq.shape[-2:])):
             return self._run(lq, aux, heat).cpu()
-        out = torch.zeros(1, 3, h, w)
-        wsum = torch.zeros(1, 1, h, w)
-        th, tw = min(self.tile, h), min(self.tile, w)
-        step_h = max(self.multiple, th - self.overlap)
-        step_w = max(self.multiple, tw - self.overlap)
-        ys, xs = _tile_starts(h, th, step_h), _tile_starts(w, tw, step_w)
-        for y in ys:
-            for x in xs:
-                sl = (slice(None), slice(None), slice(y, y + th), slice(x, x + tw))
-                res = self._run(lq[sl], None if aux is None else aux[sl], heat).cpu()
-                wy = _ramp(th, min(self.overlap, th), y == 0, y + th >= h, "cpu")
-                wx = _ramp(tw, min(self.overlap, tw), x == 0, x + tw >= w, "cpu")
-                wt = (wy[:, None] * wx[None, :])[None, None]
-                out[sl] += res * wt
-                wsum[sl] += wt
-                del res
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-        return out / wsum
 
     def __call__(self, low: np.ndarray, heat: float = 0.0, aux_mask: np.ndarray | None = None) -> np.ndarray:
         """Enhance one uint8 RGB image; returns float32 HxWx3 (raw network output, not clamped)."""

@@ -11,8 +11,11 @@ A method is a subclass of :class:`BaseModel` registered with ``@MODEL_REGISTRY.r
 - ``eval_network()``: the network validation and testing run (the generator unless a subclass says otherwise);
 - ``training_state()`` / ``restore_training_state(state)``: everything besides the weights that resume needs.
 
-An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind) and
-``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method.
+An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind),
+optionally ``min_size`` (smallest input side it takes; smaller images are padded up to it) and ``uses_heat``
+(False when the output does not depend on ``heat``: a non-zero heat is then refused), and
+``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method
+(optionally ``compile_targets()``: the submodules that `inference.compile` compiles; default the whole network).
 Optimisers and schedulers live in ``self.optimizers`` / ``self.schedulers`` (dicts keyed by name) so that their
 states are saved and restored here, as are the RNG states, the non-finite-step counters and the GradScaler.
 
@@ -30,16 +33,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from options.options import OptionError
-from utils.errors import UserError
+from utils.errors import NonFiniteError, OptionError  # noqa: F401  (NonFiniteError re-exported)
 from .checkpoint import load_weights
 from .precision import autocast, resolve_dtype
 
 log = logging.getLogger("lowlight_flow")
-
-
-class NonFiniteError(UserError, RuntimeError):
-    """Too many consecutive non-finite losses or gradients."""
 
 
 class BaseModel:
@@ -47,6 +45,8 @@ class BaseModel:
 
     #: log keys shown on the tqdm bar, in order (the first one present is also recorded in the history)
     progress_keys: tuple = ("loss",)
+    #: whether optimize() needs reference images (batch['GT']); unpaired training data is refused when it does
+    needs_pairs: bool = True
 
     def __init__(self, opt: dict, device: torch.device, rank: int = 0, world_size: int = 1):
         self.opt, self.device, self.rank, self.world_size = opt, device, rank, world_size

@@ -12,10 +12,13 @@ import torch.nn as nn
 
 import models.encoders  # noqa: F401  (registers encoders)
 import models.flow.couplings  # noqa: F401  (registers couplings)
+from utils.errors import OptionError
 from utils.registry import ARCH_REGISTRY, ENCODER_REGISTRY
 from .flow.ops import gaussian_logp, squeeze2d
-from .flow.upsampler import FlowUpsamplerNet
+from .flow.upsampler import LEVEL_TO_NAME, FlowUpsamplerNet
 from .variants import Variant
+
+FLOW_INPUTS = (*LEVEL_TO_NAME.values(), "color_map")   # the encoder outputs that the flow and the prior read
 
 # Official switches that change the network but are broken or dead in every released code base (spec §1.3, §9).
 UNSUPPORTED_TRUE_KEYS = ("to_yuv", "encode_color_map", "le_curve", "sigmoid_output", "align_condition_feature",
@@ -35,12 +38,12 @@ class FlowGenerator(nn.Module):
         super().__init__()
         for key in UNSUPPORTED_TRUE_KEYS:
             if opt.get(key):
-                raise NotImplementedError(f"option '{key}: true' is not supported (it is dead or broken in the "
-                                          f"official code, see the README); set it to false")
+                raise OptionError(f"option '{key}: true' is not supported (it is dead or broken in the "
+                                  f"official code, see the README); set it to false")
         net = opt["network_G"]
         flow = net.get("flow") or {}
         if (flow.get("split") or {}).get("enable"):
-            raise NotImplementedError("network_G.flow.split.enable: true is not supported (no released model uses it)")
+            raise OptionError("network_G.flow.split.enable: true is not supported (no released model uses it)")
         self.variant = variant
         self.RRDB = ENCODER_REGISTRY.get(variant.encoder)(opt)
         # The Restormer-family encoders know their conditioning width (6 * dim); LLFlow's depends on the taps.
@@ -56,6 +59,7 @@ class FlowGenerator(nn.Module):
         self.quant = float(train.get("quant") or 32)
         self.aux_input = getattr(self.RRDB, "aux_input", None)
         self.pad_multiple = max(int(getattr(self.RRDB, "pad_multiple", 1)), 2 ** self.L)
+        self.min_size = int(getattr(self.RRDB, "min_size", 1))
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def prior_mean(self, cond: dict, gt: torch.Tensor | None = None):
@@ -99,7 +103,8 @@ class FlowGenerator(nn.Module):
     def reverse(self, lq, aux=None, heat: float = 0.0, z: torch.Tensor | None = None, cond: dict | None = None):
         """Enhance `lq`: decode z = prior mean + heat * N(0, I) (or the given z). No clamping."""
         if cond is None:
-            cond = self.RRDB(lq, aux)
+            # only what the flow reads: the encoder's other maps (cat_f, the RRDB taps) are freed before decoding
+            cond = {k: v for k, v in self.RRDB(lq, aux).items() if k in FLOW_INPUTS}
         b, _, h, w = lq.shape
         f = 2 ** self.L
         if z is None:
@@ -110,6 +115,11 @@ class FlowGenerator(nn.Module):
                 z = z + heat * torch.randn(shape, device=lq.device, dtype=lq.dtype)
         x, _ = self.flowUpsamplerNet.decode(z, cond, lq.new_zeros(b))
         return x
+
+    def compile_targets(self) -> list[nn.Module]:
+        """What `inference.compile` compiles: the encoder (full-resolution element-wise work; the flow's Python
+        loops over steps and its cached inverses would break the graph)."""
+        return [self.RRDB]
 
     def enhance(self, lq, aux=None, heat: float = 0.0):
         """The engine's enhance call (models/base_model.py): the reverse pass at `heat`."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from utils.errors import OptionError
+
 
 class Lion(torch.optim.Optimizer):
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), N2LDiff's optimiser.
@@ -14,7 +16,7 @@ class Lion(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0):
         if lr <= 0:
-            raise ValueError(f"Lion: lr must be positive, got {lr}")
+            raise OptionError(f"Lion: lr must be positive, got {lr}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
 
     @torch.no_grad()

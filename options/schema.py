@@ -97,8 +97,10 @@ VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": 
        "max_images": None}
 TEST = {"heats": None, "heat": None}
 LOGGER = {"print_freq": 100, "save_checkpoint_freq": 1000, "keep_checkpoints": 2}
-INFERENCE = {"tile": None, "tile_overlap": 32, "device": "auto", "amp": False, "dtype": "fp32", "pad_mode": "reflect",
-             "channels_last": True, "self_ensemble": False}
+# tile: layer-wise tile size in pixels (null: automatic above max_memory, 0: never); max_memory: GB (null: half of
+# the memory available at start-up, or of the free CUDA memory); compile: torch.compile the encoder (opt-in).
+INFERENCE = {"tile": None, "max_memory": None, "device": "auto", "amp": False, "pad_mode": "reflect",
+             "channels_last": True, "self_ensemble": False, "compile": False, "dtype": "fp32"}
 
 TOP = {
     "name": "experiment", "use_tb_logger": True, "model": "LLFlow", "distortion": None, "scale": 1, "gpu_ids": None,

@@ -21,3 +21,19 @@ def golden_generator(folder: Path, variant: str) -> FlowGenerator:
     assert set(state) | added_keys(model) == set(model.state_dict()) | set(never_run_shapes(model))
     load_weights(model, state, strict=True, source=str(folder))
     return model.eval()
+
+
+def demo_generator(family: str, overrides=()):
+    """The family's confs/<family>/demo_tiny.yml generator (seed 0), in training mode with ActNorm marked
+    initialised (so a gradient check sees the layers as they train, without data-dependent initialisation)."""
+    from models.build import build_generator
+    from options.options import load_options
+    opt = load_options(Path(__file__).resolve().parents[1] / "confs" / family / "demo_tiny.yml", list(overrides),
+                       is_train=True)
+    torch.manual_seed(0)
+    net, _ = build_generator(opt)
+    net.train()
+    for m in net.modules():
+        if hasattr(m, "inited"):
+            m.inited = True
+    return opt, net

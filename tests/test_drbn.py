@@ -119,6 +119,23 @@ def test_stage1_test_py_golden_png_and_any_size(golden, shared_dir, tmp_path):
     assert np.abs(out_odd.astype(int) - _quantise(ref).astype(int)).max() <= 1
 
 
+def test_stage1_full_400x600_image_equals_the_official_output(golden, shared_dir, tmp_path):
+    """enhanced_full.png is the official output for the whole LOL-v1 image whose 64x96 crop is low.png; that input is
+    not in ../shared (golden README), so this runs when LLFLOW_DRBN_FULL_INPUT points at it."""
+    g = golden("DRBN")
+    src = os.environ.get("LLFLOW_DRBN_FULL_INPUT")
+    if not src or not Path(src).is_file():
+        pytest.skip("set LLFLOW_DRBN_FULL_INPUT to the official input/LOL-v1.png (not in ../shared)")
+    full = read_rgb(src)
+    assert np.array_equal(full[160:224, 250:346], read_rgb(g / "low.png")), "not the golden's input image"
+    write_rgb(tmp_path / "in/full.png", full)
+    r = _run("test.py", "--opt", CONFS / "DRBN_stage1.yml", "--model_path", _weights(shared_dir, "model_s1.pt"),
+             "--input", tmp_path / "in", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ours = read_rgb(tmp_path / "out/full.png").astype(int)
+    assert np.abs(ours - read_rgb(g / "enhanced_full.png").astype(int)).max() <= 1
+
+
 def _nchw_array(img):
     return torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
 

@@ -13,6 +13,7 @@ from models.build import build_generator
 from models.checkpoint import CheckpointError, load_weights, read_state_dict
 from models.never_run import added_keys, never_run_shapes
 from options.options import load_options
+from tests.golden_models import demo_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["LLFlow", "GLTG-AFlow", "ZMAR-SNFlow", "UPT-Flow"]
@@ -80,13 +81,7 @@ def test_export_cli(golden, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_built_parameter_gets_a_gradient(family):
     """Only what runs is built: the NLL reaches every parameter (so DDP needs no find_unused_parameters)."""
-    opt = load_options(ROOT / "confs" / family / "demo_tiny.yml", is_train=True)
-    torch.manual_seed(0)
-    net, _ = build_generator(opt)
-    net.train()
-    for m in net.modules():
-        if hasattr(m, "inited"):
-            m.inited = True
+    opt, net = demo_generator(family)
     g = torch.Generator().manual_seed(0)
     lq = torch.rand(1, 6 if opt["concat_histeq"] else 3, 32, 32, generator=g)
     aux = {"gltg_mask": 3, "zmar_mask": 1, "upt_zero_map": 1}.get(net.aux_input)

@@ -42,3 +42,18 @@ def keep_freed_memory() -> bool:
     # Both calls return 1 on success. The trim threshold is the largest int: freed heap tops are not returned.
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
     return _applied
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process without swapping (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from options.options import OptionError
+from options.options import OptionError, yaml_problem
 
 from .srgb import decode_uint8, encode_uint8
 
@@ -146,7 +146,9 @@ def load_physics_config(path) -> PhysicsConfig:
         try:
             raw = yaml.safe_load(f)
         except yaml.YAMLError as e:
-            raise OptionError(f"synthesis config '{path}' is not valid YAML ({type(e).__name__})") from None
+            raise OptionError(f"synthesis config '{path}' is not valid YAML: {yaml_problem(e)}") from None
+        except UnicodeDecodeError:
+            raise OptionError(f"synthesis config '{path}' is not UTF-8 text: is it a YAML file?") from None
     try:
         return PhysicsConfig.from_dict(raw if raw is not None else {}, where="")
     except OptionError as e:

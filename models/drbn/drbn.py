@@ -88,6 +88,7 @@ class DRBN(nn.Module):
 
     pad_multiple = 4
     aux_input = None
+    uses_heat = False  # deterministic: a non-zero --heat is refused instead of silently ignored
 
     def __init__(self, width: int = 16, growth: int = 8, n_layers: int = 4, recurrences: int = 4):
         super().__init__()

@@ -61,6 +61,7 @@ class DRBNRecompose(nn.Module):
 
     pad_multiple = 4
     aux_input = None
+    uses_heat = False
 
     def __init__(self, drbn: DRBN | None = None):
         super().__init__()

@@ -47,37 +47,47 @@ def win_size_from_table_rows(rows: int) -> int | None:
     return (side + 1) // 2
 
 
-def shift_region_mask(hp: int, wp: int, win: int, shift: int, device=None) -> torch.Tensor:
+def _window_positions(hp: int, wp: int, win: int, first: int, last: int | None, device):
+    """Row and column, in the shifted map, of every token of windows [first, last) (windows row-major, tokens
+    row-major inside a window): two (n, win, win) tensors."""
+    last = (hp // win) * (wp // win) if last is None else last
+    k = torch.arange(first, last, device=device)
+    i = torch.arange(win, device=device)
+    rows = (k // (wp // win))[:, None] * win + i
+    cols = (k % (wp // win))[:, None] * win + i
+    return rows[:, :, None].expand(-1, -1, win), cols[:, None, :].expand(-1, win, -1)
+
+
+def shift_region_mask(hp: int, wp: int, win: int, shift: int, device=None, first: int = 0,
+                      last: int | None = None) -> torch.Tensor:
     """(nW, 1, win², win²) additive mask of a cyclically shifted (hp x wp) map: 0 inside a region, -100 across.
 
     Regions are the 3x3 bands [0, hp − win), [hp − win, hp − shift), [hp − shift, hp) (same for the width); the
-    windows are numbered row-major over the shifted map, as the window partition below.
+    windows are numbered row-major over the shifted map, as the window partition below. ``first``/``last`` select
+    the windows [first, last) (default: all).
     """
-    def bands(n):
-        ids = torch.zeros(n, dtype=torch.long, device=device)
-        ids[n - win:] = 1
-        ids[n - shift:] = 2
-        return ids
+    rows, cols = _window_positions(hp, wp, win, first, last, device)
 
-    region = bands(hp)[:, None] * 3 + bands(wp)[None, :]                     # (hp, wp)
-    region = region.view(hp // win, win, wp // win, win).permute(0, 2, 1, 3).reshape(-1, win * win)
+    def band(pos, n):
+        return (pos >= n - win).long() + (pos >= n - shift).long()
+
+    region = (band(rows, hp) * 3 + band(cols, wp)).reshape(rows.shape[0], win * win)
     diff = region[:, None, :] != region[:, :, None]                           # (nW, N, N): [i, j] key j vs query i
     mask = torch.zeros(diff.shape, device=device)
     mask.masked_fill_(diff, SHIFT_MASK_VALUE)
     return mask.unsqueeze(1)
 
 
-def window_order(hp: int, wp: int, win: int, shift: int = 0, device=None) -> torch.Tensor:
+def window_order(hp: int, wp: int, win: int, shift: int = 0, device=None, first: int = 0,
+                 last: int | None = None) -> torch.Tensor:
     """Flat (row-major) source index of every token of the map cyclically shifted by −shift, listed window by window
-    (windows row-major, tokens row-major inside a window).
+    (windows row-major, tokens row-major inside a window); ``first``/``last`` select the windows [first, last).
 
     ``x.reshape(B, hp·wp, C).index_select(1, order)`` therefore does the cyclic shift and the window partition in
     one gather; ``index_select(1, argsort(order))`` undoes both.
     """
-    r = (torch.arange(hp, device=device) + shift) % hp
-    c = (torch.arange(wp, device=device) + shift) % wp
-    flat = (r[:, None] * wp + c[None, :]).view(hp // win, win, wp // win, win)
-    return flat.permute(0, 2, 1, 3).reshape(-1)
+    rows, cols = _window_positions(hp, wp, win, first, last, device)
+    return (((rows + shift) % hp) * wp + (cols + shift) % wp).reshape(-1)
 
 
 class ECA(nn.Module):
@@ -87,10 +97,12 @@ class ECA(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False)
 
+    def gate(self, mean):
+        """(B, C, 1, 1) channel weights from the (B, C) spatial mean."""
+        return torch.sigmoid(self.conv(mean.unsqueeze(1))).transpose(1, 2).unsqueeze(-1)
+
     def forward(self, x):
-        y = x.mean(dim=(2, 3)).unsqueeze(1)                      # (B, 1, C)
-        y = torch.sigmoid(self.conv(y)).transpose(1, 2)          # (B, C, 1)
-        return x * y.unsqueeze(-1)
+        return x * self.gate(x.mean(dim=(2, 3)))
 
 
 class LeFF(nn.Module):
@@ -106,8 +118,12 @@ class LeFF(nn.Module):
         self.conv2 = nn.Conv2d(hidden, dim, 1)
         self.eca = ECA(dim)
 
+    def ungated(self, x):
+        """Everything but the ECA gate (which needs the mean over the whole map)."""
+        return self.conv2(self.dwconv(self.conv1(x)))
+
     def forward(self, x):
-        return self.eca(self.conv2(self.dwconv(self.conv1(x))))
+        return self.eca(self.ungated(x))
 
 
 class ConvProjection(nn.Module):

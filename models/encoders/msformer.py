@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import OptionError, UnknownNameError
 from utils.registry import ENCODER_REGISTRY
 from .lewin import LeWinLayer, win_size_from_table_rows
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
@@ -56,31 +57,31 @@ def msformer_options(opt: dict) -> dict:
     known = {**MSFORMER_DEFAULTS, **MSFORMER_EXTRA_DEFAULTS}
     unknown = sorted(k for k in given if k not in known and k not in _UNSUPPORTED)
     if unknown:
-        raise KeyError(f"network_G.msformer: unknown key(s) {', '.join(map(repr, unknown))}; "
-                       f"allowed: {', '.join(sorted(known))}")
+        raise UnknownNameError(f"network_G.msformer: unknown key(s) {', '.join(map(repr, unknown))}; "
+                               f"allowed: {', '.join(sorted(known))}")
     for k in _UNSUPPORTED:
         if given.pop(k, None) is not None:
-            raise ValueError(f"network_G.msformer.{k} is not used by MSFormer (it has no output projection); "
-                             f"remove it")
+            raise OptionError(f"network_G.msformer.{k} is not used by MSFormer (it has no output projection); "
+                              f"remove it")
     cfg = {**known, **{k: v for k, v in given.items() if v is not None}}
     for key, n in (("heads", 4), ("depths", 7), ("num_heads", 7)):
         if not isinstance(cfg[key], (list, tuple)) or len(cfg[key]) != n:
-            raise ValueError(f"network_G.msformer.{key} must be a list of {n} integers, got {cfg[key]!r}")
+            raise OptionError(f"network_G.msformer.{key} must be a list of {n} integers, got {cfg[key]!r}")
     if int(cfg["win_size"]) < 1:
-        raise ValueError(f"network_G.msformer.win_size must be a positive integer, got {cfg['win_size']!r}")
+        raise OptionError(f"network_G.msformer.win_size must be a positive integer, got {cfg['win_size']!r}")
     if cfg["token_mlp"] != "leff":
         # The official LeWin block always builds LeFF whatever token_mlp says; only that network exists.
-        raise ValueError(f"network_G.msformer.token_mlp: only 'leff' is implemented, got {cfg['token_mlp']!r}")
+        raise OptionError(f"network_G.msformer.token_mlp: only 'leff' is implemented, got {cfg['token_mlp']!r}")
     if cfg["token_projection"] not in ("conv", "linear"):
-        raise ValueError(f"network_G.msformer.token_projection must be 'conv' or 'linear', "
-                         f"got {cfg['token_projection']!r}")
+        raise OptionError(f"network_G.msformer.token_projection must be 'conv' or 'linear', "
+                          f"got {cfg['token_projection']!r}")
     if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
-        raise ValueError(f"network_G.msformer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
-                         f"got {cfg['LayerNorm_type']!r}")
+        raise OptionError(f"network_G.msformer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
+                          f"got {cfg['LayerNorm_type']!r}")
     d = cfg["depths"]
     if sum(d[4:7]) > sum(d[:3]):
-        raise ValueError(f"network_G.msformer.depths {d}: the decoder's drop-path rates are the encoder's reversed, "
-                         f"so sum(depths[4:7]) must not exceed sum(depths[:3])")
+        raise OptionError(f"network_G.msformer.depths {d}: the decoder's drop-path rates are the encoder's reversed, "
+                          f"so sum(depths[4:7]) must not exceed sum(depths[:3])")
     return cfg
 
 
@@ -238,38 +239,52 @@ class MSFormer(nn.Module):
         if h % 8 or w % 8:
             raise ValueError(f"MSFormer: input {h}x{w} must be a multiple of {self.pad_multiple} (pad it first)")
         zm1 = aux.to(lq.dtype).expand(-1, self.dim, -1, -1)
+        # Each map is released (del) once consumed: on large images the live full-size maps set the peak memory.
 
         x0 = self.patch_embed(lq)
         enc1 = self.encoder_level1(x0)
         x1 = enc1 + self.encoderlayer_1(x0, zm1)
+        del x0, zm1
 
         zm2 = _conv_of_copies(self.down1_2, aux.to(lq.dtype), self.dim)
         enc2 = self.encoder_level2(self.down1_2(x1))
+        del x1
         x2 = enc2 + self.encoderlayer_2(enc2, zm2)                 # local branch on the global output (official)
 
         zm3 = self.down2_3(zm2)
         inp3 = self.down2_3(x2)
+        del zm2, x2
         enc3 = self.encoder_level3(inp3)
         x3 = enc3 + self.encoderlayer_3(inp3, zm3)
+        del inp3
 
         zm4 = self.down3_4(zm3)
         inp4 = self.down3_4(x3)
+        del zm3, x3
         latent = self.latent(inp4) + self.bottlen(inp4, zm4)
+        del inp4
         fea_up0 = self.reduce_chan_level0(latent)
 
         zm_d3 = self.up4_3(zm4)
         inp_d3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1))
+        del zm4, latent, enc3
         dec3 = self.decoder_level3(inp_d3) + self.decoderlayer_1(inp_d3, zm_d3)
+        del inp_d3
 
         zm_u = self.up3_2(zm_d3)
         zm_d2 = zm_u.repeat(1, 2, 1, 1)
         inp_d2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1))
+        del zm_d3, enc2
         dec2 = self.decoder_level2(inp_d2) + self.decoderlayer_2(inp_d2, zm_d2)
+        del inp_d2, zm_d2
 
         zm_d1 = _conv_of_copies(self.up2_1, zm_u, 2)
         inp_d1 = self.reduce_chan_level1(torch.cat([self.up2_1(dec2), enc1], 1))
+        del zm_u, enc1
         dec1 = self.decoder_level1(inp_d1) + self.decoderlayer_3(inp_d1, zm_d1)
+        del inp_d1, zm_d1
         cat_f = self.refinement(dec1)
+        del dec1
 
         out = with_cat_f({"fea_up0": fea_up0, "fea_up1": dec3, "fea_up2": dec2}, cat_f)
         out["cat_f"] = cat_f

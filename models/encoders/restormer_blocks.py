@@ -36,26 +36,34 @@ class _LNBody(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
-def _l2_norm_last(t):
-    """L2 norm over the last dim (pow+sum: linalg.vector_norm over a strided channels-last dim is 5x slower)."""
-    return t.pow(2).sum(-1).sqrt()
+def channel_attention_stats(q, k):
+    """The sums over pixels that channel attention needs, for (B, heads, d, HW) q, k: the Gram matrix q k^T
+    (B, heads, d, d) and the squared norms |q|^2, |k|^2 (B, heads, d). Sums of these over disjoint pixel sets are
+    the statistics of their union (layer-wise tiling, models/tiling)."""
+    gram = torch.stack([q[:, i] @ k[:, i].transpose(1, 2) for i in range(q.shape[1])], 1)
+    # pow + sum: linalg.vector_norm over a strided channels-last dim is 5x slower.
+    return gram, q.pow(2).sum(-1), k.pow(2).sum(-1)
+
+
+def attention_from_stats(gram, q_sq, k_sq, temperature, eps: float = 1e-12):
+    """softmax(norm(q) norm(k)^T * t) from :func:`channel_attention_stats`: (q/|q|)(k/|k|)^T = (q k^T) / (|q| |k|^T)
+    with |.| clamped at eps as F.normalize does."""
+    nq, nk = q_sq.sqrt().clamp_min(eps), k_sq.sqrt().clamp_min(eps)
+    return torch.softmax(gram / (nq.unsqueeze(-1) * nk.unsqueeze(-2)) * temperature, dim=-1)
 
 
 def channel_attention_weights(q, k, temperature, eps: float = 1e-12):
     """softmax(norm(q) norm(k)^T * t) for (B, heads, d, HW) q, k (any strides): (B, heads, d, d), in float32
     for half-precision inputs or under autocast.
 
-    The L2 normalisation over HW is applied to the d x d Gram matrix instead of to q and k, i.e.
-    (q/|q|)(k/|k|)^T = (q k^T) / (|q| |k|^T) with |.| clamped at eps as F.normalize does: the same maths without
-    writing two normalised full-resolution copies.
+    The L2 normalisation over HW is applied to the d x d Gram matrix instead of to q and k (see
+    :func:`attention_from_stats`): the same maths without writing two normalised full-resolution copies.
     """
     if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(q.device.type):
         # Unnormalised q k^T sums over every pixel: far beyond float16's range (65504) on real images.
         with torch.autocast(q.device.type, enabled=False):
             return channel_attention_weights(q.float(), k.float(), temperature.float(), eps)
-    gram = torch.stack([q[:, i] @ k[:, i].transpose(1, 2) for i in range(q.shape[1])], 1)
-    nq, nk = _l2_norm_last(q).clamp_min(eps), _l2_norm_last(k).clamp_min(eps)
-    return torch.softmax(gram / (nq.unsqueeze(-1) * nk.unsqueeze(-2)) * temperature, dim=-1)
+    return attention_from_stats(*channel_attention_stats(q, k), temperature, eps)
 
 
 class Attention(nn.Module):
@@ -75,14 +83,19 @@ class Attention(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
 
-    def forward(self, x):
-        b, c, h, w = x.shape
-        heads = self.num_heads
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)   # views, NCHW or channels-last memory
-        shape = (b, heads, c // heads, h * w)
-        attn = channel_attention_weights(q.reshape(shape), k.reshape(shape), self.temperature)
-        w_out = self.project_out.weight.view(c, heads, c // heads)
-        mix = torch.einsum("ohi,bhij->bohj", w_out, attn.to(w_out.dtype)).reshape(b, c, c)   # W_out · blockdiag(A)
+    def qkv_maps(self, x):
+        """q, k, v maps (views of one tensor, NCHW or channels-last memory)."""
+        return self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+
+    def mixing(self, attn):
+        """W_out · blockdiag(A_1..A_heads): the (B, C, C) map from v to the output, for attention weights attn."""
+        c = self.project_out.weight.shape[0]
+        w_out = self.project_out.weight.view(c, self.num_heads, c // self.num_heads)
+        return torch.einsum("ohi,bhij->bohj", w_out, attn.to(w_out.dtype)).reshape(attn.shape[0], c, c)
+
+    def project(self, v, mix):
+        """The output: mix · v (+ b_out) at every pixel of v (B, C, H, W)."""
+        b, c, h, w = v.shape
         mix = mix.to(v.dtype)
         v = v.reshape(b, c, h * w)
         bias = self.project_out.bias
@@ -92,6 +105,13 @@ class Attention(nn.Module):
             return out.transpose(1, 2).view(b, c, h, w)
         out = torch.bmm(mix, v) if bias is None else torch.baddbmm(bias.to(v.dtype)[:, None], mix, v)
         return out.view(b, c, h, w)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_maps(x)
+        shape = (b, self.num_heads, c // self.num_heads, h * w)
+        attn = channel_attention_weights(q.reshape(shape), k.reshape(shape), self.temperature)
+        return self.project(v, self.mixing(attn))
 
 
 class FeedForward(nn.Module):

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import OptionError, UnknownNameError
 from ..never_run import declare_never_run
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
 
@@ -47,33 +48,33 @@ def parse_restormer_config(opt: dict, defaults: dict, owner: str) -> dict:
     """
     given = ((opt.get("network_G") or {}).get("restormer")) or {}
     if not isinstance(given, dict):
-        raise TypeError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
+        raise OptionError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
     given = {k: v for k, v in given.items() if v is not None}  # None = unset (options/schema.py fills None)
     for key in given:
         if key not in defaults:
-            raise KeyError(f"network_G.restormer: unknown key '{key}' for {owner}; "
-                           f"allowed keys: {', '.join(defaults)}")
+            raise UnknownNameError(f"network_G.restormer: unknown key '{key}' for {owner}; "
+                                   f"allowed keys: {', '.join(defaults)}")
     cfg = {**defaults, **given}
     for key in ("num_blocks", "heads"):
         val = cfg[key]
         if not isinstance(val, (list, tuple)) or len(val) != 4 or not all(isinstance(v, int) and v > 0 for v in val):
-            raise ValueError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
+            raise OptionError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
         cfg[key] = list(val)
     for key in ("dim", "num_refinement_blocks", "inp_channels", "out_channels"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
-            raise ValueError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
+            raise OptionError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
     if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
-        raise ValueError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
-                         f"got {cfg['LayerNorm_type']!r}")
+        raise OptionError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
+                          f"got {cfg['LayerNorm_type']!r}")
     for key, default in defaults.items():
         if isinstance(default, bool) and not isinstance(cfg[key], bool):
-            raise ValueError(f"network_G.restormer.{key} must be true or false, got {cfg[key]!r}")
+            raise OptionError(f"network_G.restormer.{key} must be true or false, got {cfg[key]!r}")
     if float(cfg["ffn_expansion_factor"]) <= 0:
-        raise ValueError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
+        raise OptionError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
     for i, h in enumerate(cfg["heads"]):   # heads[0] also serves the decoder's 2*dim width: implied by dim % heads[0]
         width = cfg["dim"] * 2 ** i
         if width % h:
-            raise ValueError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
+            raise OptionError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
     return cfg
 
 
@@ -186,19 +187,25 @@ class MaskedRestormerUNet(nn.Module):
 
     def unet(self, lq: torch.Tensor, p1, p2, p3) -> dict:
         """The encoder/decoder pass with the level priors p1..p3: fea_up0/1/2 (cat_f concatenated) and cat_f."""
+        # Each map is released (del) once consumed: on large images the live full-size maps set the peak memory.
         enc1 = self.encoder_level1(self.patch_embed(lq), p1)
         enc2 = self.encoder_level2(self.down1_2(enc1), p2)
         enc3 = self.encoder_level3(self.down2_3(enc2), p3)
         latent = self.latent(self.down3_4(enc3))
+        feats = {"fea_up0": self.reduce_chan0(latent)}
 
         dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
+        del latent, enc3
+        feats["fea_up1"] = self.reduce_chan1(dec3) if self.reduce_fea_up1 else dec3
         dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1))
+        del dec3, enc2
+        feats["fea_up2"] = self.reduce_chan2(dec2)
+        dec1 = torch.cat([self.up2_1(dec2), enc1], 1)
+        del dec2, enc1
+        dec1 = self.decoder_level1(dec1)
         cat_f = self.refinement(dec1)
+        del dec1
 
-        feats = {"fea_up0": self.reduce_chan0(latent),
-                 "fea_up1": self.reduce_chan1(dec3) if self.reduce_fea_up1 else dec3,
-                 "fea_up2": self.reduce_chan2(dec2)}
         out = with_cat_f(feats, cat_f)
         out["cat_f"] = cat_f
         return out

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import OptionError
 from utils.registry import ENCODER_REGISTRY
 from ..never_run import declare_never_run
 from ..precision import at_least_fp32, fp32_region, keep_fp32
@@ -70,8 +71,8 @@ class ConEncoder1(nn.Module):
         super().__init__()
         net = opt["network_G"]
         if opt.get("concat_color_map"):
-            raise NotImplementedError("concat_color_map: true is not supported (the official channel count is wrong "
-                                      "whenever concat_histeq is on); set it to false")
+            raise OptionError("concat_color_map: true is not supported (the official channel count is wrong "
+                              "whenever concat_histeq is on); set it to false")
         nf, nb = int(net.get("nf", 64)), int(net.get("nb", 24))
         gc = int(net.get("gc", 32))
         in_nc = int(net.get("in_nc", 3)) + (3 if opt.get("concat_histeq") else 0) + (1 if opt.get("gray_map") else 0)
@@ -80,7 +81,7 @@ class ConEncoder1(nn.Module):
         self.taps = [int(b) for b in (stack.get("blocks") or [])]
         self.concat_taps = bool(stack.get("concat", True)) and bool(self.taps)
         if any(b >= nb or b < 0 for b in self.taps):
-            raise ValueError(f"network_G.flow.stackRRDB.blocks {self.taps} must index RRDB blocks 0..{nb - 1}")
+            raise OptionError(f"network_G.flow.stackRRDB.blocks {self.taps} must index RRDB blocks 0..{nb - 1}")
         self.conv_first = nn.Conv2d(in_nc + 6, nf, 3, padding=1)
         self.conv_second = nn.Conv2d(nf, nf, 3, padding=1)
         self.RRDB_trunk = nn.Sequential(*[RRDB(nf, gc) for _ in range(nb)])

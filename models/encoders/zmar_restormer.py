@@ -189,6 +189,7 @@ class ZMARRestormer(MaskedRestormerUNet):
 
     aux_input = "zmar_mask"
     pad_multiple = 8
+    min_size = 16  # the mask attention reflect-pads the 1/8-scale features to a multiple of 4
     masked_level = ZMARMaskedLevel
     reduce_fea_up1 = False      # fea_up1 = decoder_level3 itself
     color_head_in = 3           # the official colour head reads 3 channels whatever out_channels is

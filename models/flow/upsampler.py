@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import FLOW_STEP_REGISTRY
 from ..never_run import declare_never_run
 from ..precision import at_least_fp32
@@ -26,7 +27,7 @@ class FlowUpsamplerNet(nn.Module):
                  unused_f_in: int | None = None, seed: int | None = None):
         super().__init__()
         if L > len(LEVEL_TO_NAME):
-            raise ValueError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
+            raise OptionError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
         step_cls = FLOW_STEP_REGISTRY.get(step)
         rng = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,), device="cpu")))
         self.layers = nn.ModuleList()

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from utils.errors import OptionError
+
 SCHEDULE_BUFFERS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
                     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
                     "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
@@ -56,7 +58,7 @@ def schedule_from_betas(betas: np.ndarray) -> dict[str, np.ndarray]:
 def respaced_timesteps(timesteps: int, steps: int) -> np.ndarray:
     """``steps`` timesteps evenly spaced over [0, T-1], both ends included (distinct for steps <= T)."""
     if not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must be between 1 and T={timesteps}, got {steps}")
+        raise OptionError(f"sampling steps must be between 1 and T={timesteps}, got {steps}")
     if steps == 1:
         return np.array([timesteps - 1])
     return np.round(np.linspace(0, timesteps - 1, steps)).astype(np.int64)

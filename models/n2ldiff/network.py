@@ -32,6 +32,7 @@ class N2LDiffNet(nn.Module):
     """
 
     aux_input = None
+    uses_heat = False
 
     def __init__(self, cfg: dict):
         super().__init__()

@@ -42,6 +42,7 @@ import math
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
 from ...never_run import declare_never_run
 from ...precision import at_least_fp32, keep_fp32
@@ -104,8 +105,12 @@ class _HalfMap(nn.Module):
         raise NotImplementedError
 
     def forward(self, z, logdet, ft, reverse: bool = False):
+        return self.apply_map(z, logdet, self.attention_map(split_half(z)[0], ft), reverse)
+
+    @staticmethod
+    def apply_map(z, logdet, a, reverse: bool = False):
+        """z2 scaled by the map a (or divided, reverse), with its log-det."""
         z1, z2 = split_half(z)
-        a = self.attention_map(z1, ft)
         dlogdet = z2.shape[1] * sum_chw(torch.log(a))
         if not reverse:
             return torch.cat([z1, z2 * a], 1), logdet + dlogdet
@@ -147,12 +152,20 @@ class CSN(_HalfMap):
         self.fc_col = nn.Sequential(nn.Conv2d(width, red, 1, bias=False), nn.ReLU(),
                                     nn.Conv2d(red, width, 1, bias=False))
 
-    def attention_map(self, z1, ft):
-        h = self.head(torch.cat([z1, self.ft_proj(ft)], 1))
-        rows = self.fc_row(h.mean(3, keepdim=True)).squeeze(3)     # (B, k, H)
-        cols = self.fc_col(h.mean(2, keepdim=True)).squeeze(2)     # (B, k, W)
+    def features(self, z1, ft):
+        """The per-pixel head features h whose row and column means make the map."""
+        return self.head(torch.cat([z1, self.ft_proj(ft)], 1))
+
+    def map_from_means(self, row_mean, col_mean):
+        """The map from h's mean over W (B, width, H, 1) and over H (B, width, 1, W)."""
+        rows = self.fc_row(row_mean).squeeze(3)                     # (B, k, H)
+        cols = self.fc_col(col_mean).squeeze(2)                     # (B, k, W)
         a = at_least_fp32(rows.transpose(1, 2) @ cols)              # (B, H, W); float32 as in SAN
         return (torch.sigmoid(a + 2.0) + MAP_EPS).unsqueeze(1)
+
+    def attention_map(self, z1, ft):
+        h = self.features(z1, ft)
+        return self.map_from_means(h.mean(3, keepdim=True), h.mean(2, keepdim=True))
 
     @torch.no_grad()
     def reset_heads(self, g: torch.Generator):
@@ -181,6 +194,10 @@ class GateConv(nn.Module):
             nn.Conv2d(channels * 2, channels * 2, 3, padding=1, groups=channels * 2, bias=True),
             nn.Conv2d(channels * 2, channels, 1, bias=True))
 
+    def pooled_gates(self, over_h, over_w):
+        """sigmoid(conv(.)) of the pool over H (B, C, 1, W) and of the pool over W (B, C, H, 1)."""
+        return torch.sigmoid(self.conv(over_h)), torch.sigmoid(self.conv(over_w))
+
     def forward(self, x):
         if self.pools == "self":
             return x * (2.0 * torch.sigmoid(self.conv(x)))
@@ -188,7 +205,8 @@ class GateConv(nn.Module):
             a, b = x.mean(2, keepdim=True), x.amax(3, keepdim=True)
         else:
             a, b = x.amax(2, keepdim=True), x.mean(3, keepdim=True)
-        return x * (torch.sigmoid(self.conv(a)) + torch.sigmoid(self.conv(b)))
+        ga, gb = self.pooled_gates(a, b)
+        return x * (ga + gb)
 
 
 class SCAN(nn.Module):
@@ -255,7 +273,7 @@ class AFlowStep(nn.Module):
     def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
         super().__init__()
         if in_channels % 2:
-            raise ValueError(f"AFlowStep needs an even channel count, got {in_channels}")
+            raise OptionError(f"AFlowStep needs an even channel count, got {in_channels}")
         width, _ = coupling_opts(opt)
         self.actnorm = keep_fp32(ActNorm2d(in_channels))   # acts on the flow's state z: float32 (models/precision.py)
         self.invconv = InvertibleConv1x1(in_channels, rng)

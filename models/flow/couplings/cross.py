@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY
 from ..ops import affine_subnet, split_half, sum_chw
 from .llflow import after_first_conv, affine_params, cond_first_convs, coupling_opts, z_part_first_conv
@@ -33,15 +34,18 @@ class ChannelGate(nn.Module):
         super().__init__()
         mid = channels // reduction
         if mid < 1:
-            raise ValueError(f"CBAM channel gate: {channels} channels with reduction {reduction} leaves no hidden "
-                             f"unit; use flow.CondAffineSeparatedAndCond.hidden_channels >= {reduction}")
+            raise OptionError(f"CBAM channel gate: {channels} channels with reduction {reduction} leaves no hidden "
+                              f"unit; use flow.CondAffineSeparatedAndCond.hidden_channels >= {reduction}")
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, mid), nn.ReLU(), nn.Linear(mid, channels))
 
+    def gate(self, mean, amax):
+        """(B, C, 1, 1) channel weights from the spatial mean and max (B, C)."""
+        b = mean.shape[0]
+        att = self.mlp(torch.cat([mean, amax], 0))   # both pools through the MLP at once
+        return torch.sigmoid(att[:b] + att[b:])[:, :, None, None]
+
     def forward(self, x):
-        b = x.shape[0]
-        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], 0)   # both pools through the MLP at once
-        att = self.mlp(pooled)
-        return x * torch.sigmoid(att[:b] + att[b:])[:, :, None, None]
+        return x * self.gate(x.mean(dim=(2, 3)), x.amax(dim=(2, 3)))
 
 
 class SpatialGate(nn.Module):

@@ -1,0 +1,78 @@
+"""Peak-memory estimates of the flow generators, full frame and under layer-wise tiles (for automatic tiling).
+
+The numbers are measured, not derived: peak RSS of one inference (bench/bench_large.py --calibrate, official
+configs, random weights, float32, glibc keeping freed memory), minus the RSS before it, at two image sizes; the
+per-pixel slope is what is stored. Under tiled execution the peak is the full-size maps that live at once (the
+U-Net's skip connections, a block's input and output, the flow's conditioning) plus one tile's intermediates:
+``live * pixels + per_tile * tile**2``.
+
+Other encoder widths scale the estimate linearly (activations are linear in the channel count); another compute
+dtype by its element size. Both are approximations for a decision that only needs the right order of magnitude.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Footprint:
+    full: float        # bytes per input pixel, full frame
+    live: float        # bytes per input pixel of the maps alive under tiled execution
+    per_tile: float    # bytes per tile pixel of one tile's intermediates
+    width: int         # encoder width (dim, or nf for the RRDB encoder) the numbers were measured at
+
+
+# Measured with bench/bench_large.py --calibrate (official configs, float32, 2 threads; sizes 288x192 and 432x288
+# full frame, 864x576 with tiles of 96 and 192; README "Large images"). LLFlow's peak is the encoder's output dict
+# (the RRDB taps concatenated onto every level), which tiles do not shrink: its live figure equals its full one, and
+# its per-tile figure is an estimate (the dense blocks' 192-channel crops; both tile sizes measured the same peak).
+FOOTPRINTS = {
+    "ConEncoder1": Footprint(full=2600.0, live=2600.0, per_tile=1000.0, width=64),
+    "GLTGRestormer": Footprint(full=13000.0, live=1340.0, per_tile=22500.0, width=48),
+    "ZMARRestormer": Footprint(full=7500.0, live=2800.0, per_tile=15200.0, width=48),
+    "MSFormer": Footprint(full=19100.0, live=3900.0, per_tile=14500.0, width=48),
+}
+MIN_TILE = 128
+
+
+def _encoder(network):
+    return getattr(network, "RRDB", None)
+
+
+def footprint(network, dtype: torch.dtype = torch.float32) -> Footprint | None:
+    """The network's footprint scaled to its encoder width and ``dtype``; None for networks without one."""
+    enc = _encoder(network)
+    fp = FOOTPRINTS.get(type(enc).__name__) if enc is not None else None
+    if fp is None:
+        return None
+    width = getattr(enc, "dim", None) or enc.conv_first.out_channels
+    scale = width / fp.width * torch.empty((), dtype=dtype).element_size() / 4
+    return Footprint(fp.full * scale, fp.live * scale, fp.per_tile * scale, width)
+
+
+def estimate_peak_bytes(network, h: int, w: int, tile: int | None = None,
+                        dtype: torch.dtype = torch.float32) -> float | None:
+    """Estimated peak memory of one enhancement of an h x w frame (full frame, or tiles of ``tile`` pixels)."""
+    fp = footprint(network, dtype)
+    if fp is None:
+        return None
+    if not tile or (h <= tile and w <= tile):
+        return fp.full * h * w
+    return fp.live * h * w + fp.per_tile * tile * tile
+
+
+def tile_for_budget(network, h: int, w: int, budget: float, dtype: torch.dtype = torch.float32) -> int | None:
+    """None when the full frame fits in ``budget`` bytes, when tiles would not lower the estimate, or when nothing
+    is known about the network; otherwise the largest tile whose estimate fits (at least MIN_TILE: below it the
+    halos cost more than the tiles save)."""
+    fp = footprint(network, dtype)
+    if fp is None or fp.full * h * w <= budget:
+        return None
+    spare = budget - fp.live * h * w
+    tile = max(MIN_TILE, int(math.sqrt(spare / fp.per_tile)) if spare > 0 else 0)
+    if tile >= max(h, w) or fp.live * h * w + fp.per_tile * tile * tile >= fp.full * h * w:
+        return None
+    return tile
