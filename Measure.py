@@ -50,15 +50,19 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.cli import call_cli  # noqa: E402
+from utils.devices import pick_device  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.paths import prepare_file  # noqa: E402
 from utils.reports import write_csv, write_json  # noqa: E402
 from utils.metrics import (GT_MEAN_MODES, NO_REF_METRICS, PSNR_MODES, QUANTISATIONS, SSIM_PROTOCOLS,  # noqa: E402
-                           LPIPSMetric, LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair)
+                           LPIPSMetric, LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair, size_problem)
 
 from data.image_io import ImageError, list_images, read_rgb  # noqa: E402
 from utils.pairing import PairingError, index_by, pair_by_key, short_list  # noqa: E402
 
 
-class MeasureError(Exception):
+class MeasureError(UserError):
     """A user-facing error (missing files, size mismatch, bad folder); the message names the files."""
 
 
@@ -131,6 +135,9 @@ def measure_dirs(gt_dir, pred_dir, protocol: Protocol, lpips_backbone: Optional[
         if gt_img is not None and gt_img.shape != pred_img.shape:
             raise MeasureError(f"size mismatch: reference {gt_path} is {gt_img.shape[1]}x{gt_img.shape[0]} but "
                                f"prediction {pred_path} is {pred_img.shape[1]}x{pred_img.shape[0]} (WxH)")
+        problem = size_problem(gt_img.shape if gt_img is not None else pred_img.shape, run_protocol)
+        if problem:
+            raise MeasureError(f"{gt_path if gt_img is not None else pred_path}: {problem}")
         try:
             res = evaluate_pair(pred_img, gt_img if protocol.full_ref else None, run_protocol, lpips_metric=metric)
         except ValueError as e:  # crop border larger than the image, image too small for NIQE
@@ -252,32 +259,35 @@ def write_html(path, results, matched, input_dir, protocol: Protocol, inline: bo
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The command line: 0 on success; a user error is one `error:` line and 2 (utils.cli.call_cli)."""
+    return call_cli(measure, argv)
+
+
+def measure(argv: Optional[List[str]] = None) -> int:
+    """Measure.py's work; user errors are raised (MeasureError, ImageError, OutputError, ...)."""
     args = build_parser().parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    try:
-        _check_args(args)
-        protocol = Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=args.gt_mean, quantisation=args.quantisation,
-                            lpips=bool(args.lpips or args.lpips_backbone), crop_border=args.crop_border,
-                            no_ref=tuple(dict.fromkeys(args.no_ref)), full_ref=args.gt is not None)
-        labels = method_labels(args.pred, args.label)
-        matched = _common_pairs(args.gt, args.pred, labels, log)
-        lpips = _open_lpips(protocol, args.lpips_backbone, args.device, log)
-        results = []
-        for pred, label, pairs in zip(args.pred, labels, matched):
-            if len(args.pred) > 1:
-                log(f"[{label}] {pred}")
-            agg, summary = measure_dirs(args.gt, pred, protocol, progress=not args.no_progress, log=log,
-                                        lpips=lpips, pairs=pairs)
-            summary["label"] = label
-            results.append((label, pred, agg, summary))
-        if args.html:
-            write_html(args.html, results, matched, args.input, protocol, args.inline_images)
-    except MeasureError as e:
-        print(f"Measure.py: error: {e}", file=sys.stderr)
-        return 2
-    except ImageError as e:
-        print(f"Measure.py: error: {e}", file=sys.stderr)
-        return 2
+    _check_args(args)
+    for key in ("csv", "json", "html"):  # before measuring: a bad output path should not cost the whole run
+        if getattr(args, key, None):
+            prepare_file(getattr(args, key), f"--{key}")
+    protocol = Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=args.gt_mean, quantisation=args.quantisation,
+                        lpips=bool(args.lpips or args.lpips_backbone), crop_border=args.crop_border,
+                        no_ref=tuple(dict.fromkeys(args.no_ref)), full_ref=args.gt is not None)
+    device = str(pick_device(args.device)) if protocol.full_ref and protocol.lpips else args.device
+    labels = method_labels(args.pred, args.label)
+    matched = _common_pairs(args.gt, args.pred, labels, log)
+    lpips = _open_lpips(protocol, args.lpips_backbone, device, log)
+    results = []
+    for pred, label, pairs in zip(args.pred, labels, matched):
+        if len(args.pred) > 1:
+            log(f"[{label}] {pred}")
+        agg, summary = measure_dirs(args.gt, pred, protocol, progress=not args.no_progress, log=log,
+                                    lpips=lpips, pairs=pairs)
+        summary["label"] = label
+        results.append((label, pred, agg, summary))
+    if args.html:
+        write_html(args.html, results, matched, args.input, protocol, args.inline_images)
     several = len(results) > 1
     for label, _, agg, summary in results:
         if args.csv:

@@ -15,6 +15,7 @@ from data.image_io import list_images, read_rgb
 from data.zeromap import fit_zero_map, inject_zero_map, write_zero_map_set
 from options.options import OptionError, add_common_args, check_path, load_options
 from utils.cli import run_cli
+from utils.paths import prepare_dir
 from utils.logging_setup import setup_cli_logging
 from engine.evaluate import add_test_args, resolve_io, run
 
@@ -31,13 +32,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_cli_logging()
     opt = load_options(args.opt, args.overrides)
+    if args.generate < 0:
+        raise OptionError(f"--generate must be a number of zero-maps >= 1, got {args.generate}")
     zdir = args.zeromaps or opt.get("dataroot_zeromaps")
     if zdir:
         zdir = check_path(zdir, "--zeromaps / dataroot_zeromaps")
     elif args.generate > 0:
         inp, _, out, _ = resolve_io(opt, args)
         first = read_rgb(list_images(inp)[0])
-        zdir = out / "zeromaps"
+        zdir = prepare_dir(out, "--out") / "zeromaps"
+        if zdir.is_dir() and any(zdir.iterdir()):
+            log.warning("%s already holds files: generated zero-maps of the same names replace them", zdir)
         write_zero_map_set(zdir, args.generate, first.shape[0], first.shape[1], args.seed)
         log.info("generated %d zero-maps in %s", args.generate, zdir)
     else:

@@ -2,4 +2,4 @@
 
 Importing it registers every dataset class in utils.registry.DATASET_REGISTRY.
 """
-from . import demo, folder_dataset, lol_dataset, video_dataset  # noqa: F401  (registration side effects)
+from . import demo, folder_dataset, lol_dataset, semi_dataset, synthetic_dataset, video_dataset  # noqa: F401

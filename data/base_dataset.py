@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from utils.errors import OptionError
 from utils.pairing import pair_by_key, short_list  # noqa: F401  (short_list re-exported)
 from .image_io import ImageError, read_frame
 from .preprocess import (AUX_KINDS, add_noise, aux_input, build_lq, gamma_aug, histeq, paired_center_crop,
@@ -23,8 +24,9 @@ from .zeromap import ZeroMapInjector
 
 @dataclass(frozen=True)
 class Sample:
-    """One item: the low image, its GT (None when unpaired) and the output name."""
-    lq: Path
+    """One item: the low image (None when the dataset makes it on the fly), its GT (None when unpaired) and the
+    output name."""
+    lq: Path | None
     gt: Path | None
     name: str
 
@@ -61,13 +63,16 @@ class LowLightDataset(Dataset):
     Option keys read here (all optional):
     - input assembly: ``log_low``, ``concat_histeq``, ``histeq_as_input``, ``aux_input`` (None | gltg_mask |
       zmar_mask | upt_zero_map), ``zero_map`` (dict, see data.zeromap.ZeroMapInjector);
-    - listing: ``split`` (train | test; default: the phase's own);
+    - listing: ``split`` (train | test; default: the phase's own), ``swap_roles`` (the GT image becomes the input
+      and the low image the target, e.g. N2LDiff's normal -> low task);
     - loading: ``cache`` (decode everything into RAM at construction, default false = lazy), ``resize_to``
       ([W, H], cv2 bilinear, applied to low and GT at load time; default native size), ``npy_channel_order``
       (bgr | rgb for .npy frames, default bgr);
     - train phase only: ``use_crop`` + ``GT_size``, ``center_crop_hr_size``, ``use_flip``, ``use_rot``,
+      ``use_vflip``, ``use_transpose``,
       ``noise_prob`` + ``noise_level``, ``gamma_aug``.
-    Items: ``LQ``, ``GT`` (paired only), ``AUX`` (when aux_input is set), ``LQ_path``, ``GT_path`` (paired only),
+    Items: ``LQ``, ``GT`` (paired only), ``AUX`` (when aux_input is set), ``LQ_path`` ('' for a low image made on
+    the fly), ``GT_path`` (paired only),
     ``name``, and ``ZM_path`` ('' when no zero-map was injected) when a zero_map option is present. Outside the
     train phase also ``LQ_raw`` / ``GT_raw`` (uint8 HxWx3 as read, low after zero-map injection) and ``AUX_mask``
     (the injected zero-map, when one was), which evaluation feeds to the same enhance path as the test scripts.
@@ -84,13 +89,13 @@ class LowLightDataset(Dataset):
         # holdout validation lists the training split without augmenting it (split: train, phase: val).
         split = self.opt.get("split") or ("train" if self.train else "test")
         if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            raise OptionError(f"split must be 'train' or 'test', got {split!r}")
         self.train_split = split == "train"
         self.flags = {k: bool(self.opt.get(k)) for k in ("log_low", "concat_histeq", "histeq_as_input")}
         self.need_his = self.flags["concat_histeq"] or self.flags["histeq_as_input"]
         self.aux_kind = self.opt.get("aux_input")
         if self.aux_kind not in AUX_KINDS:
-            raise ValueError(f"aux_input must be one of {AUX_KINDS}, got {self.aux_kind!r}")
+            raise OptionError(f"aux_input must be one of {AUX_KINDS}, got {self.aux_kind!r}")
         self.zero_map = (ZeroMapInjector(self.opt["zero_map"], self.aux_kind, cache=bool(self.opt.get("cache")))
                          if self.opt.get("zero_map") else None)
         self.resize_to = self._parse_resize(self.opt.get("resize_to"))
@@ -98,10 +103,12 @@ class LowLightDataset(Dataset):
 
         self.crop_size = _opt_int(self.opt, "GT_size") if self.opt.get("use_crop") else None
         if self.opt.get("use_crop") and not self.crop_size:
-            raise ValueError(f"{type(self).__name__}: use_crop needs GT_size")
+            raise OptionError(f"{type(self).__name__}: use_crop needs GT_size")
         self.center_crop = _opt_int(self.opt, "center_crop_hr_size")
         self.use_flip = bool(self.opt.get("use_flip"))
         self.use_rot = bool(self.opt.get("use_rot"))
+        self.use_vflip = bool(self.opt.get("use_vflip"))
+        self.use_transpose = bool(self.opt.get("use_transpose"))
         self.noise_prob = float(self.opt.get("noise_prob") or 0.0)
         self.noise_level = float(self.opt.get("noise_level") or 0.0)
         self.use_gamma = bool(self.opt.get("gamma_aug"))
@@ -109,6 +116,12 @@ class LowLightDataset(Dataset):
         self.samples: list[Sample] = self._scan()
         if not self.samples:
             raise ImageError(f"{type(self).__name__} ({phase}): no samples found")
+        if self.opt.get("swap_roles"):
+            # The reverse task (N2LDiff synthesises low light from normal light): the network input is the
+            # normally exposed image and the target the low one. Swapped here, so every later step sees it.
+            if not self.paired:
+                raise OptionError(f"datasets.{phase}.swap_roles: {type(self).__name__} has no pairs to swap")
+            self.samples = [Sample(s.gt, s.lq, s.name) for s in self.samples]
         self._img_cache: dict = {}
         self._his_cache: dict = {}
         self._rng = None
@@ -117,9 +130,21 @@ class LowLightDataset(Dataset):
         if self.opt.get("cache"):
             self._fill_cache()
 
-    # -- subclass hook
+    # -- subclass hooks
     def _scan(self) -> list[Sample]:
         raise NotImplementedError
+
+    def _load_pair(self, index: int, rng: np.random.Generator) -> tuple[Sample, np.ndarray, np.ndarray | None]:
+        """The sample behind index and its (low, GT or None) uint8 RGB arrays, before any augmentation.
+
+        Datasets that make their low images (data/synthetic_dataset.py) override this; rng is the sample's
+        generator, so what they draw is reproducible like the augmentation.
+        """
+        s = self.samples[index]
+        low = self._image(s.lq)
+        gt = self._image(s.gt) if s.gt is not None else None
+        self._check_sizes(s, low, gt)
+        return s, low, gt
 
     # -- loading
     @staticmethod
@@ -127,7 +152,7 @@ class LowLightDataset(Dataset):
         if v is None:
             return None
         if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(int(x) > 0 for x in v)):
-            raise ValueError(f"resize_to must be [W, H], got {v!r}")
+            raise OptionError(f"resize_to must be [W, H], got {v!r}")
         return int(v[0]), int(v[1])
 
     def _read(self, path: Path) -> np.ndarray:
@@ -140,15 +165,19 @@ class LowLightDataset(Dataset):
         img = self._img_cache.get(path)
         return img if img is not None else self._read(path)
 
-    def _his(self, path: Path, img: np.ndarray) -> np.ndarray:
+    def _his(self, path: Path | None, img: np.ndarray) -> np.ndarray:
         his = self._his_cache.get(path)
-        return his if his is not None else histeq(img)
+        # The cached histeq describes the cached low image only: pixels changed since (zero-map injection) or made
+        # on the fly get their own.
+        return his if his is not None and img is self._img_cache.get(path) else histeq(img)
 
     def _fill_cache(self):
         for s in self.samples:
             for p in (s.lq, s.gt):
                 if p is not None and p not in self._img_cache:
                     self._img_cache[p] = self._read(p)
+            if s.lq is None:  # made on the fly: nothing to check or equalise yet
+                continue
             self._check_sizes(s, self._img_cache[s.lq], self._img_cache.get(s.gt) if s.gt else None)
             if self.need_his and s.lq not in self._his_cache:
                 self._his_cache[s.lq] = histeq(self._img_cache[s.lq])
@@ -183,21 +212,16 @@ class LowLightDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        s = self.samples[index]
-        low = self._image(s.lq)
-        gt = self._image(s.gt) if s.gt is not None else None
-        self._check_sizes(s, low, gt)
         rng = self._call_rng(index)
+        s, low, gt = self._load_pair(index, rng)
+        src = s.lq if s.lq is not None else s.gt  # the file errors name (the normal image of a made low image)
 
         white, zm_path = None, None
         if self.zero_map is not None:
             zm_path = self.zero_map.choose(index, self.train, rng)
             if zm_path is not None:
-                low, white = self.zero_map.apply(low, zm_path, s.lq)
-        his = None
-        if self.need_his:
-            # After an injection the cached histeq would describe pixels the network never sees.
-            his = histeq(low) if zm_path is not None else self._his(s.lq, low)
+                low, white = self.zero_map.apply(low, zm_path, src)
+        his = self._his(s.lq, low) if self.need_his else None
         net_low = his if self.flags["histeq_as_input"] else low
 
         arrays = {"low": net_low, "gt": gt, "his": his, "white": white}
@@ -205,10 +229,10 @@ class LowLightDataset(Dataset):
         if self.train:
             vals = [arrays[k] for k in keys]
             if self.crop_size:
-                vals = paired_random_crop(vals, self.crop_size, rng, name=str(s.lq))
+                vals = paired_random_crop(vals, self.crop_size, rng, name=str(src))
             if self.center_crop:
-                vals = paired_center_crop(vals, self.center_crop, name=str(s.lq))
-            vals = paired_flip_rot(vals, rng, self.use_flip, self.use_rot)
+                vals = paired_center_crop(vals, self.center_crop, name=str(src))
+            vals = paired_flip_rot(vals, rng, self.use_flip, self.use_rot, self.use_vflip, self.use_transpose)
             arrays.update(zip(keys, vals))
 
         low_t = to_tensor01(arrays["low"])
@@ -225,7 +249,7 @@ class LowLightDataset(Dataset):
         # net_low already is the histeq when histeq_as_input, so build_lq must not substitute again (noise kept).
         lq = build_lq(low_t, his_t, {**self.flags, "histeq_as_input": False})
 
-        item = {"LQ": lq, "LQ_path": str(s.lq), "name": s.name}
+        item = {"LQ": lq, "LQ_path": str(s.lq) if s.lq is not None else "", "name": s.name}
         if arrays["gt"] is not None:
             item["GT"] = to_tensor01(arrays["gt"])
             item["GT_path"] = str(s.gt)

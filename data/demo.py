@@ -20,6 +20,7 @@ from utils.registry import DATASET_REGISTRY
 
 from .image_io import ImageError, write_rgb
 from .lol_dataset import LoL
+from .synthesis.srgb import linear_to_srgb, srgb_to_linear
 
 DEMO_SEED = 20240601
 DEMO_HW = (256, 384)
@@ -69,17 +70,6 @@ def _crop_resize(img: np.ndarray, top: float, left: float, frac: float) -> np.nd
     crop = img[y:y + ch, x:x + cw]
     interp = cv2.INTER_AREA if ch >= oh else cv2.INTER_CUBIC
     return cv2.resize(crop, (ow, oh), interpolation=interp)
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """The sRGB decoding curve on [0, 1]."""
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """The sRGB encoding curve on [0, 1]."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055)
 
 
 def degrade(normal_uint8: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -8,14 +8,10 @@ import numpy as np
 from natsort import natsorted
 
 from utils.atomic import atomic_open
-from utils.errors import UserError
+from utils.errors import ImageError, OptionError, OutputError  # noqa: F401  (ImageError re-exported)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 FRAME_EXTENSIONS = IMAGE_EXTENSIONS | {".npy"}
-
-
-class ImageError(UserError, ValueError):
-    """An image file that is missing, unreadable or in a format the framework refuses to guess about."""
 
 
 def _to_rgb8(img: np.ndarray, path, bgr: bool) -> np.ndarray:
@@ -71,7 +67,7 @@ def read_npy_rgb(path, channel_order: str = "bgr") -> np.ndarray:
     """
     p = Path(path)
     if channel_order not in ("bgr", "rgb"):
-        raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+        raise OptionError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
     if not p.is_file():
         raise ImageError(f"{p}: file not found")
     try:
@@ -97,9 +93,13 @@ def write_rgb(path, img: np.ndarray) -> Path:
         desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
         raise ImageError(f"{p}: write_rgb expects a uint8 HxWx3 RGB array, got {desc}")
     ext = p.suffix.lower() or ".png"
-    ok, enc = cv2.imencode(ext, np.ascontiguousarray(img[:, :, ::-1]))
+    try:
+        ok, enc = cv2.imencode(ext, np.ascontiguousarray(img[:, :, ::-1]))
+    except cv2.error:
+        ok = False
     if not ok:
-        raise ImageError(f"{p}: OpenCV cannot encode format '{ext}'")
+        raise OutputError(f"{p}: cannot write images in format '{ext}' (use one of "
+                          f"{', '.join(sorted(IMAGE_EXTENSIONS - {'.pgm'}))})")
     with atomic_open(p) as f:
         f.write(enc.tobytes())
     return p

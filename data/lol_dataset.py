@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from utils.errors import OptionError
 from utils.registry import DATASET_REGISTRY
 
 from .base_dataset import LowLightDataset, Sample, find_subdir, pair_files
@@ -14,7 +15,7 @@ def explicit_dirs(opt: dict):
     """(dataroot_LQ, dataroot_GT) when both are given, None when neither; one without the other is an error."""
     lq, gt = opt.get("dataroot_LQ"), opt.get("dataroot_GT")
     if (lq is None) != (gt is None):
-        raise ValueError("dataroot_LQ and dataroot_GT must be given together")
+        raise OptionError("dataroot_LQ and dataroot_GT must be given together")
     return (Path(lq), Path(gt)) if lq is not None else None
 
 
@@ -33,7 +34,7 @@ class LoL(LowLightDataset):
 
     def _root(self) -> Path:
         if not self.opt.get("root"):
-            raise ValueError(f"{type(self).__name__}: give 'root' (LOL-v1 layout) or dataroot_LQ + dataroot_GT")
+            raise OptionError(f"{type(self).__name__}: give 'root' (LOL-v1 layout) or dataroot_LQ + dataroot_GT")
         return Path(self.opt["root"])
 
     def _scan(self):
@@ -71,9 +72,9 @@ class LoL_v2(LowLightDataset):
             return self._pair(*dirs)
         subset = self.opt.get("subset", "real")
         if subset not in self.SUBSETS:
-            raise ValueError(f"LoL_v2.subset must be one of {sorted(self.SUBSETS)}, got {subset!r}")
+            raise OptionError(f"LoL_v2.subset must be one of {sorted(self.SUBSETS)}, got {subset!r}")
         if not self.opt.get("root"):
-            raise ValueError("LoL_v2: give 'root' (LOL-v2 layout) or dataroot_LQ + dataroot_GT")
+            raise OptionError("LoL_v2: give 'root' (LOL-v2 layout) or dataroot_LQ + dataroot_GT")
         samples = []
         for sub in self.SUBSETS[subset]:
             split = find_subdir(find_subdir(self.opt["root"], [sub]), ["Train"] if self.train_split else ["Test"])

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from utils.errors import ImageError
+
 CHROMA_EPS = 1e-4
 CHROMA_THRESHOLD = 0.1
 AUX_KINDS = (None, "gltg_mask", "zmar_mask", "upt_zero_map")
@@ -140,7 +142,7 @@ def _hw(arrays):
     h, w = arrays[0].shape[:2]
     for a in arrays[1:]:
         if a.shape[:2] != (h, w):
-            raise ValueError(f"paired arrays differ in size: {arrays[0].shape[:2]} vs {a.shape[:2]}")
+            raise ImageError(f"paired arrays differ in size: {arrays[0].shape[:2]} vs {a.shape[:2]}")
     return h, w
 
 
@@ -148,7 +150,7 @@ def paired_random_crop(arrays: list, size: int, rng: np.random.Generator, name: 
     """The same random size x size crop of every HxWx... array; an image smaller than size is an error naming it."""
     h, w = _hw(arrays)
     if h < size or w < size:
-        raise ValueError(f"{name}: image is {h}x{w} (HxW), smaller than the crop GT_size={size}")
+        raise ImageError(f"{name}: image is {h}x{w} (HxW), smaller than the crop GT_size={size}")
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
     return [a[top:top + size, left:left + size] for a in arrays]
@@ -158,16 +160,26 @@ def paired_center_crop(arrays: list, size: int, name: str = "image") -> list:
     """The centred size x size crop of every array (same location)."""
     h, w = _hw(arrays)
     if h < size or w < size:
-        raise ValueError(f"{name}: image is {h}x{w} (HxW), smaller than center_crop_hr_size={size}")
+        raise ImageError(f"{name}: image is {h}x{w} (HxW), smaller than center_crop_hr_size={size}")
     top, left = (h - size) // 2, (w - size) // 2
     return [a[top:top + size, left:left + size] for a in arrays]
 
 
-def paired_flip_rot(arrays: list, rng: np.random.Generator, use_flip: bool, use_rot: bool) -> list:
-    """Horizontal flip with p=0.5 then rot90 with k in {0, 1, 3}, one draw shared by all arrays (spec 1.4 steps 5-6)."""
+def paired_flip_rot(arrays: list, rng: np.random.Generator, use_flip: bool, use_rot: bool,
+                    use_vflip: bool = False, use_transpose: bool = False) -> list:
+    """Horizontal flip with p=0.5 then rot90 with k in {0, 1, 3}, one draw shared by all arrays (spec 1.4 steps 5-6).
+
+    `use_vflip` / `use_transpose` add a vertical flip and an H<->W transpose, each with p=0.5, after the horizontal
+    flip (with all three: the 8 flips/rotations equally likely, DRBN's augmentation). Switched off they draw nothing,
+    so other configs keep their random streams.
+    """
     out = list(arrays)
     if use_flip and rng.random() < 0.5:
         out = [a[:, ::-1] for a in out]
+    if use_vflip and rng.random() < 0.5:
+        out = [a[::-1] for a in out]
+    if use_transpose and rng.random() < 0.5:
+        out = [a.swapaxes(0, 1) for a in out]
     if use_rot:
         k = int(rng.choice([0, 1, 3]))
         if k:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from natsort import natsorted
 
+from utils.errors import OptionError, PairingError
 from utils.registry import DATASET_REGISTRY
 
 from .base_dataset import LowLightDataset, Sample, find_subdir, pair_files, short_list
@@ -54,15 +55,15 @@ class _VideoFrames(LowLightDataset):
         if dirs is not None:
             return dirs
         if not self.opt.get("root"):
-            raise ValueError(f"{type(self).__name__}: give 'root' or dataroot_LQ + dataroot_GT")
+            raise OptionError(f"{type(self).__name__}: give 'root' or dataroot_LQ + dataroot_GT")
         root = Path(self.opt["root"])
         return find_subdir(root, [self.LQ_DIR]), find_subdir(root, [self.GT_DIR])
 
     def _test_names(self):
         given = [k for k in ("test_split", "split_file", "test_prefix") if self.opt.get(k)]
         if len(given) != 1:
-            raise ValueError(f"{type(self).__name__}: give exactly one of test_split, split_file, test_prefix "
-                             f"(got {given or 'none'}); see data/video_dataset.py for the published splits")
+            raise OptionError(f"{type(self).__name__}: give exactly one of test_split, split_file, test_prefix "
+                              f"(got {given or 'none'}); see data/video_dataset.py for the published splits")
         key = given[0]
         if key == "split_file":
             path = Path(self.opt["split_file"])
@@ -86,14 +87,14 @@ class _VideoFrames(LowLightDataset):
         mode, entries = self._test_names()
         match = self.opt.get("split_match", self.SPLIT_MATCH)
         if match not in ("exact", "base"):
-            raise ValueError(f"split_match must be 'exact' or 'base', got {match!r}")
+            raise OptionError(f"split_match must be 'exact' or 'base', got {match!r}")
         names = [lq.name for lq, _ in pairs]
         if mode == "names":
             unknown = [e for e in entries if e not in names]
             if unknown:
-                raise ValueError(f"{type(self).__name__}: test videos not found in {lq_root}: {short_list(unknown)}")
+                raise PairingError(f"{type(self).__name__}: test videos not found in {lq_root}: {short_list(unknown)}")
         elif not any(self._is_test(n, mode, entries, match) for n in names):
-            raise ValueError(f"{type(self).__name__}: no video in {lq_root} starts with {entries}")
+            raise PairingError(f"{type(self).__name__}: no video in {lq_root} starts with {entries}")
         samples = []
         for lq_dir, gt_dir in pairs:
             if self._is_test(lq_dir.name, mode, entries, match) != self.train_split:
@@ -122,7 +123,7 @@ class SDSD(_VideoFrames):
                 raise ImageError(f"{lq_dir} has {len(lq)} frames but {gt_dir} has {len(gt)}")
             pairs = list(zip(lq, gt))
         else:
-            raise ValueError(f"frame_pairing must be 'name' or 'index', got {how!r}")
+            raise OptionError(f"frame_pairing must be 'name' or 'index', got {how!r}")
         return [Sample(a, b, f"{lq_dir.name}_{a.stem}") for a, b in pairs]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.errors import ImageError, OptionError
 from .image_io import list_images, read_rgb, write_rgb
 
 RULES = ("gltg", "chroma")
@@ -36,7 +37,7 @@ def zero_map_white(zmap_uint8: np.ndarray) -> np.ndarray:
 def inject_zero_map(low_uint8: np.ndarray, zmap_uint8: np.ndarray):
     """Zero the low-image channels where the zero-map is white; returns (injected uint8 low, white {0,1} uint8)."""
     if low_uint8.shape != zmap_uint8.shape:
-        raise ValueError(f"zero-map shape {zmap_uint8.shape} differs from the image shape {low_uint8.shape}")
+        raise ImageError(f"zero-map shape {zmap_uint8.shape} differs from the image shape {low_uint8.shape}")
     white = zero_map_white(zmap_uint8)
     return low_uint8 * (1 - white), white
 
@@ -46,10 +47,10 @@ def fit_zero_map(zmap: np.ndarray, hw: tuple, mode: str, zmap_path, image_path) 
     if zmap.shape[:2] == tuple(hw):
         return zmap
     if mode == "error":
-        raise ValueError(f"zero-map {zmap_path} is {zmap.shape[0]}x{zmap.shape[1]} but image {image_path} is "
+        raise ImageError(f"zero-map {zmap_path} is {zmap.shape[0]}x{zmap.shape[1]} but image {image_path} is "
                          f"{hw[0]}x{hw[1]} (HxW); resize it or set zero_map.size_mismatch: resize")
     if mode != "resize":
-        raise ValueError(f"zero_map.size_mismatch must be one of {SIZE_MODES}, got {mode!r}")
+        raise OptionError(f"zero_map.size_mismatch must be one of {SIZE_MODES}, got {mode!r}")
     # Nearest keeps the map binary; any interpolation would create grey values that are not 'white'.
     return cv2.resize(zmap, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_NEAREST)
 
@@ -64,22 +65,22 @@ class ZeroMapInjector:
 
     def __init__(self, cfg: dict, aux_kind: str | None, cache: bool = False):
         if not isinstance(cfg, dict) or not cfg.get("folder"):
-            raise ValueError("zero_map option needs a dict with at least 'folder'")
+            raise OptionError("zero_map option needs a dict with at least 'folder'")
         unknown = set(cfg) - {"folder", "rule", "size_mismatch", "prob"}
         if unknown:
-            raise ValueError(f"unknown zero_map keys {sorted(unknown)}; allowed: folder, rule, size_mismatch, prob")
+            raise OptionError(f"unknown zero_map keys {sorted(unknown)}; allowed: folder, rule, size_mismatch, prob")
         self.rule = cfg.get("rule") or _RULE_FOR_KIND.get(aux_kind, "gltg")
         if self.rule not in RULES:
-            raise ValueError(f"zero_map.rule must be one of {RULES}, got {self.rule!r}")
+            raise OptionError(f"zero_map.rule must be one of {RULES}, got {self.rule!r}")
         if aux_kind is not None and _RULE_FOR_KIND.get(aux_kind) != self.rule:
-            raise ValueError(f"zero_map.rule '{self.rule}' does not fit aux_input '{aux_kind}' "
-                             f"(gltg_mask needs rule gltg; zmar_mask/upt_zero_map need rule chroma)")
+            raise OptionError(f"zero_map.rule '{self.rule}' does not fit aux_input '{aux_kind}' "
+                              f"(gltg_mask needs rule gltg; zmar_mask/upt_zero_map need rule chroma)")
         self.size_mismatch = cfg.get("size_mismatch", "resize")
         if self.size_mismatch not in SIZE_MODES:
-            raise ValueError(f"zero_map.size_mismatch must be one of {SIZE_MODES}, got {self.size_mismatch!r}")
+            raise OptionError(f"zero_map.size_mismatch must be one of {SIZE_MODES}, got {self.size_mismatch!r}")
         self.prob = float(cfg.get("prob", 1.0))
         if not 0.0 <= self.prob <= 1.0:
-            raise ValueError(f"zero_map.prob must be in [0, 1], got {self.prob}")
+            raise OptionError(f"zero_map.prob must be in [0, 1], got {self.prob}")
         self.paths = list_images(cfg["folder"])
         self._cache = {} if cache else None
 

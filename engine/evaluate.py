@@ -17,10 +17,14 @@ from tqdm import tqdm
 from data.image_io import list_images, read_rgb, write_rgb
 from models.build import build_network
 from options.options import OptionError, check_path
+from options.validate import NONNEG
 from utils import metrics
-from utils.pairing import pair_by_key
+from utils.errors import ImageError, NonFiniteError
+from utils.pairing import index_by, pair_by_key
+from utils.paths import prepare_dir
 from utils.reports import write_csv, write_json
-from .inference import Enhancer, to_uint8
+from models.precision import resolve_dtype
+from .inference import Enhancer, pick_device, to_uint8
 
 log = logging.getLogger("lowlight_flow")
 
@@ -32,6 +36,7 @@ class EvalItem:
     low: np.ndarray
     gt: np.ndarray | None = None
     mask: np.ndarray | None = None
+    gt_path: Path | None = None  # named in messages about the reference
 
 
 @dataclass
@@ -45,10 +50,16 @@ class Scorer:
     def __post_init__(self):
         self.agg = metrics.MetricAggregator(self.protocol)
 
+    def check_size(self, name: str, shape) -> None:
+        """An ImageError naming `name` when an image of `shape` is too small for this protocol's metrics."""
+        problem = metrics.size_problem(shape, self.protocol, lpips=self.lpips_metric is not None)
+        if problem:
+            raise ImageError(f"{name}: {problem}")
+
     def add(self, name: str, pred: np.ndarray, gt: np.ndarray) -> None:
         if gt.shape != pred.shape:
-            raise OptionError(f"size mismatch: output for {name} is {pred.shape[:2]} but its reference is "
-                              f"{gt.shape[:2]}")
+            raise ImageError(f"size mismatch: output for {name} is {pred.shape[:2]} but its reference is "
+                             f"{gt.shape[:2]}")
         self.agg.add(name, metrics.evaluate_pair(pred, gt, self.protocol, lpips_metric=self.lpips_metric))
 
     def summary(self) -> dict:
@@ -88,10 +99,14 @@ def evaluate(enhancer: Enhancer, items: Iterable[EvalItem], scorers: list[Scorer
     write_protocol = write_protocol or (scorers[0].protocol if scorers else metrics.Protocol(quantisation="round"))
     scored = False
     for i, item in enumerate(tqdm(items, desc=desc, unit="img", total=total, leave=False)):
+        if item.gt is not None:
+            for s in scorers:  # before the (slow) enhancement: an image too small to score is an error now
+                s.check_size(str(item.gt_path or item.name), item.gt.shape)
         pred = enhancer(item.low, heat=heat, aux_mask=item.mask)
         if not np.isfinite(pred).all():
-            raise OptionError(f"the model produced non-finite values for {item.name}: check the checkpoint "
-                              f"(NaN/inf weights?) and options such as the heat ({heat})")
+            source = getattr(enhancer, "source", "the checkpoint")
+            raise NonFiniteError(f"the model produced non-finite values (NaN/inf) for {item.name}: check {source} "
+                                 f"(NaN/inf weights?) and options such as the heat ({heat})")
         if item.gt is not None:
             scored = True
             for s in scorers:
@@ -120,6 +135,8 @@ def add_test_args(parser):
     parser.add_argument("--tile", type=int, help="layer-wise tile size in pixels, same output as the full frame "
                         "(overrides inference.tile; default: automatic above inference.max_memory; 0: never)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                        help="compute dtype (overrides inference.dtype; fp16 needs CUDA; README 'Reduced precision')")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)
@@ -131,6 +148,8 @@ def add_test_args(parser):
 
 def pair_inputs(inputs: list[Path], gt_dir: Path | None) -> list[tuple[Path, Path | None]]:
     """Each input with the GT file of the same stem (a missing GT is an error naming the file)."""
+    # outputs are named <stem>.png: two inputs with one stem (x.png, x.jpg) would overwrite each other's output
+    index_by(inputs, where=str(inputs[0].parent) if inputs else "--input")
     if gt_dir is None:
         return [(p, None) for p in inputs]
     pairs, _ = pair_by_key(inputs, list_images(gt_dir), primary_dir=str(inputs[0].parent) if inputs else "--input",
@@ -151,11 +170,17 @@ def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
 
 
 def make_enhancer(opt, args, ckpt) -> Enhancer:
+    dtype = getattr(args, "dtype", None)
+    inf = opt.get("inference") or {}
+    device = pick_device(args.device or inf.get("device"), "--device" if args.device else "inference.device")
+    resolve_dtype(dtype or inf.get("dtype"), device, "--dtype / inference.dtype")  # fails before weights are read
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
-    return Enhancer(model, opt, device=args.device, tile=args.tile,
-                    self_ensemble=True if getattr(args, "self_ensemble", False) else None)
+    enhancer = Enhancer(model, opt, device=args.device, tile=args.tile,
+                        self_ensemble=True if getattr(args, "self_ensemble", False) else None, dtype=dtype)
+    enhancer.source = f"checkpoint '{ckpt}'"  # named when its outputs are not finite
+    return enhancer
 
 
 def _file_items(pairs, compose, out) -> Iterator[EvalItem]:
@@ -166,8 +191,21 @@ def _file_items(pairs, compose, out) -> Iterator[EvalItem]:
             write_rgb(out / "inputs" / f"{lp.stem}.png", low)
         gt = read_rgb(gp) if gp is not None else None
         if gt is not None and gt.shape != low.shape:
-            raise OptionError(f"size mismatch: {lp} is {low.shape[:2]} but {gp} is {gt.shape[:2]}")
-        yield EvalItem(lp.stem, low, gt, mask)
+            raise ImageError(f"size mismatch: {lp} is {low.shape[0]}x{low.shape[1]} but {gp} is "
+                             f"{gt.shape[0]}x{gt.shape[1]} (HxW)")
+        yield EvalItem(lp.stem, low, gt, mask, gp)
+
+
+def _say_replaced(out: Path, pairs, with_inputs: bool) -> None:
+    """Outputs are replaced in place (a rerun updates them); say how many earlier files that affects."""
+    names = [f"{lp.stem}.png" for lp, _ in pairs]
+    old = [n for n in names if (out / n).exists()]
+    if with_inputs:
+        old += [f"inputs/{n}" for n in names if (out / "inputs" / n).exists()]
+    old += [n for n in ("metrics.csv", "metrics.json") if (out / n).exists() and any(g for _, g in pairs)]
+    if old:
+        log.warning("%s already holds %d of the files this run writes (e.g. %s): they are replaced", out, len(old),
+                    old[0])
 
 
 def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", label: str = "test",
@@ -181,13 +219,19 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
     if gt_mean != "none" and gt_dir is None:
         raise OptionError(f"{label}: the GT-mean correction needs reference images: give --gt (or dataroot_GT "
                           f"without --input)")
-    heat = args.heat if args.heat is not None else float(opt.get("heat") or 0.0)
+    heat = NONNEG("--heat", args.heat) if args.heat is not None else float(opt.get("heat") or 0.0)
     pairs = pair_inputs(list_images(inp), gt_dir)
+    pick_device(args.device, "--device")  # flags are checked before the model is built
+    prepare_dir(out, "--out" if args.out else "path.results_root (the default output folder)")
     enhancer = make_enhancer(opt, args, ckpt)
+    if heat and not getattr(enhancer.model, "uses_heat", True):
+        raise OptionError(f"{'--heat' if args.heat is not None else 'heat'} is {heat:g}, but "
+                          f"{type(enhancer.model).__name__} has no latent temperature (its output does not depend "
+                          f"on heat): leave it at 0")
     protocol = metrics.Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=gt_mean, lpips=bool(args.lpips),
                                 quantisation=quantisation, inference=enhancer.describe(heat))
     scorer = make_scorer(protocol, getattr(args, "lpips_backbone", None))
-    out.mkdir(parents=True, exist_ok=True)
+    _say_replaced(out, pairs, compose is not None)
     log.info("%s: %d images from %s -> %s (heat %g)", label, len(pairs), inp, out, heat)
     summaries = evaluate(enhancer, _file_items(pairs, compose, out), [scorer], heat=heat, out=out,
                          desc=label, total=len(pairs))

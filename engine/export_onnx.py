@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 
 from engine.inference import Enhancer, input_is_log
+from utils.errors import UserError
+from utils.paths import prepare_file
 from models.build import build_network
 
 log = logging.getLogger("lowlight_flow")
@@ -38,7 +40,7 @@ log = logging.getLogger("lowlight_flow")
 DEFAULT_SIZE = (96, 128)  # H, W of the traced example (any multiple of the model's pad multiple)
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The model cannot be exported (an operator ONNX lacks, a missing package); the message says which."""
 
 
@@ -68,7 +70,7 @@ def sample_image(h: int, w: int) -> np.ndarray:
 def _prepare(model, opt, img):
     o = copy.deepcopy(opt)
     o.setdefault("inference", {})["channels_last"] = False
-    return Enhancer(model, o, device="cpu").prepare(img)
+    return Enhancer(model, o, device="cpu", dtype="fp32").prepare(img)   # fp32: never cast the exported weights
 
 
 def _round_up(n: int, m: int) -> int:
@@ -99,8 +101,7 @@ def export_onnx(opt: dict, checkpoint: str | None, out, size=DEFAULT_SIZE, opset
     args = (lq,) if aux is None else (lq, aux)
     names = ["lq"] if aux is None else ["lq", "aux"]
     axes = {n: {2: "height", 3: "width"} for n in names + ["enhanced"]}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = prepare_file(out, "--out")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python ints; the size check below is the proof
         graph(*args)  # fills the inference caches (1x1-conv inverses) so the graph holds constants, not inverses

@@ -9,7 +9,6 @@ output equals full-frame output up to float rounding. A frame whose estimated pe
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import numpy as np
@@ -18,7 +17,10 @@ import torch
 from data import preprocess
 from models.tiling import tiled_execution
 from models.tiling.memory import estimate_peak_bytes, tile_for_budget
+from models.precision import autocast, cast_network, dtype_name, resolve_dtype
 from options.options import OptionError
+from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
+from utils.errors import OutOfMemoryError
 from utils.runtime import available_memory_bytes
 
 log = logging.getLogger(__name__)
@@ -28,24 +30,20 @@ GB = 1024 ** 3
 AUTO_MEMORY_FRACTION = 0.5
 
 
-def pick_device(name: str | None = "auto") -> torch.device:
-    """'auto' -> CUDA if available, else CPU; otherwise the named device."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def pad_amount(size: int, multiple: int, min_size: int = 1) -> int:
+    """Rows (or columns) to add so `size` becomes a multiple of `multiple` and at least `min_size`."""
+    target = max(size, min_size)
+    return target + (-target) % multiple - size
 
 
-def pad_amount(size: int, multiple: int) -> int:
-    return (-size) % multiple
-
-
-def pad_image(img: np.ndarray, multiple: int, mode: str = "reflect") -> np.ndarray:
-    """Pad an HxWxC array at the bottom/right to a multiple (reflect without edge repeat; edge if too small)."""
-    ph, pw = pad_amount(img.shape[0], multiple), pad_amount(img.shape[1], multiple)
+def pad_image(img: np.ndarray, multiple: int, mode: str = "reflect", min_size: int = 1) -> np.ndarray:
+    """Pad an HxWxC array at the bottom/right to a multiple that is at least `min_size` (reflect without edge
+    repeat; edge where the image is too small to reflect)."""
+    ph, pw = pad_amount(img.shape[0], multiple, min_size), pad_amount(img.shape[1], multiple, min_size)
     if not ph and not pw:
         return img
-    if mode == "reflect" and (ph >= img.shape[0] or pw >= img.shape[1]):
-        mode = "edge"  # reflect needs the pad to be smaller than the image
+    if mode in ("reflect", "symmetric") and (ph >= img.shape[0] or pw >= img.shape[1]):
+        mode = "edge"  # reflecting needs the pad to be smaller than the image
     widths = ((0, ph), (0, pw)) + ((0, 0),) * (img.ndim - 2)
     return np.pad(img, widths, mode=mode)
 
@@ -82,27 +80,41 @@ def _number(value, kind, key: str, minimum, allow_zero: bool = False):
 class Enhancer:
     """Runs a generator on uint8 RGB images: pad -> preprocess -> (tiled) reverse pass -> crop.
 
-    `opt` is the resolved options dict (its `inference` section gives tile/max_memory/device/amp defaults).
+    `opt` is the resolved options dict (its `inference` section gives tile/max_memory/device/dtype defaults).
     `tile`: layer-wise tile size in pixels (None: automatic, by `max_memory`; 0: never tile).
+    `dtype` ('fp32', 'bf16', 'fp16'; default `inference.dtype`): the network's compute dtype (models/precision.py);
+    a reduced dtype casts the weights once (`cast='weights'`, the float32 parts excepted) or runs autocast over
+    float32 weights (`cast='autocast'`). The legacy `inference.amp: true` means fp16 on CUDA.
     """
 
     def __init__(self, model, opt: dict, device=None, tile: int | None = None, amp: bool | None = None,
                  self_ensemble: bool | None = None, max_memory: float | None = None,
-                 compile_encoder: bool | None = None):
+                 compile_encoder: bool | None = None, dtype: str | None = None, cast: str = "weights"):
         inf = opt.get("inference") or {}
         self.self_ensemble = bool(self_ensemble if self_ensemble is not None else inf.get("self_ensemble"))
         self.opt = opt
-        self.device = pick_device(device or inf.get("device"))
+        self.device = pick_device(device or inf.get("device"), "--device" if device else "inference.device")
+        name = dtype or inf.get("dtype") or "fp32"
+        if name == "fp32" and bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda":
+            name, cast = "fp16", "autocast"   # what inference.amp always meant: fp16 autocast on CUDA
+        self.dtype = resolve_dtype(name, self.device, "--dtype / inference.dtype")
+        self.dtype_name = dtype_name(self.dtype)
         # oneDNN convolutions run fastest on NHWC tensors (LLFlow 400x600 on 2 threads: 28.2 s -> 21.8 s).
         self.memory_format = torch.channels_last if inf.get("channels_last", True) else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        if cast not in ("weights", "autocast"):
+            raise ValueError(f"Enhancer cast must be 'weights' or 'autocast', got {cast!r}")
+        if cast == "weights":
+            cast_network(self.model, self.dtype)
         self.multiple = int(model.pad_multiple)
+        # Smallest input the network takes (e.g. ZMAR's mask attention reflect-pads 1/8-scale features): smaller
+        # images are padded up to it and cropped back, like any other padding.
+        self.min_size = int(getattr(model, "min_size", 1))
         tile = tile if tile is not None else inf.get("tile")
         self.tile = None if tile is None else _number(tile, int, "inference.tile / --tile", 16, allow_zero=True)
         limit = max_memory if max_memory is not None else inf.get("max_memory")
         self.max_memory = (_number(limit, float, "inference.max_memory", 0.0) * GB if limit is not None
                            else self._default_budget())
-        self.amp = bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda"
         self.compiled = bool(compile_encoder if compile_encoder is not None else inf.get("compile"))
         if self.compiled:
             # inductor: kernels for each new input size are built on its first call (minutes on a CPU); tiled
@@ -143,7 +155,7 @@ class Enhancer:
 
     def prepare(self, low: np.ndarray, aux_mask: np.ndarray | None = None):
         """uint8 HxWx3 -> (lq, aux) tensors (1xCxHpxWp) on the CPU, padded to the model multiple."""
-        low_p = pad_image(low, self.multiple, self.pad_mode)
+        low_p = pad_image(low, self.multiple, self.pad_mode, self.min_size)
         low01 = torch.from_numpy(np.ascontiguousarray(low_p)).permute(2, 0, 1).float().div_(255.0)
         his01 = None
         if self.prep_opt["concat_histeq"] or self.prep_opt["histeq_as_input"]:
@@ -154,7 +166,7 @@ class Enhancer:
         if kind is not None:
             zm = None
             if aux_mask is not None:
-                zm = pad_image(aux_mask, self.multiple, self.pad_mode)
+                zm = pad_image(aux_mask, self.multiple, self.pad_mode, self.min_size)
             aux = preprocess.aux_input(low01, kind, zero_map=zm).unsqueeze(0)
         return lq, aux
 
@@ -162,9 +174,16 @@ class Enhancer:
         lq = lq.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         aux = aux.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format) \
             if aux is not None else None
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
-        with ctx:
-            out = self.model.enhance(lq, aux, heat=heat)
+        try:
+            with autocast(self.device.type, self.dtype):
+                out = self.model.enhance(lq, aux, heat=heat)
+        except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) or the CPU allocator's failure
+            if not (isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)):
+                raise
+            h, w = lq.shape[-2:]
+            tile = max(self.multiple, (min(h, w) // 2) // self.multiple * self.multiple)
+            raise OutOfMemoryError(f"out of memory enhancing a {h}x{w} (padded HxW) input on {self.device}: run it in "
+                                   f"tiles, e.g. --tile {min(self.tile or tile, tile)} (or inference.tile)") from None
         return out.float()
 
     def describe(self, heat: float) -> str:
@@ -176,7 +195,7 @@ class Enhancer:
         else:
             tiles = "full frame"
         ens = "self-ensemble x8 (flips and transposes, averaged)" if self.self_ensemble else "no self-ensemble"
-        return f"heat {heat:g}; {tiles}; {ens}" + ("; torch.compile" if self.compiled else "")
+        return f"heat {heat:g}; {tiles}; {ens}; dtype {self.dtype_name}" + ("; torch.compile" if self.compiled else "")
 
     @torch.inference_mode()
     def enhance_tensor(self, lq, aux=None, heat: float = 0.0) -> torch.Tensor:

@@ -17,12 +17,14 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from data.loader import create_dataset, create_train_loader
-from models.checkpoint import atomic_save, read_state_dict, save_generator
+from models.checkpoint import atomic_save, read_state_dict, safe_load, save_generator
 from models.base_model import BaseModel
 from models.build import model_class
 from options.options import OptionError, dump_options
 from utils import metrics
 from utils.atomic import atomic_open
+from utils.errors import CheckpointError, ImageError, NonFiniteError
+from utils.paths import prepare_dir
 from utils.logging_setup import setup_cli_logging
 from .evaluate import EvalItem, evaluate, make_scorer
 from .grid import save_strip
@@ -66,25 +68,36 @@ class RunDir:
         self.val_images = self.root / "val_images"
         self.tb = self.root / "tb"
 
-    def newest_state(self):
+    def states_newest_first(self) -> list[Path]:
+        """Training states with their weights next to them (weights are written first), newest first."""
         if not self.states.is_dir():
-            return None
-        files = natsorted(self.states.glob("*.state"))
-        # A state is usable only with its weights next to it (weights are written first).
-        files = [f for f in files if (self.models / f"{f.stem}_G.pth").is_file()]
-        return files[-1] if files else None
+            return []
+        files = natsorted(self.states.glob("*.state"), reverse=True)
+        return [f for f in files if (self.models / f"{f.stem}_G.pth").is_file()]
+
+    def newest_state(self):
+        files = self.states_newest_first()
+        return files[0] if files else None
+
+    def partial_files(self) -> list[Path]:
+        """Temp files of atomic writes that a killed process left behind (never a complete file)."""
+        return [p for d in (self.models, self.states) if d.is_dir() for p in d.glob(".*.tmp")]
 
     def archive(self):
-        """Never delete an earlier run: move it aside with a timestamp."""
+        """Never delete an earlier run: move it aside with a timestamp (and a counter if that name is taken)."""
         if self.root.exists() and any(self.root.iterdir()):
-            dst = self.root.with_name(f"{self.root.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+            base = f"{self.root.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
+            dst, n = self.root.with_name(base), 1
+            while dst.exists():
+                n += 1
+                dst = self.root.with_name(f"{base}_{n}")
             self.root.rename(dst)
             return dst
         return None
 
     def make(self):
         for d in (self.models, self.states, self.val_images):
-            d.mkdir(parents=True, exist_ok=True)
+            prepare_dir(d, "path.experiments_root")
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
@@ -129,14 +142,16 @@ def val_items(val_set, max_images):
         yield EvalItem(item["name"], item["LQ_raw"], item.get("GT_raw"), item.get("AUX_mask"))
 
 
-def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> dict:
+def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> dict | None:
     """PSNR/SSIM on the validation split, without and with the (LLFlow) GT-mean correction, through the test scripts'
-    enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images."""
+    enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images.
+    None (with a warning) when the model's output is not finite at this step."""
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
     net = model.eval_network()
     was_training = net.training
-    enhancer = Enhancer(net, opt, device=str(model.device))
+    # fp32: the Enhancer must not cast the training network's weights (inference.dtype is for the test scripts)
+    enhancer = Enhancer(net, opt, device=str(model.device), dtype="fp32")
     scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round",
                                             inference=enhancer.describe(heat)))
                for g in ("none", "llflow")]
@@ -149,6 +164,10 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
     try:
         summaries = evaluate(enhancer, val_items(val_set, vopt.get("max_images")), scorers, heat=heat,
                              report_dir=folder, desc=f"val @{step}", on_image=preview)
+    except NonFiniteError as e:
+        # A model early in training can decode to inf; that is a fact about this step, not a reason to stop.
+        log.warning("val @%d: no score (%s); training goes on, this step is not a best-model candidate", step, e)
+        return None
     finally:
         # The Enhancer runs NHWC in eval mode; training goes on with the layout and mode it had (bit-exact resume).
         net.to(memory_format=torch.contiguous_format).train(was_training)
@@ -176,21 +195,44 @@ def seed_everything(seed: int):
 def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) -> dict:
     """Train until `train.niter`. Returns the history on rank 0: {'loss': [(step, first progress log)],
     'val': [(step, result)]} (for the flows the progress log is the NLL)."""
+    tr = opt["train"]
+    niter = tr.get("niter")
+    if not niter:  # checked before anything is created or moved
+        raise OptionError("option 'train.niter' is required for training (a positive number of steps)")
     rank, world, device = init_distributed(launcher)
     run = RunDir(opt)
+    if rank == 0:
+        prepare_dir(run.root.parent, "path.experiments_root")
     want_resume = resume or opt["path"].get("resume_state") not in (None, "", False)
-    state_file = None
+    candidates, explicit = [], False
     if want_resume:
         rs = opt["path"].get("resume_state")
-        state_file = Path(rs) if rs and rs != "auto" and Path(rs).is_file() else run.newest_state()
+        explicit = isinstance(rs, str) and rs not in ("", "auto")
+        if explicit and not Path(rs).is_file():
+            raise OptionError(f"option 'path.resume_state': training state '{rs}' not found")
+        candidates = [Path(rs)] if explicit else run.states_newest_first()
+    resume_from = _read_resume(run, candidates, explicit) if candidates else None
+    state_file = resume_from[0] if resume_from else None
+    archived = None
     if rank == 0:
         if state_file is None:
             archived = run.archive()
         run.make()
     barrier(world)
     setup_cli_logging(run.root / "train.log", rank=rank)
-    if rank == 0 and state_file is None and archived:
-        log.info("earlier run moved to %s", archived)
+    if rank == 0:
+        for note in (resume_from[3] if resume_from else []):
+            log.warning(note)
+        if want_resume and state_file is None:
+            log.info("no training state to resume from in %s: starting a new run", run.states)
+        if archived:
+            log.info("earlier run moved to %s", archived)
+        partial = run.partial_files()
+        for p in partial:  # our own temp files from a write that a kill interrupted: never a complete checkpoint
+            p.unlink()
+        if partial:
+            log.info("removed %d partial file(s) left by an interrupted checkpoint write (e.g. %s)", len(partial),
+                     partial[0].name)
     if rank == 0:
         dump_options(opt, run.root / "config.yml")
         if opt.get("opt_path"):
@@ -198,30 +240,39 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
         with open(run.root / "cmd.txt", "a") as f:
             f.write(" ".join([sys.executable] + list(argv if argv is not None else sys.argv)) + "\n")
 
-    tr = opt["train"]
     seed = int(tr.get("manual_seed") or 0)
     seed_everything(seed + rank)
     model = model_class(opt.get("model"))(opt, device, rank, world)
     if tr.get("ema_decay"):
         model.enable_ema(float(tr["ema_decay"]))
     train_set, val_set = build_datasets(opt, getattr(model.eval_network(), "aux_input", None))
-    niter = tr.get("niter")
-    if not niter:
-        raise OptionError("option 'train.niter' is required for training")
+    if model.needs_pairs and not getattr(unwrap_subset(train_set), "paired", True):
+        raise OptionError(f"datasets.train.dataset {opt['datasets']['train'].get('dataset')} has no reference "
+                          f"images, but {type(model).__name__} trains on low/reference pairs")
     topt = opt["datasets"]["train"]
+    _check_crop_sizes(topt, model.eval_network())
     batch = int(topt.get("batch_size") or 1)
     loader, sampler = create_train_loader(train_set, topt, seed, rank, world)
     val_data = val_set if rank == 0 else None
 
     step, epoch, done_in_epoch = 0, 0, 0
     if state_file is not None:
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        _, state, weights, _ = resume_from
         for key in model.all_networks():
-            weights = run.models / f"{state_file.stem}_{key}.pth"
-            model.load_network_state(key, read_state_dict(weights), source=str(weights))
-        model.restore_training_state(state)
+            if key not in weights:
+                raise CheckpointError(f"training state '{state_file}' has no {state_file.stem}_{key}.pth next to it "
+                                      f"in {run.models}")
+            model.load_network_state(key, weights[key], source=str(run.models / f"{state_file.stem}_{key}.pth"))
+        try:
+            model.restore_training_state(state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"training state '{state_file}' does not fit this model/config "
+                                  f"({type(e).__name__}: {e})") from None
         step, epoch, done_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batches_in_epoch"])
         log.info("resumed from %s at step %d (epoch %d, batch %d)", state_file, step, epoch, done_in_epoch)
+        if step >= niter:
+            log.warning("the run is already at step %d >= train.niter=%d: nothing to train (raise train.niter to "
+                        "continue it)", step, niter)
     writer = None
     if rank == 0 and opt.get("use_tb_logger", True):
         from torch.utils.tensorboard import SummaryWriter
@@ -245,11 +296,14 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
         if hasattr(base, "set_epoch"):
             base.set_epoch(seed + 1000003 * epoch)
         for data in loader:
+            _check_batch(data, model.eval_network())
             if need_init:
                 model.setup(data)
                 need_init = False
                 if opt["val"].get("at_start") and rank == 0 and val_data is not None:
-                    history["val"].append((0, validate(model, val_data, opt, 0, run, writer)))
+                    first_val = validate(model, val_data, opt, 0, run, writer)
+                    if first_val is not None:
+                        history["val"].append((0, first_val))
             model.wrap_ddp()
             logs = model.optimize(data)
             model.update_ema()
@@ -271,8 +325,9 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             if val_freq and step % val_freq == 0:
                 if rank == 0 and val_data is not None:
                     last_val = validate(model, val_data, opt, step, run, writer)
-                    history["val"].append((step, last_val))
-                    if best.get("psnr") is None or last_val["psnr"] > best["psnr"]:
+                    if last_val is not None:
+                        history["val"].append((step, last_val))
+                    if last_val is not None and (best.get("psnr") is None or last_val["psnr"] > best["psnr"]):
                         best = {"psnr": last_val["psnr"], "step": step, "protocol": last_val["protocol"]}
                         save_generator(model.eval_network(), run.models / "best_psnr_G.pth")
                         _write_json(run.root / "best_psnr.json", best)
@@ -295,6 +350,60 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     return history
 
 
+def _check_crop_sizes(topt: dict, net) -> None:
+    """Training crops must be multiples of the network's pad multiple and at least its minimum input size."""
+    multiple, least = int(getattr(net, "pad_multiple", 1)), int(getattr(net, "min_size", 1))
+    for key in ("GT_size", "center_crop_hr_size"):
+        size = topt.get(key)
+        if key == "GT_size" and not topt.get("use_crop"):
+            continue
+        if size and (size % multiple or size < least):
+            fit = max(-(-least // multiple) * multiple, multiple * max(1, round(size / multiple)))
+            raise OptionError(f"option 'datasets.train.{key}' is {size}: this model trains on crops that are a "
+                              f"multiple of {multiple}" + (f" and at least {least}" if least > 1 else "")
+                              + f" pixels (e.g. {fit})")
+
+
+def _check_batch(batch: dict, net) -> None:
+    """Training images the network cannot take whole (no crop configured) are an error naming the first file."""
+    h, w = batch["LQ"].shape[-2:]
+    multiple, least = int(getattr(net, "pad_multiple", 1)), int(getattr(net, "min_size", 1))
+    if h % multiple or w % multiple or min(h, w) < least:
+        path = (batch.get("LQ_path") or ["?"])[0]
+        raise ImageError(f"{path}: training image of {h}x{w} (HxW) is not a multiple of {multiple}"
+                         + (f" or is smaller than {least}" if least > 1 else "")
+                         + ": set datasets.train.use_crop with a GT_size that is, or resize_to")
+
+
+def _read_resume(run: RunDir, candidates: list[Path], explicit: bool):
+    """(state file, state dict, {network key: weights}, notes) of the newest candidate that reads completely.
+
+    A state or weights file that cannot be read (truncated, corrupt) is skipped with a note naming it and the next
+    older one is tried; with an explicitly named state (`explicit`) it is an error instead. None when no candidate
+    reads.
+    """
+    notes, first_error = [], None
+    for f in candidates:
+        try:
+            state = safe_load(f, "training state")
+            if not isinstance(state, dict) or not all(k in state for k in ("step", "epoch", "batches_in_epoch")):
+                raise CheckpointError(f"'{f}' is not a training state of this framework")
+            weights = {}
+            for w in sorted(run.models.glob(f"{f.stem}_*.pth")):
+                weights[w.stem[len(f.stem) + 1:]] = read_state_dict(w)
+        except CheckpointError as e:
+            if explicit:
+                raise
+            first_error = first_error or e
+            notes.append(f"{e}; trying the previous training state")
+            continue
+        if notes:
+            notes.append(f"resuming from the newest training state that reads completely: {f}")
+        return f, state, weights, notes
+    raise CheckpointError(f"no training state in {run.states} can be read (newest: {first_error}); start a new run "
+                          f"without --resume / path.resume_state, or restore the files")
+
+
 def save_checkpoint(model: BaseModel, run: RunDir, step, epoch, done_in_epoch, keep: int):
     """Weights first, then the training state (so every state has its weights); old states pruned, weights kept."""
     for key, net in model.all_networks().items():
@@ -307,7 +416,16 @@ def save_checkpoint(model: BaseModel, run: RunDir, step, epoch, done_in_epoch, k
 
 def _read_best(run):
     p = run.root / "best_psnr.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    if not p.is_file():
+        return {}
+    try:
+        best = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{p} is not valid JSON ({e}); fix it or move it away to restart best-model "
+                              f"tracking") from None
+    if not isinstance(best, dict):
+        raise CheckpointError(f"{p} does not hold a JSON object; fix it or move it away")
+    return best
 
 
 def _write_json(path, obj):

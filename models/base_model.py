@@ -11,11 +11,18 @@ A method is a subclass of :class:`BaseModel` registered with ``@MODEL_REGISTRY.r
 - ``eval_network()``: the network validation and testing run (the generator unless a subclass says otherwise);
 - ``training_state()`` / ``restore_training_state(state)``: everything besides the weights that resume needs.
 
-An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind) and
-``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method (optionally
-``compile_targets()``: the submodules that `inference.compile` compiles; default the whole network).
+An enhancing network exposes ``pad_multiple`` (int), ``aux_input`` (None or a data.preprocess aux kind),
+optionally ``min_size`` (smallest input side it takes; smaller images are padded up to it) and ``uses_heat``
+(False when the output does not depend on ``heat``: a non-zero heat is then refused), and
+``enhance(lq, aux=None, heat=0.0) -> image tensor``; engine/inference.py drives it, whatever the method
+(optionally ``compile_targets()``: the submodules that `inference.compile` compiles; default the whole network).
 Optimisers and schedulers live in ``self.optimizers`` / ``self.schedulers`` (dicts keyed by name) so that their
-states are saved and restored here, as are the RNG states and the non-finite-step counters.
+states are saved and restored here, as are the RNG states, the non-finite-step counters and the GradScaler.
+
+Mixed precision (``train.amp_dtype: bf16 | fp16``, models/precision.py) is set up here for every method: a subclass
+runs its losses inside ``with self.autocast():`` and passes ``self.scaler`` to :meth:`step_optimizer` (the scaler is
+enabled for fp16 only; bf16 has float32's exponent range and needs no loss scaling). fp16 needs CUDA. The legacy
+``train.use_amp: true`` means fp16 on CUDA and is ignored on a CPU.
 """
 from __future__ import annotations
 
@@ -26,15 +33,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from options.options import OptionError
-from utils.errors import UserError
+from utils.errors import NonFiniteError, OptionError  # noqa: F401  (NonFiniteError re-exported)
 from .checkpoint import load_weights
+from .precision import autocast, resolve_dtype
 
 log = logging.getLogger("lowlight_flow")
-
-
-class NonFiniteError(UserError, RuntimeError):
-    """Too many consecutive non-finite losses or gradients."""
 
 
 class BaseModel:
@@ -42,6 +45,8 @@ class BaseModel:
 
     #: log keys shown on the tqdm bar, in order (the first one present is also recorded in the history)
     progress_keys: tuple = ("loss",)
+    #: whether optimize() needs reference images (batch['GT']); unpaired training data is refused when it does
+    needs_pairs: bool = True
 
     def __init__(self, opt: dict, device: torch.device, rank: int = 0, world_size: int = 1):
         self.opt, self.device, self.rank, self.world_size = opt, device, rank, world_size
@@ -53,6 +58,15 @@ class BaseModel:
         self.nonfinite_run = 0
         self.skipped_steps = 0
         self.ema = None  # torch.optim.swa_utils.AveragedModel of networks()['G'] when train.ema_decay is set
+        amp = train.get("amp_dtype")
+        if amp in (None, "", "fp32") and train.get("use_amp") and device.type == "cuda":
+            amp = "fp16"
+        self.amp_dtype = resolve_dtype(amp, device, "train.amp_dtype")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+    def autocast(self):
+        """The training forward's autocast context for `train.amp_dtype` (a no-op for float32)."""
+        return autocast(self.device.type, self.amp_dtype)
 
     # -- to implement --------------------------------------------------------------------------------------------
     @classmethod
@@ -112,13 +126,17 @@ class BaseModel:
             log.info(n)
 
     # -- shared step machinery -----------------------------------------------------------------------------------
-    def step_optimizer(self, loss: torch.Tensor, name: str, params, scaler=None) -> dict:
+    def step_optimizer(self, loss: torch.Tensor, name: str, params, scaler="default") -> dict:
         """backward + clip + step for optimiser `name`, guarded against non-finite losses and gradients.
+
+        `scaler`: a GradScaler, None for none, or by default ``self.scaler`` when it is enabled (fp16).
 
         A non-finite loss or gradient norm skips the step (logged); more than `train.max_nonfinite` in a row raise
         :class:`NonFiniteError`. Returns logs with `grad_norm` and `skipped`.
         """
         opt = self.optimizers[name]
+        if isinstance(scaler, str):
+            scaler = self.scaler if self.scaler.is_enabled() else None
         params = [p for p in params if p.requires_grad]
         finite = bool(torch.isfinite(loss))
         logs = {}
@@ -158,6 +176,7 @@ class BaseModel:
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                  "skipped_steps": self.skipped_steps, "nonfinite_run": self.nonfinite_run,
+                 "scaler": self.scaler.state_dict(),
                  "rng_torch": torch.get_rng_state(), "rng_numpy": _np_state_to_tensors(np.random.get_state()),
                  "rng_python": _py_state_to_tensors(random.getstate())}
         if torch.cuda.is_available():
@@ -173,6 +192,8 @@ class BaseModel:
             s.load_state_dict(state["schedulers"][k])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.nonfinite_run = int(state.get("nonfinite_run", 0))
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
         np.random.set_state(_tensors_to_np_state(state["rng_numpy"]))
         random.setstate(_tensors_to_py_state(state["rng_python"]))

@@ -24,7 +24,7 @@ def build_generator(opt: dict, checkpoint: str | None = None, strict: bool = Tru
 
 
 # Every module that registers a method with @MODEL_REGISTRY.register (the class behind each `model:` key).
-MODEL_MODULES = ("models.flow_model",)
+MODEL_MODULES = ("models.flow_model", "models.drbn_model", "models.n2ldiff_model")
 
 
 def model_class(name: str):

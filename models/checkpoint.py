@@ -10,17 +10,32 @@ name -> tensor table, no pickle at all), anything else with torch's zip format. 
 """
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
 from utils.atomic import atomic_open
-from utils.errors import UserError
+from utils.errors import CheckpointError  # noqa: F401  (re-exported)
+
+log = logging.getLogger("lowlight_flow")
 
 
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that does not fit the model; the message says why."""
+def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
+    """`torch.load(weights_only=True)` on the CPU; a missing, truncated or corrupt file, or a pickle that needs
+    arbitrary code, is a CheckpointError naming the file (torch's own warnings about such files are not shown)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{what} '{path}' not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad files: refuse any of them
+        first = (str(e).strip().splitlines() or ["empty or truncated file"])[0]
+        raise CheckpointError(f"cannot read {what} '{path}': {type(e).__name__}: {first}") from None
 
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -42,18 +57,18 @@ def _safetensors():
 
 def read_state_dict(path: str | os.PathLike) -> dict:
     """Load a state dict from an official `.pth`, a DataParallel one, our training files, or a `.safetensors`."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint '{path}' not found")
-    try:
-        if is_safetensors(p):
-            obj = _safetensors().load_file(str(p), device="cpu")
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except Exception as e:  # corrupt file, or a pickle that needs arbitrary code: refuse either way
-        raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    if not is_safetensors(path):
+        obj = safe_load(path)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint '{path}' not found")
+        st = _safetensors()
+        try:
+            obj = st.load_file(str(p), device="cpu")
+        except Exception as e:  # truncated or not a safetensors file
+            first = (str(e).strip().splitlines() or ["empty or truncated file"])[0]
+            raise CheckpointError(f"cannot read checkpoint '{path}': {type(e).__name__}: {first}") from None
     for key in ("params", "state_dict", "netG", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -68,8 +83,15 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
 
     Modules may define `optional_checkpoint_keys()` (names relative to themselves that official checkpoints lack and
     that they initialise deterministically) and `explain_checkpoint_mismatch(state, prefix)` (one sentence, or None).
+    Tensors of official modules that never run (models/never_run.py) are dropped, with one note saying how many.
     """
+    from .never_run import never_run_index
     own = model.state_dict()
+    never_run = never_run_index(model)
+    dropped = [k for k in state if k in never_run and k not in own]
+    if dropped:
+        drop = set(dropped)
+        state = {k: v for k, v in state.items() if k not in drop}
     optional = set()
     for name, mod in model.named_modules():
         if hasattr(mod, "optional_checkpoint_keys"):
@@ -85,6 +107,12 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
     shape = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
              if k in state and state[k].shape != own[k].shape]
     notes = []
+    if dropped:
+        n_par = sum(int(never_run[k][1].numel()) for k in dropped)
+        owners = sorted({never_run[k][0].rsplit(".", 1)[-1] for k in dropped})
+        notes.append(f"{source}: dropped {len(dropped)} tensors ({n_par / 1e6:.2f} M parameters) of official modules "
+                     f"that the forward pass never runs ({', '.join(owners)}; "
+                     f"README 'Never-run modules')")
     tolerated = [k for k in missing if k in optional]
     missing = [k for k in missing if k not in optional]
     if tolerated:
@@ -101,6 +129,12 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
     if problems:
         raise CheckpointError(f"{source} does not match the model built from the config: " + "; ".join(problems)
                               + ". Check network_G (variant, nf/nb, flow.K, encoder sizes) against the checkpoint.")
+    bad = [k for k, v in state.items() if k in own and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        # Loud, not fatal: a NaN in a tensor the forward pass never reads is harmless; the test scripts refuse
+        # non-finite outputs, and training skips non-finite steps.
+        log.warning("%s holds NaN/inf values in %d tensor(s), e.g. %s: outputs will likely be NaN", source, len(bad),
+                    ", ".join(bad[:3]))
     model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
     if not strict and (missing or unexpected):
         notes.append(f"non-strict load: {len(missing)} missing, {len(unexpected)} unexpected tensors ignored")

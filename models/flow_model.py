@@ -1,5 +1,7 @@
 """Conditional normalizing flows (LLFlow, GLTG-AFlow, ZMAR-SNFlow, UPT-Flow) as a trainable model: NLL (+ optional
-L1 on the reverse pass), ActNorm data-init on the first batch, Adam with warm-up + multi-step decay, AMP on CUDA."""
+L1 on the reverse pass), ActNorm data-init on the first batch, Adam with warm-up + multi-step decay, mixed precision
+(train.amp_dtype, models/base_model.py) and memory-saving backward passes (train.invertible_backprop,
+train.activation_checkpointing)."""
 from __future__ import annotations
 
 import logging
@@ -10,9 +12,10 @@ import torch.nn.functional as F
 
 from options.options import OptionError
 from utils.registry import MODEL_REGISTRY
-from .activation_checkpointing import enable_activation_checkpointing
+from .activation_checkpointing import checkpoint_mode, enable_activation_checkpointing
 from .base_model import BaseModel, NonFiniteError  # noqa: F401  (NonFiniteError re-exported)
 from .build import build_generator
+from .flow.invertible_backprop import enable_invertible_backprop
 from .checkpoint import load_weights, read_state_dict
 from .lr_schedule import make_scheduler
 
@@ -34,9 +37,13 @@ class FlowModel(BaseModel):
         pre = opt["path"].get("pretrain_model_G")
         if pre:
             self.load_pretrained(pre, opt["path"].get("load_submodule"), bool(opt["path"].get("strict_load", True)))
-        if train.get("activation_checkpointing"):
-            n = enable_activation_checkpointing(self.net.RRDB)
-            log.info("activation checkpointing on %d encoder blocks", n)
+        mode = checkpoint_mode(train.get("activation_checkpointing"))
+        if mode:
+            n = enable_activation_checkpointing(self.net.RRDB, mode)
+            log.info("activation checkpointing (%s) on %d encoder blocks", mode, n)
+        if train.get("invertible_backprop"):
+            enable_invertible_backprop(self.net)
+            log.info("invertible backprop: flow steps store their outputs only (inputs recomputed in the backward)")
         self.generator.to(device)
         self.ddp = None
         self.variant = self.net.variant
@@ -45,8 +52,6 @@ class FlowModel(BaseModel):
         self.add_gt_noise = self.variant.add_gt_noise if add_noise is None else bool(add_noise)
         self.weight_fl = float(train.get("weight_fl", 1) or 0)
         self.weight_l1 = float(train.get("weight_l1", 0) or 0)
-        self.use_amp = bool(train.get("use_amp")) and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.optimizers["G"] = self._make_optimizer(train)
         self.schedulers["G"] = make_scheduler(self.optimizers["G"], train)
 
@@ -101,7 +106,8 @@ class FlowModel(BaseModel):
         if self.world_size > 1 and self.ddp is None:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DDP(self.net, device_ids=ids, find_unused_parameters=True)
+            # Only what runs is built (models/never_run.py), so every parameter gets a gradient in every step.
+            self.ddp = DDP(self.net, device_ids=ids, find_unused_parameters=False)
 
     # -- one step ------------------------------------------------------------------------------------------------
     def _unpack(self, batch):
@@ -119,6 +125,10 @@ class FlowModel(BaseModel):
             out = net.nll(gt, lq, aux, add_gt_noise=self.add_gt_noise, prior_from_gt=prior_from_gt)
         nll = out["nll"].mean()
         loss = self.weight_fl * nll
+        if prior_from_gt and "color_map" in out["cond"]:
+            # LLFlow's colour head is not used when the prior mean comes from the GT; a zero-weighted term keeps it
+            # in the graph (zero gradient), so DDP runs without find_unused_parameters.
+            loss = loss + 0.0 * out["cond"]["color_map"].sum()
         logs = {"nll": nll.detach()}
         if self.weight_l1 > 0:
             sr = self.net.reverse(lq, aux, heat=0.0, cond=out["cond"])
@@ -133,22 +143,16 @@ class FlowModel(BaseModel):
         gt, lq, aux = self._unpack(batch)
         opt = self.optimizers["G"]
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+        with self.autocast():
             loss, logs = self._forward_loss(gt, lq, aux)
-        logs.update(self.step_optimizer(loss, "G", self.net.parameters(), self.scaler if self.use_amp else None))
+        logs.update(self.step_optimizer(loss, "G", self.net.parameters()))
         self.schedulers["G"].step()
         logs["lr"] = opt.param_groups[0]["lr"]
         return {k: (v.item() if torch.is_tensor(v) else v) for k, v in logs.items()}
 
     # -- state ---------------------------------------------------------------------------------------------------
-    def training_state(self, step: int, epoch: int, batches_in_epoch: int) -> dict:
-        state = super().training_state(step, epoch, batches_in_epoch)
-        state["scaler"] = self.scaler.state_dict()
-        return state
-
     def restore_training_state(self, state: dict):
         super().restore_training_state(state)
-        self.scaler.load_state_dict(state["scaler"])
         for a in self.net.modules():  # loaded ActNorms must not re-initialise
             if hasattr(a, "inited"):
                 a.inited = True

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 import models.encoders  # noqa: F401  (registers encoders)
 import models.flow.couplings  # noqa: F401  (registers couplings)
+from utils.errors import OptionError
 from utils.registry import ARCH_REGISTRY, ENCODER_REGISTRY
 from .flow.ops import gaussian_logp, squeeze2d
 from .flow.upsampler import LEVEL_TO_NAME, FlowUpsamplerNet
@@ -37,12 +38,12 @@ class FlowGenerator(nn.Module):
         super().__init__()
         for key in UNSUPPORTED_TRUE_KEYS:
             if opt.get(key):
-                raise NotImplementedError(f"option '{key}: true' is not supported (it is dead or broken in the "
-                                          f"official code, see the README); set it to false")
+                raise OptionError(f"option '{key}: true' is not supported (it is dead or broken in the "
+                                  f"official code, see the README); set it to false")
         net = opt["network_G"]
         flow = net.get("flow") or {}
         if (flow.get("split") or {}).get("enable"):
-            raise NotImplementedError("network_G.flow.split.enable: true is not supported (no released model uses it)")
+            raise OptionError("network_G.flow.split.enable: true is not supported (no released model uses it)")
         self.variant = variant
         self.RRDB = ENCODER_REGISTRY.get(variant.encoder)(opt)
         # The Restormer-family encoders know their conditioning width (6 * dim); LLFlow's depends on the taps.
@@ -58,6 +59,7 @@ class FlowGenerator(nn.Module):
         self.quant = float(train.get("quant") or 32)
         self.aux_input = getattr(self.RRDB, "aux_input", None)
         self.pad_multiple = max(int(getattr(self.RRDB, "pad_multiple", 1)), 2 ** self.L)
+        self.min_size = int(getattr(self.RRDB, "min_size", 1))
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def prior_mean(self, cond: dict, gt: torch.Tensor | None = None):

@@ -5,6 +5,8 @@ import bisect
 
 import torch
 
+from utils.errors import OptionError
+
 
 class WarmupMultiStep:
     """Multiplier for LambdaLR: it/warmup while it < warmup, then gamma ** (milestones passed). Picklable."""
@@ -23,8 +25,8 @@ class WarmupMultiStep:
 def make_scheduler(optimizer, train_opt: dict):
     scheme = train_opt.get("lr_scheme") or "MultiStepLR"
     if scheme != "MultiStepLR":
-        raise ValueError(f"train.lr_scheme '{scheme}' is not supported; use MultiStepLR")
+        raise OptionError(f"train.lr_scheme '{scheme}' is not supported; use MultiStepLR")
     if train_opt.get("restarts"):
-        raise ValueError("train.restarts is not supported")
+        raise OptionError("train.restarts is not supported")
     fn = WarmupMultiStep(train_opt.get("warmup_iter", -1), train_opt.get("lr_steps"), train_opt.get("lr_gamma", 0.5))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from utils.errors import OptionError, UnknownNameError
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -28,11 +30,12 @@ VARIANTS = {
     "upt": Variant("upt", "MSFormer", "CrossCoupling", "FlowStep", "standard", False, 288, True),
 }
 
-# Distinctive state-dict key fragments of each family's official checkpoints.
+# Distinctive state-dict key fragments of each family's checkpoints (official ones and ours, which lack the never-run
+# modules: models/never_run.py), checked in this order.
 KEY_SIGNATURES = {
     "upt": "relative_position_index",
     "gltg": "attn_intra",
-    "zmar": "attn_share",
+    "zmar": "fAffine2",
     "llflow": "RRDB_trunk",
 }
 
@@ -75,7 +78,7 @@ def resolve_variant(opt: dict, checkpoint_keys=None) -> Variant:
     explicit = net.get("variant")
     if explicit:
         if explicit not in VARIANTS:
-            raise KeyError(f"network_G.variant '{explicit}' unknown; choose one of {', '.join(VARIANTS)}")
+            raise UnknownNameError(f"network_G.variant '{explicit}' unknown; choose one of {', '.join(VARIANTS)}")
         return VARIANTS[explicit]
     if checkpoint_keys is not None:
         found = detect_variant_from_keys(checkpoint_keys)
@@ -91,6 +94,6 @@ def resolve_variant(opt: dict, checkpoint_keys=None) -> Variant:
     restormer = any(v is not None for v in (net.get("restormer") or {}).values())
     if opt.get("concat_histeq", True) and not restormer:
         return VARIANTS["llflow"]
-    raise ValueError(
-        "cannot tell whether this config is GLTG-AFlow or ZMAR-SNFlow (their official YAMLs are identical in form): "
-        "set `network_G.variant: gltg` or `zmar` (or pass a checkpoint so the family is read from its keys)")
+    raise OptionError(
+         "cannot tell whether this config is GLTG-AFlow or ZMAR-SNFlow (their official YAMLs are identical in form): "
+         "set `network_G.variant: gltg` or `zmar` (or pass a checkpoint so the family is read from its keys)")

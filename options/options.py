@@ -1,6 +1,8 @@
 """Load, validate and complete YAML options.
 
-- Files are read with `yaml.safe_load`; `--set a.b.c=value` overrides are parsed as YAML scalars/lists.
+- Files are read with `yaml.SafeLoader` (plus `!!python/tuple` read as a list, which the official N2LDiff YAMLs use);
+  an official N2LDiff YAML (options/n2ldiff_official.py) is converted to our tree first. `--set a.b.c=value`
+  overrides are parsed as YAML scalars/lists.
 - Defaults come from options/schema.py (the one place they live); an unknown key anywhere is an error that names the
   dotted key and suggests the closest known one.
 - Relative paths are resolved against the current working directory (as the official scripts did), after turning
@@ -16,17 +18,25 @@ from pathlib import Path
 
 import yaml
 
-from utils.errors import UserError
+from utils.errors import OptionError, UnknownNameError  # noqa: F401  (re-exported)
 
+from .n2ldiff_official import convert_official_n2ldiff, is_official_n2ldiff
 from .schema import FREE, TOP
+from .validate import check_value
 
 PATH_KEYS = {"root", "dataroot_LQ", "dataroot_GT", "dataroot_unpaired", "dataroot_LR", "dataroot_test",
              "dataroot_zeromaps", "model_path", "pretrain_model_G", "experiments_root", "results_root",
-             "split_file", "folder", "resume_state"}
+             "split_file", "folder", "resume_state", "roots", "pretrain_stage1", "vgg16_features",
+             "dataroot_unpaired_LQ", "dataroot_HQ", "synthesis"}
 
 
-class OptionError(UserError, ValueError):
-    """A configuration problem; the message names the key."""
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads `!!python/tuple` (as a list): the official N2LDiff YAMLs write
+    `dim_mults: !!python/tuple [...]`. No other Python tag is accepted."""
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
+                             lambda loader, node: loader.construct_sequence(node, deep=True))
 
 
 def _suggest(key: str, known) -> str:
@@ -34,36 +44,49 @@ def _suggest(key: str, known) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _complete(d: dict, schema: dict, where: str) -> dict:
-    """Check `d` against `schema` and fill the defaults; returns a new dict."""
+def _complete(d: dict, schema: dict, where: str, pattern: str | None = None) -> dict:
+    """Check `d` against `schema` (known keys, typed values: options/validate.py) and fill the defaults.
+
+    `where` is the dotted key for messages; `pattern` the same with `*` for user-named sections (dataset phases).
+    Returns a new dict.
+    """
+    pattern = where if pattern is None else pattern
     if d is None:
         d = {}
     if not isinstance(d, dict):
-        raise OptionError(f"option '{where}' must be a mapping, got {type(d).__name__}")
+        what = f"option '{where}'" if where else "the config"
+        raise OptionError(f"{what} must be a mapping of keys, got {_describe_value(d)}")
     out = {}
+    join = lambda a, b: f"{a}.{b}" if a else str(b)  # noqa: E731
     if "*" in schema:  # every key is a user-chosen name (dataset phases)
         for k, v in d.items():
-            out[k] = _complete(v, schema["*"], f"{where}.{k}" if where else k)
+            out[k] = _complete(v, schema["*"], join(where, k), join(pattern, "*"))
         return out
     for k, v in d.items():
-        path = f"{where}.{k}" if where else str(k)
+        path = join(where, k)
         if k not in schema:
-            raise OptionError(f"unknown option '{path}'{_suggest(str(k), schema)}")
+            raise UnknownNameError(f"unknown option '{path}'{_suggest(str(k), schema)}")
         sub = schema[k]
-        if sub is FREE or not isinstance(sub, dict):
+        if sub is FREE:
             out[k] = v
+        elif not isinstance(sub, dict):
+            out[k] = check_value(path, join(pattern, k), v, sub)
         else:
-            out[k] = _complete(v, sub, path)
+            out[k] = _complete(v, sub, path, join(pattern, k))
     for k, sub in schema.items():
         if k in out or k == "*":
             continue
         if sub is FREE:
             out[k] = None
         elif isinstance(sub, dict):
-            out[k] = _complete({}, sub, f"{where}.{k}" if where else k)
+            out[k] = _complete({}, sub, join(where, k), join(pattern, k))
         else:
             out[k] = copy.deepcopy(sub)
     return out
+
+
+def _describe_value(v) -> str:
+    return f"{type(v).__name__} {str(v)[:40]!r}" if v is not None else "nothing"
 
 
 def parse_override(item: str):
@@ -74,7 +97,11 @@ def parse_override(item: str):
     keys = [k for k in key.strip().split(".") if k]
     if not keys:
         raise OptionError(f"--set has an empty key in '{item}'")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise OptionError(f"--set {item}: the value is not valid YAML ({yaml_problem(e)}); quote strings that "
+                          f"contain ':', '[' or '{{'") from None
     if isinstance(value, str) and re.fullmatch(r"[-+]?\d*\.?\d+([eE][-+]?\d+)", value):
         value = float(value)  # YAML 1.1 reads '5e-4' as a string
     return keys, value
@@ -118,8 +145,15 @@ def normalise_path(p):
 
 def _normalise_paths(d):
     if isinstance(d, dict):
-        return {k: (normalise_path(v) if k in PATH_KEYS and isinstance(v, str) else _normalise_paths(v))
-                for k, v in d.items()}
+        out = {}
+        for k, v in d.items():
+            if k in PATH_KEYS and isinstance(v, str):
+                out[k] = normalise_path(v)
+            elif k in PATH_KEYS and isinstance(v, list):
+                out[k] = [normalise_path(x) if isinstance(x, str) else x for x in v]
+            else:
+                out[k] = _normalise_paths(v)
+        return out
     return d
 
 
@@ -135,17 +169,46 @@ def check_path(path: str | None, key: str, must_exist: bool = True) -> Path:
     return p
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """'line L, column C: problem' of a YAML error (1-based, as editors count)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def read_yaml(path) -> dict:
+    """A config file as a dict (ConfigLoader: yaml.SafeLoader plus tuples); missing, unreadable, invalid or empty
+    files are OptionErrors."""
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError(f"config file '{path}' not found" + (" (it is a folder)" if p.is_dir() else ""))
+    try:
+        with open(p, encoding="utf-8") as f:
+            raw = yaml.load(f, Loader=ConfigLoader)
+    except yaml.YAMLError as e:
+        raise OptionError(f"config file '{path}' is not valid YAML: {yaml_problem(e)}") from None
+    except UnicodeDecodeError as e:
+        raise OptionError(f"config file '{path}' is not UTF-8 text (byte {e.start}): is it a YAML file?") from None
+    except OSError as e:
+        raise OptionError(f"config file '{path}' cannot be read: {e.strerror or e}") from None
+    if raw is None:
+        raise OptionError(f"config file '{path}' is empty")
+    if not isinstance(raw, dict):
+        raise OptionError(f"config file '{path}' must be a mapping of keys, got {_describe_value(raw)}")
+    return raw
+
+
 def load_options(path: str | os.PathLike | None = None, overrides=None, is_train: bool = False,
                  raw: dict | None = None) -> dict:
     """Read a YAML file (or a dict), apply `--set` overrides, validate every key and fill defaults."""
     if raw is None:
         if path is None:
             raise OptionError("no config given (--opt CONF)")
-        p = Path(path)
-        if not p.is_file():
-            raise OptionError(f"config file '{path}' not found")
-        with open(p, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+        raw = read_yaml(path)
+        if is_official_n2ldiff(raw):
+            raw = convert_official_n2ldiff(raw, Path(path))
+    if not isinstance(raw, dict):
+        raise OptionError(f"config {path or ''} must be a mapping of keys, got {_describe_value(raw)}")
     raw = apply_overrides(copy.deepcopy(raw), overrides)
     opt = _complete(_fix_numbers(raw), TOP, "")
     opt = _normalise_paths(opt)
@@ -155,7 +218,7 @@ def load_options(path: str | os.PathLike | None = None, overrides=None, is_train
     net["scale"] = opt["scale"]
     train = opt["train"]
     if train["niter"] is not None:
-        train["niter"] = int(train["niter"])
+        train["niter"] = int(train["niter"])  # validated: a positive integer
         if train["lr_steps"] is None and train["lr_steps_rel"]:
             train["lr_steps"] = [int(r * train["niter"]) for r in train["lr_steps_rel"]]
     for phase, d in opt["datasets"].items():

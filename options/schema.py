@@ -25,10 +25,36 @@ FLOW = {
     "augmentation": {"noiseQuant": None},
 }
 
+# N2LDiff (model: N2LDiff); defaults = the official cfg/train/from_scratch.yaml. Names: ours <- official key.
+N2LDIFF = {
+    "dim": 64,                      # unet_dim
+    "dim_mults": [1, 2, 2, 4, 4, 8],
+    "in_dim": 6, "out_dim": 3,      # in_dim, unet_outdim
+    "cond_in_dim": 12,
+    "use_wn": True, "cond_use_wn": True, "use_instance_norm": True, "weight_init": True, "stronger_cond": True,
+    "use_attn": False,              # only False is supported (no official config enables it)
+    "timesteps": 100, "clip_denoised": True, "use_center": True, "use_center_sampler": True,
+    "on_cond": "img_lr",            # img_lr | h(img_lr)
+    "cond_on_res": False,
+    "sample_seed": 0,               # ours: seed of enhance() (validation, test.py): same input, same output
+    "sample_steps": None,           # ours: sampling steps of enhance(); None = T (official), fewer = respaced
+}
+N2LDIFF_TRAIN = {
+    "official_compat": False,       # true: the official loss (in-place noise mutation), encoder frozen, centre 50/50
+    "train_encoder": None,          # None: true, or false with official_compat
+    "center_gt_prob": None,         # probability that the GT low image is the centre; None: 0, or 0.5 per batch
+    "center_weight": 1.0,           # L1(encoder centre, GT low image) when the encoder trains (not official)
+    "optimizer": "Lion",            # Lion | AdamW (train.lr_G, beta1, beta2, weight_decay_G)
+    "loss_type": "combined",        # combined (0.9 LPIPS-VGG + 0.1 SmoothL1) | l1 | l2 | lpips
+}
+
+# DRBN sizes (official: width 16, growth 8, 4 layers per dense block, 4 recurrences; hard-coded there)
+DRBN_SIZES = {"width": 16, "growth": 8, "n_layers": 4, "recurrences": 4}
+
 NETWORK_G = {
     "which_model_G": "LLFlow", "variant": None, "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 24, "gc": 32,
     "train_RRDB": None, "train_RRDB_delay": None, "scale": 1, "flow": FLOW,
-    "restormer": RESTORMER, "msformer": MSFORMER,
+    "restormer": RESTORMER, "msformer": MSFORMER, "n2ldiff": N2LDIFF, "drbn": DRBN_SIZES,
 }
 
 PHASE = {
@@ -40,11 +66,19 @@ PHASE = {
     "subset": None, "cache": False, "zero_map": FREE, "resize_to": None, "test_split": None, "split_file": None,
     "holdout": None, "split": None, "concat_histeq": None, "histeq_as_input": None, "aux_input": None,
     "seed": None, "test_prefix": None, "split_match": None, "frame_pairing": None, "gt_exclude": None,
-    "npy_channel_order": None, "pin_memory": False,
+    "npy_channel_order": None, "pin_memory": False, "use_vflip": False, "use_transpose": False,
+    "swap_roles": False,  # LQ <- the GT-side image and GT <- the low image (N2LDiff: normal in, low out)
+    "roots": None,        # HighLowFolders: list of folders with high/ and low/
+    # semi-supervised training (DRBN stage 2, data/semi_dataset.py): the paired dataset plus two unpaired folders
+    "paired_dataset": None, "dataroot_unpaired_LQ": None, "dataroot_HQ": None,
+    # Synthetic (data/synthetic_dataset.py): physics ranges (path or mapping), real-pair spec, mixing probability
+    "synthesis": FREE, "real": FREE, "synthetic_ratio": None,
 }
 
 PATH = {"root": None, "pretrain_model_G": None, "load_submodule": None, "strict_load": True, "resume_state": None,
-        "experiments_root": "experiments", "results_root": "results"}
+        "experiments_root": "experiments", "results_root": "results",
+        # DRBN stage 2: the stage-1 network when the checkpoint holds only the recomposition net; VGG16 trunk
+        "pretrain_stage1": None, "vgg16_features": None}
 
 TRAIN = {
     "manual_seed": 10, "lr_G": 5e-4, "weight_decay_G": 0.0, "beta1": 0.9, "beta2": 0.99, "lr_scheme": "MultiStepLR",
@@ -52,7 +86,11 @@ TRAIN = {
     "flow_warm_up_iter": None, "niter": None, "val_freq": None, "lr_RRDB": None, "restarts": None,
     "restart_weights": None, "clear_state": None, "T_period_rel": None, "eta_min": None, "lr_steps_inverse_rel": None,
     # ours
-    "use_amp": False, "activation_checkpointing": False, "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+    "use_amp": False, "amp_dtype": None, "invertible_backprop": False, "activation_checkpointing": False,
+    "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+    "n2ldiff": N2LDIFF_TRAIN,
+    # GAN-trained methods (DRBN stage 2)
+    "lr_D": None, "weight_gan": None,
 }
 
 VAL = {"heats": None, "n_sample": None, "heat": 0.0, "at_start": False, "ssim": "skimage_rgb", "psnr": "uint8", "save_images": True,
@@ -62,7 +100,7 @@ LOGGER = {"print_freq": 100, "save_checkpoint_freq": 1000, "keep_checkpoints": 2
 # tile: layer-wise tile size in pixels (null: automatic above max_memory, 0: never); max_memory: GB (null: half of
 # the memory available at start-up, or of the free CUDA memory); compile: torch.compile the encoder (opt-in).
 INFERENCE = {"tile": None, "max_memory": None, "device": "auto", "amp": False, "pad_mode": "reflect",
-             "channels_last": True, "self_ensemble": False, "compile": False}
+             "channels_last": True, "self_ensemble": False, "compile": False, "dtype": "fp32"}
 
 TOP = {
     "name": "experiment", "use_tb_logger": True, "model": "LLFlow", "distortion": None, "scale": 1, "gpu_ids": None,

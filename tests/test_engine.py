@@ -257,3 +257,28 @@ def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
         f.write("a")
     (tmp_path / "y.txt").write_text("a")
     assert os.stat(tmp_path / "x.txt").st_mode == os.stat(tmp_path / "y.txt").st_mode
+
+
+class _InfNet(_GainNet):
+    def enhance(self, lq, aux=None, heat=0.0):
+        return super().enhance(lq) / 0.0
+
+
+@MODEL_REGISTRY.register("ToyInf")
+class _ToyInf(_ToyL1):
+    """Trains like ToyL1 but its validation network decodes to inf (an untrained flow can)."""
+
+    def eval_network(self):
+        net = _InfNet()
+        net.load_state_dict(self.g.state_dict())
+        return net
+
+
+def test_a_non_finite_validation_output_is_reported_and_training_goes_on(tmp_path):
+    _pairs(tmp_path / "data", 6, 24, 28)
+    hist = train(_toy_opt(tmp_path, 10, ["model=ToyInf"]), argv=["test"])
+    assert len(hist["loss"]) == 10 and hist["val"] == []
+    log_text = (tmp_path / "exp/demo_tiny_LLFlow/train.log").read_text()
+    assert "val @10: no score" in log_text and "non-finite" in log_text
+    assert not (tmp_path / "exp/demo_tiny_LLFlow/models/best_psnr_G.pth").exists()
+    assert (tmp_path / "exp/demo_tiny_LLFlow/models/10_G.pth").is_file()

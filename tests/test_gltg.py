@@ -13,14 +13,16 @@ from models.encoders.gltg_restormer import (GLTGRestormer, auto_padding_amounts,
                                             official_auto_padding, pad4)
 from models.flow.couplings.aflow import (CSN, SAN, SCAN, AFlowCoupling, AFlowStep, aflow_head_parameter_names,
                                          init_aflow_heads)
+from models.checkpoint import load_weights
 from models.generator import FlowGenerator
+from models.never_run import never_run_shapes, official_state_dict
 from models.variants import VARIANTS, resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian
 from utils.registry import COUPLING_REGISTRY, ENCODER_REGISTRY, FLOW_STEP_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFS = ROOT / "confs" / "GLTG-AFlow"
-FEATURES = ("fea_up0", "fea_up1", "fea_up2", "cat_f", "color_map")
+FEATURES = ("fea_up0", "fea_up1", "fea_up2", "cat_f")   # (feat_color_map: the colour head never runs, not built)
 SMALL_OPT = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 8}}}   # network_G-level dict for layers
 
 
@@ -59,7 +61,7 @@ def golden_encoder(gdir: Path, official_compat: bool) -> GLTGRestormer:
     opt["network_G"]["restormer"]["official_compat"] = official_compat
     enc = GLTGRestormer(opt).eval()
     state = torch.load(gdir / "weights.pth", map_location="cpu", weights_only=True)
-    enc.load_state_dict({k[len("RRDB."):]: v for k, v in state.items() if k.startswith("RRDB.")}, strict=True)
+    load_weights(enc, {k[len("RRDB."):]: v for k, v in state.items() if k.startswith("RRDB.")}, strict=True)
     return enc
 
 
@@ -73,7 +75,7 @@ def test_golden_encoder_features_official_compat(golden):
     gdir = golden("GLTG-AFlow")
     enc = golden_encoder(gdir, official_compat=True)
     with torch.no_grad():
-        out = enc(load_npy(gdir, "cond_input.npy"), load_npy(gdir, "mask.npy"), with_color_map=True)
+        out = enc(load_npy(gdir, "cond_input.npy"), load_npy(gdir, "mask.npy"))
     for name in FEATURES:
         ref = load_npy(gdir, f"feat_{name}.npy")
         assert out[name].shape == ref.shape, name
@@ -288,12 +290,19 @@ def test_official_config_builds_the_official_key_set(official_keys):
     torch.manual_seed(0)
     model = FlowGenerator(opt, variant)
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in ref if k not in own]
-    wrong = [f"{k} {own[k]} vs {ref[k]}" for k in ref if k in own and own[k] != ref[k]]
+    never = {k: tuple(v) for k, v in never_run_shapes(model).items()}
+    assert not set(own) & set(never)
+    own_and_never = {**own, **never}
+    missing = [k for k in ref if k not in own_and_never]
+    wrong = [f"{k} {own_and_never[k]} vs {ref[k]}" for k in ref if k in own_and_never and own_and_never[k] != ref[k]]
     assert not missing and not wrong, (missing[:5], wrong[:5])
     extra = {k for k in own if k not in ref}
     assert extra == set(aflow_head_parameter_names(model))
     assert len(extra) == 30 * 18                         # 30 flow steps x (SAN 7 + CSN 11) head tensors
+    # never-run: Mask 22.33 M, conv_cat 9.46 M, fFeatures 2.10 M, f 1.11 M, colour head 0.30 M, fc 0.22 M ... (spec)
+    assert 35.3e6 < sum(v.numel() for v in never_run_shapes(model).values()) < 35.6e6
+    # the export writes exactly the official layout (our SAN/CSN heads left out)
+    assert {k: tuple(v.shape) for k, v in official_state_dict(model).items()} == ref
 
 
 def test_training_configs():

@@ -16,6 +16,7 @@ from models.flow.couplings.llflow import CondAffineSeparatedAndCond
 from models.flow.invconv import InvertibleConv1x1
 from models.flow.ops import ActNorm2d, SqueezeLayer, squeeze2d, unsqueeze2d
 from models.flow.step import FlowStep
+from models.never_run import never_run_shapes, official_state_dict
 from options.options import load_options
 from engine.inference import Enhancer
 
@@ -86,15 +87,21 @@ def test_heat_samples_around_the_colour_map(golden):
 
 @pytest.mark.parametrize("conf", ["LOL-pc", "LOLv2-pc"])
 def test_official_configs_give_official_keys(official_keys, conf):
+    """What we build plus the declared never-run modules is exactly the official layout, and the export writes it."""
     model, _ = build_generator(load_options(ROOT / f"confs/LLFlow/{conf}.yml"))
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert ours == official_keys("LLFlow")
+    never = {k: tuple(v) for k, v in never_run_shapes(model).items()}
+    assert not set(ours) & set(never)
+    assert {**ours, **never} == official_keys("LLFlow")
+    assert {k: tuple(v.shape) for k, v in official_state_dict(model).items()} == official_keys("LLFlow")
+    assert sum(v.numel() for v in never_run_shapes(model).values()) == 1_182_086     # spec §6.5
 
 
 def test_small_net_parameter_count():
     model, _ = build_generator(load_options(ROOT / "confs/LLFlow/LOL_smallNet.yml"))
-    sd = model.state_dict()
+    sd = official_state_dict(model)
     assert len(sd) == 412 and sum(v.numel() for v in sd.values()) == 5_429_849  # spec §6.4/§6.5
+    assert sum(v.numel() for v in never_run_shapes(model).values()) == 462_214
 
 
 @pytest.mark.parametrize("layer", ["actnorm", "invconv", "squeeze", "coupling", "step"])

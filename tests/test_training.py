@@ -107,9 +107,14 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
         model.optimize(bad)
 
 
-def test_ddp_two_cpu_processes_with_gloo(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("train_gt_ratio=1.0", "train.invertible_backprop=true",
+                                           "train.activation_checkpointing=true")])
+def test_ddp_two_cpu_processes_with_gloo(tmp_path, extra):
+    """DDP runs without find_unused_parameters: every built parameter is used, also when LLFlow's prior mean comes
+    from the GT (colour head idle) and with the memory-saving backward passes."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *_train_cmd(tmp_path, 3)[1:], "--launcher", "pytorch"]
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2",
+           *_train_cmd(tmp_path, 3, sum((["--set", s] for s in extra), []))[1:], "--launcher", "pytorch"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "demo_tiny_LLFlow"
@@ -118,18 +123,12 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
     assert "training done at step 3" in log
 
 
+@pytest.mark.parametrize("mode", ["full", "selective"])
 @pytest.mark.parametrize("family", ["LLFlow", "GLTG-AFlow", "ZMAR-SNFlow", "UPT-Flow"])
-def test_activation_checkpointing_gives_the_same_gradients(family):
+def test_activation_checkpointing_gives_the_same_gradients(family, mode):
     from models.activation_checkpointing import enable_activation_checkpointing
-    from models.build import build_generator
-    opt = load_options(ROOT / "confs" / family / "demo_tiny.yml", ["network_G.msformer.drop_path_rate=0"]
-                       if family == "UPT-Flow" else [], is_train=True)
-    torch.manual_seed(0)
-    net, _ = build_generator(opt)
-    net.train()
-    for m in net.modules():
-        if hasattr(m, "inited"):
-            m.inited = True
+    from tests.golden_models import demo_generator
+    opt, net = demo_generator(family, ["network_G.msformer.drop_path_rate=0"] if family == "UPT-Flow" else [])
     g = torch.Generator().manual_seed(1)
     gt = torch.rand(2, 3, 32, 32, generator=g)
     lq = torch.rand(2, 6 if opt["concat_histeq"] else 3, 32, 32, generator=g)
@@ -143,7 +142,7 @@ def test_activation_checkpointing_gives_the_same_gradients(family):
         return {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
 
     plain = grads()
-    assert enable_activation_checkpointing(net.RRDB) > 0
+    assert enable_activation_checkpointing(net.RRDB, mode) > 0
     ckpt = grads()
     assert plain.keys() == ckpt.keys()
     assert max((plain[k] - ckpt[k]).abs().max().item() for k in plain) < 1e-5
@@ -158,3 +157,9 @@ def test_loader_workers_give_the_same_training_as_the_main_process(tmp_path):
     w0 = read_state_dict(tmp_path / "w0/demo_tiny_LLFlow/models/4_G.pth")
     w2 = read_state_dict(tmp_path / "w2/demo_tiny_LLFlow/models/4_G.pth")
     assert max((w0[k] - w2[k]).abs().max().item() for k in w0) == 0.0
+
+
+def test_activation_checkpointing_mode_is_validated(tmp_path):
+    from options.options import OptionError
+    with pytest.raises(OptionError, match=r"train.activation_checkpointing.*sometimes"):
+        FlowModel(_opt(tmp_path, ["train.activation_checkpointing=sometimes"]), torch.device("cpu"))

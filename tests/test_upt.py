@@ -24,6 +24,7 @@ from models.flow.step import FlowStep
 from models.generator import FlowGenerator
 from models.variants import resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
+from models.never_run import never_run_shapes
 from tests.golden_models import golden_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +241,7 @@ def test_official_yaml_builds_exact_official_keys(shared_dir):
     assert sorted(set(got) - set(expected)) == [] and sorted(set(expected) - set(got)) == []
     assert {k: v for k, v in got.items() if expected[k] != v} == {}
     assert sum(p.numel() for p in model.parameters()) == 23_437_502
+    assert never_run_shapes(model) == {}                     # UPT-Flow: every official tensor runs (spec §6.5)
     assert sum(1 for k in got if k.endswith("relative_position_index")) == 14
     assert model.pad_multiple == 8 and model.RRDB.window_multiple == 40
 

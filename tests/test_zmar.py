@@ -21,6 +21,7 @@ from models.encoders.zmar_restormer import Mask, ZMARRestormer, downmask, restor
 from models.flow.couplings.snflow import SNFlowCoupling
 from models.flow.step import FlowStep
 from models.generator import FlowGenerator
+from models.never_run import never_run_index, never_run_shapes, official_state_dict
 from models.variants import VARIANTS, resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 from tests.golden_models import golden_generator
@@ -132,23 +133,20 @@ def test_restormer_config_defaults_and_validation():
         restormer_config({"network_G": {"restormer": {"LayerNorm_type": "Bias"}}})
 
 
-def test_encoder_batch_independent_and_unused_modules_never_run():
+def test_encoder_batch_independent_and_never_run_modules_not_built():
     torch.manual_seed(0)
     enc = perturb_(ZMARRestormer(tiny_opt())).eval()
-    called = []
-    unused = [enc.output, enc.fine_tune_color_map, enc.reduce_chan1]
-    for level in (enc.encoder_level1, enc.encoder_level2, enc.encoder_level3):
-        for blk in level.layer_stack:
-            unused += [blk.attn_share, blk.mask.norm1]
-    for m in unused:
-        m.register_forward_hook(lambda *a: called.append(1))
+    never = {base.rsplit(".", 1)[-1] for base, _ in never_run_index(enc).values()}
+    assert never == {"output", "fine_tune_color_map", "reduce_chan1", "attn_share", "norm1"}
+    assert not any(hasattr(enc, n) for n in ("output", "fine_tune_color_map", "reduce_chan1"))
+    blk = enc.encoder_level1.layer_stack[0]
+    assert not hasattr(blk, "attn_share") and not hasattr(blk.mask, "norm1")
     lq = torch.randn(2, 3, 24, 40)          # level 3 is 6x10: exercises the internal reflect padding
     mask = (torch.rand(2, 1, 24, 40) > 0.5).float()
     with torch.no_grad():
         both = enc(lq, mask)
         first = enc(lq[:1], mask[:1])
         second = enc(lq[1:], mask[1:])
-    assert not called
     for k, c in (("fea_up0", 48), ("fea_up1", 48), ("fea_up2", 48), ("cat_f", 16)):
         assert both[k].shape[1] == c
         assert torch.allclose(both[k][:1], first[k], atol=1e-5)
@@ -242,10 +240,16 @@ def test_official_config_builds_exact_official_keys(official_keys):
         resolve_variant(opt)             # the official file cannot say which family it is
     net = FlowGenerator(opt, VARIANTS["zmar"])      # full size, CPU (about 1 s)
     got = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    never = {k: tuple(v) for k, v in never_run_shapes(net).items()}
+    assert not set(got) & set(never)
+    got.update(never)
     expected = official_keys("ZMAR-SNFlow")
     assert sorted(set(expected) - set(got)) == [] and sorted(set(got) - set(expected)) == []
     assert got == expected
-    assert sum(p.numel() for p in net.parameters()) == 57338836
+    assert {k: tuple(v.shape) for k, v in official_state_dict(net).items()} == expected
+    n_never = sum(v.numel() for v in never_run_shapes(net).values())
+    assert n_never == 2_449_496                                          # spec §6.5
+    assert sum(p.numel() for p in net.parameters()) == 57338836 - n_never
 
 
 # ------------------------------------------------------------------------------------------------ golden equivalence

@@ -34,18 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     from options.options import check_path, load_options
     from utils.logging_setup import setup_cli_logging
-    from engine.export_onnx import DEFAULT_SIZE, ExportError, export_onnx
+    from engine.export_onnx import DEFAULT_SIZE, export_onnx
 
     args = build_parser().parse_args(argv)
     setup_cli_logging()
     opt = load_options(args.opt, args.overrides)
     ckpt = args.model_path or opt.get("model_path")
     ckpt = str(check_path(ckpt, "--model_path / model_path")) if ckpt else None
-    try:
-        info = export_onnx(opt, ckpt, args.out, size=tuple(args.size or DEFAULT_SIZE), opset=args.opset,
-                           check=not args.no_check)
-    except ExportError as e:
-        raise ValueError(str(e)) from None  # run_cli prints it as one line
+    info = export_onnx(opt, ckpt, args.out, size=tuple(args.size or DEFAULT_SIZE), opset=args.opset,
+                       check=not args.no_check)  # ExportError is a UserError: run_cli prints it as one line
     ins = ", ".join(f"{k} {v}" for k, v in info["inputs"].items())
     print(f"wrote {args.out}: family {info['family']}, inputs {ins} (H, W dynamic, multiples of "
           f"{info['pad_multiple']}), output enhanced (1, 3, H, W)")

@@ -324,7 +324,8 @@ class LPIPSMetric:
             head_sd = torch.load(heads, map_location="cpu", weights_only=True)
             trunk_sd = torch.load(self.backbone_path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise LPIPSUnavailable(f"cannot read LPIPS weights ({heads} / {self.backbone_path}): {e}") from e
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise LPIPSUnavailable(f"cannot read LPIPS weights ({heads} / {self.backbone_path}): {first}") from e
         if isinstance(trunk_sd, dict) and "state_dict" in trunk_sd and isinstance(trunk_sd["state_dict"], dict):
             trunk_sd = trunk_sd["state_dict"]
         sd = {}
@@ -441,6 +442,31 @@ class Protocol:
 
 
 DEFAULT_PROTOCOL = Protocol()
+
+# Smallest (H, W) each SSIM protocol's window fits in, and the smallest side AlexNet (LPIPS) leaves a feature map of.
+SSIM_MIN_SIZE = {"skimage_rgb": (7, 7), "matlab_rgb": (11, 11), "gray": (7, 7), "gray_percolumn": (7, 1)}
+LPIPS_MIN_SIDE = 31
+
+
+def size_problem(shape, protocol: Protocol, lpips: Optional[bool] = None) -> Optional[str]:
+    """Why an image of `shape` (H, W, ...) is too small for `protocol` (None when it is not).
+
+    PSNR works at any size; SSIM needs its window (SSIM_MIN_SIZE), LPIPS (when `lpips`, default protocol.lpips)
+    needs LPIPS_MIN_SIDE pixels per side. Padding would change the numbers, so the callers refuse such images.
+    """
+    if not protocol.full_ref:
+        return None
+    h, w = int(shape[0]) - 2 * protocol.crop_border, int(shape[1]) - 2 * protocol.crop_border
+    size = f"image is {int(shape[0])}x{int(shape[1])} (HxW)" + (
+        f", {max(h, 0)}x{max(w, 0)} after the {protocol.crop_border}-pixel crop border" if protocol.crop_border else "")
+    if h <= 0 or w <= 0:
+        return None  # a crop border that leaves nothing: evaluate_pair names that itself
+    mh, mw = SSIM_MIN_SIZE[protocol.ssim]
+    if h < mh or w < mw:
+        return f"{size}, smaller than the {mh}x{mw} window of SSIM protocol '{protocol.ssim}'; SSIM cannot be measured"
+    if (protocol.lpips if lpips is None else lpips) and min(h, w) < LPIPS_MIN_SIDE:
+        return f"{size}; LPIPS (AlexNet) needs at least {LPIPS_MIN_SIDE} pixels per side"
+    return None
 
 
 def evaluate_pair(pred: np.ndarray, gt: Optional[np.ndarray], protocol: Protocol = DEFAULT_PROTOCOL,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 import inspect
 
+from .errors import UnknownNameError
+
 
 class Registry:
     """A named mapping from string keys to classes/functions.
@@ -29,7 +31,7 @@ class Registry:
         if name not in self._obj:
             close = difflib.get_close_matches(str(name), list(self._obj), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise KeyError(f"unknown {self._name} '{name}'.{hint} Registered: {', '.join(sorted(self._obj))}")
+            raise UnknownNameError(f"unknown {self._name} '{name}'.{hint} Registered: {', '.join(sorted(self._obj))}")
         return self._obj[name]
 
     def __contains__(self, name):

@@ -37,10 +37,10 @@ Masks (``aux``, 1 or 3 channels; channel 0 is used). Two behaviours, chosen by O
   interpolation, which equals cv2.INTER_LINEAR on float input). With the official test mask (divided by 255) the
   level-2/3 masks are all zero.
 
-Modules kept only so official checkpoints load strictly and never run: per masked block ``mask`` (the official
-``Mask``, 22 M parameters at full size), ``conv_cat1``/``conv_cat2``, ``ffn_new.fc``, ``attn_intra.norm1``; and
-``output`` + ``fine_tune_color_map`` (the colour head, computed only when asked: ``forward(..., with_color_map=True)``;
-the GLTG prior is N(0, I) and never reads it).
+Official modules that never run, declared and not built (models/never_run.py; official checkpoints load, those
+tensors are dropped): per masked block ``mask`` (the official ``Mask``, 22 M parameters at full size),
+``conv_cat1``/``conv_cat2``, ``ffn_new.fc``, ``attn_intra.norm1``; and the colour head ``output`` +
+``fine_tune_color_map`` (the GLTG prior is N(0, I) and never reads it).
 
 Input size: H and W must be multiples of ``pad_multiple = 16`` (three 2x downsamplings, and the 4x4 patch grid at
 H/4). The official test script pads with :func:`official_auto_padding` (symmetric cv2.BORDER_REFLECT, always adding
@@ -53,6 +53,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import ENCODER_REGISTRY
+from ..never_run import declare_never_run
+from ..precision import at_least_fp32, fp32_region
 from .restormer_blocks import Attention, LayerNorm
 from .restormer_unet import (PATCH_GRID, MaskedLevel, MaskedRestormerUNet, parse_restormer_config, resize_binarise,
                              restormer_defaults)
@@ -133,14 +135,17 @@ def mask_gram(mask: torch.Tensor) -> torch.Tensor:
     if h % PATCH_GRID or w % PATCH_GRID:
         raise ValueError(f"GLTG mask of size {h}x{w} cannot be cut into a {PATCH_GRID}x{PATCH_GRID} grid "
                          f"(the official code fails the same way); pad the mask like the image")
-    p = to_patches(mask, 1)[:, 0]                       # (B, 1, 16, n)
-    return p @ p.transpose(-2, -1)
+    # A sum over every pixel of a patch: float32 under bf16/fp16 too (models/precision.py).
+    with fp32_region(mask):
+        p = to_patches(at_least_fp32(mask), 1)[:, 0]   # (B, 1, 16, n)
+        return p @ p.transpose(-2, -1)
 
 
 # ------------------------------------------------------------------------------------------------ blocks
 
 class UnusedMask(nn.Module):
-    """The official ``Mask`` module present in every masked block: parameters only, never run (spec 2.2)."""
+    """The official ``Mask`` module of every masked block, which never runs (spec 2.2): the layout that
+    models/never_run.py drops on load and engine/export_official.py writes back."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -174,7 +179,7 @@ class AttentionIntra(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1, 1))
-        self.norm1 = LayerNorm(dim, True)  # official, unused
+        declare_never_run(self, "norm1", lambda: LayerNorm(dim, True))
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
@@ -186,12 +191,15 @@ class AttentionIntra(nn.Module):
         hp, wp = xp.shape[-2:]
         q, k, v = self.qkv_dwconv(self.qkv(xp)).chunk(3, dim=1)
         n = self.num_heads
-        # temperature (heads, 1, 1, 1) broadcasts over (B, heads, C/heads, 16, pixels); folded into q.
-        q = F.normalize(to_patches(q, n), dim=-1) * self.temperature
-        k = F.normalize(to_patches(k, n), dim=-1)
-        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
-        attn = torch.softmax(attn + self.get_attn_m(gram), dim=-1)
-        out = from_patches(attn @ to_patches(v, n), hp, wp)[..., :h, :w]
+        # The cosine similarities sum over every pixel of a patch (a quarter of the image's rows and columns):
+        # float32 under bf16/fp16 too (models/precision.py); only the 16x16 result is cast back for the V product.
+        with fp32_region(q):
+            # temperature (heads, 1, 1, 1) broadcasts over (B, heads, C/heads, 16, pixels); folded into q.
+            q = F.normalize(to_patches(at_least_fp32(q), n), dim=-1) * self.temperature.float()
+            k = F.normalize(to_patches(at_least_fp32(k), n), dim=-1)
+            attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+            attn = torch.softmax(attn + self.get_attn_m(gram).float(), dim=-1)
+        out = from_patches(attn.to(v.dtype) @ to_patches(v, n), hp, wp)[..., :h, :w]
         return self.project_out(out)    # a 1x1 conv commutes with the crop
 
 
@@ -207,8 +215,8 @@ class FeedForwardNew(nn.Module):
         self.c32 = nn.Conv2d(2, 2, 3, padding=1, bias=bias)
         self.c33 = nn.Conv2d(2, 1, 3, padding=1, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
-        self.fc = nn.Sequential(nn.Conv2d(hidden, hidden // 16, 1, bias=False), nn.ReLU(),
-                                nn.Conv2d(hidden // 16, hidden, 1, bias=False))  # official, unused
+        declare_never_run(self, "fc", lambda: nn.Sequential(nn.Conv2d(hidden, hidden // 16, 1, bias=False), nn.ReLU(),
+                                                            nn.Conv2d(hidden // 16, hidden, 1, bias=False)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
@@ -224,15 +232,15 @@ class TransformerBlockWithMask(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
         super().__init__()
-        self.mask = UnusedMask(dim, num_heads)
+        declare_never_run(self, "mask", lambda: UnusedMask(dim, num_heads))
         self.norm1 = LayerNorm(dim, layernorm_bias)
         self.attn = Attention(dim, num_heads, bias)
         self.norm2 = LayerNorm(dim, layernorm_bias)
         self.norm3 = LayerNorm(dim, layernorm_bias)
         self.ffn_new = FeedForwardNew(dim, ffn_expansion_factor, bias)
         self.attn_intra = AttentionIntra(dim, num_heads)
-        self.conv_cat1 = nn.Conv2d(2 * dim, dim, 3, padding=1, bias=True)  # official, unused
-        self.conv_cat2 = nn.Conv2d(2 * dim, dim, 3, padding=1, bias=True)  # official, unused
+        declare_never_run(self, "conv_cat1", lambda: nn.Conv2d(2 * dim, dim, 3, padding=1, bias=True))
+        declare_never_run(self, "conv_cat2", lambda: nn.Conv2d(2 * dim, dim, 3, padding=1, bias=True))
 
     def forward(self, x: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -252,17 +260,16 @@ class GLTGMaskedLevel(MaskedLevel):
 class GLTGRestormer(MaskedRestormerUNet):
     """GLTG-AFlow's Restormer encoder (official `restormer_arch.Restormer` names; sizes from network_G.restormer).
 
-    ``forward(lq, aux, with_color_map=False)``: lq (B, 3, H, W) log low image, aux (B, 1 or 3, H, W) zero-element
-    mask in {0, 1} (``data.preprocess.aux_input(low01, 'gltg_mask')``, required). Returns fea_up0/1/2
-    (with cat_f concatenated), cat_f and, when asked, color_map (the colour head ``output`` +
-    ``fine_tune_color_map``; the N(0, I) prior never uses it).
+    ``forward(lq, aux)``: lq (B, 3, H, W) log low image, aux (B, 1 or 3, H, W) zero-element mask in {0, 1}
+    (``data.preprocess.aux_input(low01, 'gltg_mask')``, required). Returns fea_up0/1/2 (with cat_f concatenated)
+    and cat_f. (The official colour head is never run and not built: the N(0, I) prior never uses it.)
     """
 
     aux_input = "gltg_mask"
     pad_multiple = 16
     masked_level = GLTGMaskedLevel
     reduce_fea_up1 = True       # fea_up1 = reduce_chan1(decoder_level3)
-    color_head_in = None        # fine_tune_color_map reads out_channels channels
+    color_head_in = None        # the (never-run) fine_tune_color_map reads out_channels channels
 
     def __init__(self, opt: dict):
         super().__init__(gltg_config(opt))
@@ -294,12 +301,9 @@ class GLTGRestormer(MaskedRestormerUNet):
         return [mask_gram(pad4(resize_binarise(m, s))) for s in sizes]
 
     # -- forward -------------------------------------------------------------------------------------------------
-    def forward(self, lq: torch.Tensor, aux: torch.Tensor | None = None, with_color_map: bool = False) -> dict:
+    def forward(self, lq: torch.Tensor, aux: torch.Tensor | None = None) -> dict:
         h, w = lq.shape[-2:]
         if h % 8 or w % 8:
             raise ValueError(f"GLTGRestormer: input {h}x{w} must be a multiple of 8 (pad_multiple is "
                              f"{self.pad_multiple}; pad with official_auto_padding or the inference pipeline)")
-        out = self.unet(lq, *self.mask_grams(aux, lq))
-        if with_color_map:
-            out["color_map"] = self.fine_tune_color_map(self.output(out["cat_f"]) + lq)
-        return out
+        return self.unet(lq, *self.mask_grams(aux, lq))

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import OptionError, UnknownNameError
 from utils.registry import ENCODER_REGISTRY
 from .lewin import LeWinLayer, win_size_from_table_rows
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
@@ -56,31 +57,31 @@ def msformer_options(opt: dict) -> dict:
     known = {**MSFORMER_DEFAULTS, **MSFORMER_EXTRA_DEFAULTS}
     unknown = sorted(k for k in given if k not in known and k not in _UNSUPPORTED)
     if unknown:
-        raise KeyError(f"network_G.msformer: unknown key(s) {', '.join(map(repr, unknown))}; "
-                       f"allowed: {', '.join(sorted(known))}")
+        raise UnknownNameError(f"network_G.msformer: unknown key(s) {', '.join(map(repr, unknown))}; "
+                               f"allowed: {', '.join(sorted(known))}")
     for k in _UNSUPPORTED:
         if given.pop(k, None) is not None:
-            raise ValueError(f"network_G.msformer.{k} is not used by MSFormer (it has no output projection); "
-                             f"remove it")
+            raise OptionError(f"network_G.msformer.{k} is not used by MSFormer (it has no output projection); "
+                              f"remove it")
     cfg = {**known, **{k: v for k, v in given.items() if v is not None}}
     for key, n in (("heads", 4), ("depths", 7), ("num_heads", 7)):
         if not isinstance(cfg[key], (list, tuple)) or len(cfg[key]) != n:
-            raise ValueError(f"network_G.msformer.{key} must be a list of {n} integers, got {cfg[key]!r}")
+            raise OptionError(f"network_G.msformer.{key} must be a list of {n} integers, got {cfg[key]!r}")
     if int(cfg["win_size"]) < 1:
-        raise ValueError(f"network_G.msformer.win_size must be a positive integer, got {cfg['win_size']!r}")
+        raise OptionError(f"network_G.msformer.win_size must be a positive integer, got {cfg['win_size']!r}")
     if cfg["token_mlp"] != "leff":
         # The official LeWin block always builds LeFF whatever token_mlp says; only that network exists.
-        raise ValueError(f"network_G.msformer.token_mlp: only 'leff' is implemented, got {cfg['token_mlp']!r}")
+        raise OptionError(f"network_G.msformer.token_mlp: only 'leff' is implemented, got {cfg['token_mlp']!r}")
     if cfg["token_projection"] not in ("conv", "linear"):
-        raise ValueError(f"network_G.msformer.token_projection must be 'conv' or 'linear', "
-                         f"got {cfg['token_projection']!r}")
+        raise OptionError(f"network_G.msformer.token_projection must be 'conv' or 'linear', "
+                          f"got {cfg['token_projection']!r}")
     if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
-        raise ValueError(f"network_G.msformer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
-                         f"got {cfg['LayerNorm_type']!r}")
+        raise OptionError(f"network_G.msformer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
+                          f"got {cfg['LayerNorm_type']!r}")
     d = cfg["depths"]
     if sum(d[4:7]) > sum(d[:3]):
-        raise ValueError(f"network_G.msformer.depths {d}: the decoder's drop-path rates are the encoder's reversed, "
-                         f"so sum(depths[4:7]) must not exceed sum(depths[:3])")
+        raise OptionError(f"network_G.msformer.depths {d}: the decoder's drop-path rates are the encoder's reversed, "
+                          f"so sum(depths[4:7]) must not exceed sum(depths[:3])")
     return cfg
 
 

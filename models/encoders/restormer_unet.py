@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import OptionError, UnknownNameError
+from ..never_run import declare_never_run
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
 
 PATCH_GRID = 4          # official N: a 4x4 grid of large patches (16 tokens)
@@ -46,33 +48,33 @@ def parse_restormer_config(opt: dict, defaults: dict, owner: str) -> dict:
     """
     given = ((opt.get("network_G") or {}).get("restormer")) or {}
     if not isinstance(given, dict):
-        raise TypeError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
+        raise OptionError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
     given = {k: v for k, v in given.items() if v is not None}  # None = unset (options/schema.py fills None)
     for key in given:
         if key not in defaults:
-            raise KeyError(f"network_G.restormer: unknown key '{key}' for {owner}; "
-                           f"allowed keys: {', '.join(defaults)}")
+            raise UnknownNameError(f"network_G.restormer: unknown key '{key}' for {owner}; "
+                                   f"allowed keys: {', '.join(defaults)}")
     cfg = {**defaults, **given}
     for key in ("num_blocks", "heads"):
         val = cfg[key]
         if not isinstance(val, (list, tuple)) or len(val) != 4 or not all(isinstance(v, int) and v > 0 for v in val):
-            raise ValueError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
+            raise OptionError(f"network_G.restormer.{key} must be a list of 4 positive integers, got {val!r}")
         cfg[key] = list(val)
     for key in ("dim", "num_refinement_blocks", "inp_channels", "out_channels"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
-            raise ValueError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
+            raise OptionError(f"network_G.restormer.{key} must be a positive integer, got {cfg[key]!r}")
     if cfg["LayerNorm_type"] not in ("WithBias", "BiasFree"):
-        raise ValueError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
-                         f"got {cfg['LayerNorm_type']!r}")
+        raise OptionError(f"network_G.restormer.LayerNorm_type must be 'WithBias' or 'BiasFree', "
+                          f"got {cfg['LayerNorm_type']!r}")
     for key, default in defaults.items():
         if isinstance(default, bool) and not isinstance(cfg[key], bool):
-            raise ValueError(f"network_G.restormer.{key} must be true or false, got {cfg[key]!r}")
+            raise OptionError(f"network_G.restormer.{key} must be true or false, got {cfg[key]!r}")
     if float(cfg["ffn_expansion_factor"]) <= 0:
-        raise ValueError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
+        raise OptionError(f"network_G.restormer.ffn_expansion_factor must be > 0, got {cfg['ffn_expansion_factor']!r}")
     for i, h in enumerate(cfg["heads"]):   # heads[0] also serves the decoder's 2*dim width: implied by dim % heads[0]
         width = cfg["dim"] * 2 ** i
         if width % h:
-            raise ValueError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
+            raise OptionError(f"network_G.restormer: heads[{i}]={h} does not divide the level width {width}")
     return cfg
 
 
@@ -129,8 +131,9 @@ class MaskedRestormerUNet(nn.Module):
 
     Subclasses set ``masked_level`` (a :class:`MaskedLevel` subclass), ``reduce_fea_up1`` (whether fea_up1 goes
     through ``reduce_chan1``) and ``color_head_in`` (input channels of ``fine_tune_color_map``; None: out_channels),
-    parse their config and call ``super().__init__(cfg)``. ``output``, ``fine_tune_color_map`` and the
-    ``reduce_chan*`` convs exist for strict checkpoint loading whether or not the subclass runs them.
+    parse their config and call ``super().__init__(cfg)``. The official colour head (``output``,
+    ``fine_tune_color_map``; both priors are N(0, I)) and, when fea_up1 does not use it, ``reduce_chan1`` never run:
+    declared, not built (models/never_run.py).
     """
 
     masked_level: type[MaskedLevel]
@@ -166,11 +169,15 @@ class MaskedRestormerUNet(nn.Module):
         self.refinement = transformer_stack(cfg["num_refinement_blocks"], dim * 2, heads[0], ffn, bias, ln)
 
         color_in = cfg["out_channels"] if self.color_head_in is None else self.color_head_in
-        self.output = nn.Conv2d(dim * 2, cfg["out_channels"], 3, padding=1, bias=bias)
-        self.fine_tune_color_map = nn.Sequential(
-            nn.Conv2d(color_in, 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1), nn.Sigmoid())
+        out_ch = cfg["out_channels"]
+        declare_never_run(self, "output", lambda: nn.Conv2d(dim * 2, out_ch, 3, padding=1, bias=bias))
+        declare_never_run(self, "fine_tune_color_map", lambda: nn.Sequential(
+            nn.Conv2d(color_in, 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1), nn.Conv2d(128, 192, 3, 2, 1), nn.Sigmoid()))
         self.reduce_chan0 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
-        self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
+        if self.reduce_fea_up1:
+            self.reduce_chan1 = nn.Conv2d(dim * 4, dim * 4, 1, bias=bias)
+        else:
+            declare_never_run(self, "reduce_chan1", lambda: nn.Conv2d(dim * 4, dim * 4, 1, bias=bias))
         self.reduce_chan2 = nn.Conv2d(dim * 2, dim * 4, 1, bias=bias)
 
     @property

@@ -5,7 +5,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import OptionError
 from utils.registry import ENCODER_REGISTRY
+from ..never_run import declare_never_run
+from ..precision import at_least_fp32, fp32_region, keep_fp32
 
 
 class ResidualDenseBlock(nn.Module):
@@ -57,7 +60,8 @@ class ConEncoder1(nn.Module):
     """LLFlow encoder. Expects `lq` = [log(low + 1e-3) (3 ch), histeq(low) (3 ch, if concat_histeq)].
 
     Conditioning per flow level = own features + nearest-resized RRDB trunk taps (`flow.stackRRDB.blocks`).
-    `downconv3`, `HRconv`, `conv_last` and `awb_para` exist only so official checkpoints load strictly.
+    The official `downconv3`, `HRconv`, `conv_last` and `awb_para` never run: declared, not built
+    (models/never_run.py).
     """
 
     aux_input = None
@@ -67,8 +71,8 @@ class ConEncoder1(nn.Module):
         super().__init__()
         net = opt["network_G"]
         if opt.get("concat_color_map"):
-            raise NotImplementedError("concat_color_map: true is not supported (the official channel count is wrong "
-                                      "whenever concat_histeq is on); set it to false")
+            raise OptionError("concat_color_map: true is not supported (the official channel count is wrong "
+                              "whenever concat_histeq is on); set it to false")
         nf, nb = int(net.get("nf", 64)), int(net.get("nb", 24))
         gc = int(net.get("gc", 32))
         in_nc = int(net.get("in_nc", 3)) + (3 if opt.get("concat_histeq") else 0) + (1 if opt.get("gray_map") else 0)
@@ -77,18 +81,21 @@ class ConEncoder1(nn.Module):
         self.taps = [int(b) for b in (stack.get("blocks") or [])]
         self.concat_taps = bool(stack.get("concat", True)) and bool(self.taps)
         if any(b >= nb or b < 0 for b in self.taps):
-            raise ValueError(f"network_G.flow.stackRRDB.blocks {self.taps} must index RRDB blocks 0..{nb - 1}")
+            raise OptionError(f"network_G.flow.stackRRDB.blocks {self.taps} must index RRDB blocks 0..{nb - 1}")
         self.conv_first = nn.Conv2d(in_nc + 6, nf, 3, padding=1)
         self.conv_second = nn.Conv2d(nf, nf, 3, padding=1)
         self.RRDB_trunk = nn.Sequential(*[RRDB(nf, gc) for _ in range(nb)])
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
         self.downconv1 = nn.Conv2d(nf, nf, 3, padding=1)
         self.downconv2 = nn.Conv2d(nf, nf, 3, padding=1)
-        self.downconv3 = nn.Conv2d(nf, nf, 3, padding=1)
-        self.HRconv = nn.Conv2d(nf, nf, 3, padding=1)
-        self.conv_last = nn.Conv2d(nf, int(net.get("out_nc", 3)), 3, padding=1)
-        self.awb_para = nn.Linear(nf, 3)
-        self.fine_tune_color_map = nn.Sequential(nn.Conv2d(nf, 3, 1), nn.Sigmoid())
+        out_nc = int(net.get("out_nc", 3))
+        declare_never_run(self, "downconv3", lambda: nn.Conv2d(nf, nf, 3, padding=1))
+        declare_never_run(self, "HRconv", lambda: nn.Conv2d(nf, nf, 3, padding=1))
+        declare_never_run(self, "conv_last", lambda: nn.Conv2d(nf, out_nc, 3, padding=1))
+        declare_never_run(self, "awb_para", lambda: nn.Linear(nf, 3))
+        # The colour map is the prior mean, i.e. the latent z itself at heat 0: float32 under bf16/fp16 too
+        # (models/precision.py); a 1x1 conv to 3 channels, so this costs next to nothing.
+        self.fine_tune_color_map = keep_fp32(nn.Sequential(nn.Conv2d(nf, 3, 1), nn.Sigmoid()))
 
     def forward(self, lq: torch.Tensor, aux=None) -> dict:
         x = lq
@@ -113,7 +120,9 @@ class ConEncoder1(nn.Module):
         fea_down4 = F.leaky_relu(fea_down4, 0.2)
         fea_down8 = self.downconv2(F.interpolate(fea_down4, scale_factor=0.5, mode="bilinear",
                                                  align_corners=False, recompute_scale_factor=True))
-        out["color_map"] = self.fine_tune_color_map(F.interpolate(fea_down2, scale_factor=2, mode="nearest"))
+        with fp32_region(fea_down2):
+            out["color_map"] = self.fine_tune_color_map(F.interpolate(at_least_fp32(fea_down2), scale_factor=2,
+                                                                       mode="nearest"))
         feats = {"fea_up0": fea_down8, "fea_up1": fea_down4, "fea_up2": fea_down2, "fea_up4": fea_head,
                  "last_lr_fea": fea_down4}
         if self.concat_taps:

@@ -26,8 +26,9 @@ Deliberate differences from the official code (none changes a result on valid in
   channels and is applied with one batched matmul; SDPA would recompute it per block, and its head size (H*W/16)
   is far beyond the fused kernels anyway.
 
-Modules kept only so official checkpoints load strictly, never run in forward: `attn_share` (Attentionshare) in every
-masked block, `Mask.norm1`, `output`, `fine_tune_color_map`, `reduce_chan1`.
+Official modules that never run, declared and not built (models/never_run.py; official checkpoints load, those
+tensors are dropped): `attn_share` (Attentionshare) in every masked block, `Mask.norm1`, `output`,
+`fine_tune_color_map`, `reduce_chan1`.
 
 Input size: H and W must be multiples of ``pad_multiple = 8``. Three PixelUnshuffle(2) downsamplings and the flow's
 three squeezes need 8; the 4x4 patch grid needs H/k divisible by 4 at levels k = 1, 2, 4. That holds at levels 1 and 2
@@ -43,6 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import ENCODER_REGISTRY
+from ..never_run import declare_never_run
+from ..precision import at_least_fp32, fp32_region
 from .restormer_blocks import Attention, FeedForward, LayerNorm
 from .restormer_unet import (PATCH_GRID, MaskedLevel, MaskedRestormerUNet, pad_to_multiple, parse_restormer_config,
                              resize_binarise, restormer_defaults)
@@ -86,8 +89,10 @@ def mask_attention_map(mask: torch.Tensor, temperature: float = MASK_TEMPERATURE
     """softmax(cos-sim of the 16 mask patches * T): (B, 16, 16). All-zero patches get zero similarity to all."""
     if mask.shape[1] != 1:
         raise ValueError(f"the ZMAR mask must have 1 channel, got {mask.shape[1]}")
-    q = F.normalize(to_patches(mask), dim=-1)
-    return torch.softmax(q @ q.transpose(-2, -1) * temperature, dim=-1)
+    # Sums over every pixel of a patch: float32 under bf16/fp16 too (models/precision.py).
+    with fp32_region(mask):
+        q = F.normalize(to_patches(at_least_fp32(mask)), dim=-1)
+        return torch.softmax(q @ q.transpose(-2, -1) * temperature, dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -96,13 +101,13 @@ class Mask(nn.Module):
     """Zero-element mask attention: out = proj(A @ V) with A from the mask only (official name `Mask`).
 
     Always bias-free with a WithBias `norm1` (the official constructor ignores the block's bias/LayerNorm_type);
-    `norm1` is never used. `qkv_dwconv` is a dense 3x3 conv of which only the V third is used.
+    `norm1` never runs (declared, not built). `qkv_dwconv` is a dense 3x3 conv of which only the V third is used.
     """
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads  # heads do not change the maths: A is shared by every channel
-        self.norm1 = LayerNorm(dim, True)
+        declare_never_run(self, "norm1", lambda: LayerNorm(dim, True))
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, bias=False)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
@@ -120,12 +125,13 @@ class Mask(nn.Module):
         xp = pad_to_multiple(x)
         hp, wp = xp.shape[-2:]
         v = F.conv2d(xp, self.value_weight(), padding=1)
-        out = from_patches(torch.bmm(attn, to_patches(v)), v.shape[1], hp, wp)
+        out = from_patches(torch.bmm(attn.to(v.dtype), to_patches(v)), v.shape[1], hp, wp)
         return self.project_out(out[:, :, :h, :w])
 
 
 class Attentionshare(nn.Module):
-    """Parameters of the official (never-run) shared-V attention, kept so checkpoints load strictly."""
+    """The official shared-V attention, which never runs: the layout that models/never_run.py drops on load and
+    engine/export_official.py writes back."""
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False):
         super().__init__()
@@ -148,7 +154,7 @@ class TransformerBlockWithMask(nn.Module):
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
         super().__init__()
         self.mask = Mask(dim, num_heads)
-        self.attn_share = Attentionshare(dim, num_heads, bias)
+        declare_never_run(self, "attn_share", lambda: Attentionshare(dim, num_heads, bias))
         self.norm1 = LayerNorm(dim, layernorm_bias)
         self.attn = Attention(dim, num_heads, bias)
         self.norm2 = LayerNorm(dim, layernorm_bias)
@@ -178,11 +184,12 @@ class ZMARRestormer(MaskedRestormerUNet):
 
     ``forward(lq, aux)``: lq (B, 3, H, W) log low image, aux (B, 1, H, W) chromaticity mask
     (``data.preprocess.chroma_mask(low01, 'unbalanced_is_one')``). Returns fea_up0/1/2 (with cat_f concatenated)
-    and cat_f. ``output``, ``fine_tune_color_map`` and ``reduce_chan1`` are checkpoint entries only, never run.
+    and cat_f. The official ``output``, ``fine_tune_color_map`` and ``reduce_chan1`` never run (not built).
     """
 
     aux_input = "zmar_mask"
     pad_multiple = 8
+    min_size = 16  # the mask attention reflect-pads the 1/8-scale features to a multiple of 4
     masked_level = ZMARMaskedLevel
     reduce_fea_up1 = False      # fea_up1 = decoder_level3 itself
     color_head_in = 3           # the official colour head reads 3 channels whatever out_channels is

@@ -5,9 +5,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..precision import at_least_fp32, fp32_region
+
 
 class InvertibleConv1x1(nn.Module):
-    """y = W x per pixel; log-det = H*W*log|det W|. Weight shape (C, C) as in official checkpoints."""
+    """y = W x per pixel; log-det = H*W*log|det W|. Weight shape (C, C) as in official checkpoints.
+
+    Always float32 (models/precision.py), also under bf16/fp16: its inverse is a matrix inverse applied to the flow's
+    state z, and a rounding error here is carried unchanged through every later step of the reverse pass.
+    """
+
+    keep_fp32 = True
 
     def __init__(self, num_channels: int, generator: torch.Generator | None = None):
         super().__init__()
@@ -31,6 +39,10 @@ class InvertibleConv1x1(nn.Module):
         return self._cache
 
     def forward(self, x, logdet=None, reverse: bool = False):
+        with fp32_region(x):    # float32 under autocast too (see the class docstring)
+            return self._forward(at_least_fp32(x), logdet, reverse)
+
+    def _forward(self, x, logdet, reverse: bool):
         c = self.weight.shape[0]
         hw = x.shape[2] * x.shape[3]
         if not reverse:

@@ -4,7 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import FLOW_STEP_REGISTRY
+from ..never_run import declare_never_run
+from ..precision import at_least_fp32
+from .invertible_backprop import run_step
 from .ops import SqueezeLayer
 
 # Conditioning tensor per level at scale 1: level 1 (H/2) <- fea_up2, level 2 (H/4) <- fea_up1, level 3 (H/8) <- fea_up0.
@@ -14,7 +18,8 @@ LEVEL_TO_NAME = {1: "fea_up2", 2: "fea_up1", 3: "fea_up0"}
 class FlowUpsamplerNet(nn.Module):
     """L levels of squeeze -> `n_noaffine` ActNorm+invconv steps -> K coupling steps; no split.
 
-    `unused_f_in`: when not None, also holds the official (never-used) `f` conv so official checkpoints load strictly.
+    `unused_f_in`: when not None, the official checkpoints hold a never-run `f` conv with that many input channels
+    (declared, not built: models/never_run.py).
     """
 
     def __init__(self, in_channels: int, cond_channels: int, opt: dict, K: int, L: int = 3, n_noaffine: int = 2,
@@ -22,7 +27,7 @@ class FlowUpsamplerNet(nn.Module):
                  unused_f_in: int | None = None, seed: int | None = None):
         super().__init__()
         if L > len(LEVEL_TO_NAME):
-            raise ValueError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
+            raise OptionError(f"network_G.flow.L={L}: only L <= {len(LEVEL_TO_NAME)} levels have conditioning features")
         step_cls = FLOW_STEP_REGISTRY.get(step)
         rng = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,), device="cpu")))
         self.layers = nn.ModuleList()
@@ -44,21 +49,27 @@ class FlowUpsamplerNet(nn.Module):
                 layer.init_by_position(i)
         self.out_channels = c
         self.L = L
+        # train.invertible_backprop (models/flow/invertible_backprop.py): steps store their outputs only
+        self.invertible_backprop = False
         if unused_f_in is not None:
-            self.f = nn.Sequential(nn.Conv2d(unused_f_in, 384, 3, padding=1))
+            declare_never_run(self, "f", lambda: nn.Sequential(nn.Conv2d(unused_f_in, 384, 3, padding=1)))
 
     def encode(self, x, cond: dict, logdet):
         """Image -> latent (training direction)."""
-        z = x
+        z, logdet = at_least_fp32(x), at_least_fp32(logdet)   # the flow's state stays float32 (models/precision.py)
+        invertible = self.invertible_backprop and torch.is_grad_enabled()
         for layer, level in zip(self.layers, self.level_of):
             if isinstance(layer, SqueezeLayer):
                 z, logdet = layer(z, logdet)
+            elif invertible:
+                z, logdet = run_step(layer, z, logdet, cond[LEVEL_TO_NAME[level]])
             else:
                 z, logdet = layer(z, logdet, cond[LEVEL_TO_NAME[level]])
         return z, logdet
 
     def decode(self, z, cond: dict, logdet):
         """Latent -> image (inference direction)."""
+        z, logdet = at_least_fp32(z), at_least_fp32(logdet)   # the flow's state stays float32 (models/precision.py)
         for layer, level in zip(reversed(self.layers), reversed(self.level_of)):
             if isinstance(layer, SqueezeLayer):
                 z, logdet = layer(z, logdet, reverse=True)

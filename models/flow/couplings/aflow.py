@@ -32,8 +32,8 @@ The official code is broken here (spec 0 fact 10, 9 GLTG 2-3); the design decisi
    official checkpoint (which lacks them) always gives one image. ``init_aflow_heads(module)`` re-draws them with a
    distinct seed per step (call it once after building the flow); ``AFlowStep.optional_checkpoint_keys()`` and
    :func:`aflow_head_parameter_names` list them for the checkpoint loader.
-7. Official-name modules kept but unused: ``affine.fFeatures`` (the conditional injector, never applied by the
-   official coupling) and ``affine.sp_att`` (a 7x7 spatial map); both load from checkpoints and never run.
+7. Official modules that never run: ``affine.fFeatures`` (the conditional injector, never applied by the official
+   coupling) and ``affine.sp_att`` (a 7x7 spatial map): declared, not built (models/never_run.py).
 """
 from __future__ import annotations
 
@@ -42,7 +42,10 @@ import math
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
+from ...never_run import declare_never_run
+from ...precision import at_least_fp32, keep_fp32
 from ..invconv import InvertibleConv1x1
 from ..ops import ActNorm2d, ActNormConv2d, affine_subnet, split_half, sum_chw
 from .llflow import affine_params, coupling_opts
@@ -126,7 +129,8 @@ class SAN(_HalfMap):
 
     def attention_map(self, z1, ft):
         h = self.head(torch.cat([z1, self.ft_proj(ft)], 1))
-        return torch.sigmoid(self.spatial(channel_pool(h)) + 2.0) + MAP_EPS
+        # z2 is divided by this map on the reverse pass and its log enters the log-det: float32 (models/precision.py)
+        return torch.sigmoid(at_least_fp32(self.spatial(channel_pool(h))) + 2.0) + MAP_EPS
 
     @torch.no_grad()
     def reset_heads(self, g: torch.Generator):
@@ -156,7 +160,7 @@ class CSN(_HalfMap):
         """The map from h's mean over W (B, width, H, 1) and over H (B, width, 1, W)."""
         rows = self.fc_row(row_mean).squeeze(3)                     # (B, k, H)
         cols = self.fc_col(col_mean).squeeze(2)                     # (B, k, W)
-        a = rows.transpose(1, 2) @ cols                             # (B, H, W)
+        a = at_least_fp32(rows.transpose(1, 2) @ cols)              # (B, H, W); float32 as in SAN
         return (torch.sigmoid(a + 2.0) + MAP_EPS).unsqueeze(1)
 
     def attention_map(self, z1, ft):
@@ -234,7 +238,7 @@ class NN_F(nn.Module):  # noqa: N801 (official name)
 class AFlowCoupling(nn.Module):
     """Self-conditional affine coupling z2 <- (z2 + t) * s, [t, s~] = NN_F(cat[z1, ft]) (official GLTG coupling).
 
-    ``fFeatures`` and ``sp_att`` exist only so official checkpoints load; they never run.
+    The official ``fFeatures`` and ``sp_att`` never run: declared, not built (models/never_run.py).
     """
 
     def __init__(self, in_channels: int, cond_channels: int, opt: dict):
@@ -242,9 +246,9 @@ class AFlowCoupling(nn.Module):
         hidden, self.eps = coupling_opts(opt)
         c1 = in_channels // 2
         c2 = in_channels - c1
-        self.sp_att = SpatialMap(7)                                                # official, unused
+        declare_never_run(self, "sp_att", lambda: SpatialMap(7))
         self.fAffine = NN_F(c1 + cond_channels, 2 * c2, hidden)
-        self.fFeatures = NN_F(cond_channels, 2 * in_channels, hidden)               # official, unused
+        declare_never_run(self, "fFeatures", lambda: NN_F(cond_channels, 2 * in_channels, hidden))
 
     def forward(self, z, logdet, ft, reverse: bool = False):
         z1, z2 = split_half(z)
@@ -269,9 +273,9 @@ class AFlowStep(nn.Module):
     def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
         super().__init__()
         if in_channels % 2:
-            raise ValueError(f"AFlowStep needs an even channel count, got {in_channels}")
+            raise OptionError(f"AFlowStep needs an even channel count, got {in_channels}")
         width, _ = coupling_opts(opt)
-        self.actnorm = ActNorm2d(in_channels)
+        self.actnorm = keep_fp32(ActNorm2d(in_channels))   # acts on the flow's state z: float32 (models/precision.py)
         self.invconv = InvertibleConv1x1(in_channels, rng)
         self.sp_att = SAN(in_channels, cond_channels, width)
         self.csn = CSN(in_channels, cond_channels, width)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY
 from ..ops import affine_subnet, split_half, sum_chw
 from .llflow import after_first_conv, affine_params, cond_first_convs, coupling_opts, z_part_first_conv
@@ -33,8 +34,8 @@ class ChannelGate(nn.Module):
         super().__init__()
         mid = channels // reduction
         if mid < 1:
-            raise ValueError(f"CBAM channel gate: {channels} channels with reduction {reduction} leaves no hidden "
-                             f"unit; use flow.CondAffineSeparatedAndCond.hidden_channels >= {reduction}")
+            raise OptionError(f"CBAM channel gate: {channels} channels with reduction {reduction} leaves no hidden "
+                              f"unit; use flow.CondAffineSeparatedAndCond.hidden_channels >= {reduction}")
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, mid), nn.ReLU(), nn.Linear(mid, channels))
 
     def gate(self, mean, amax):
@@ -132,10 +133,11 @@ class CrossCoupling(nn.Module):
         halves[target] = _affine(halves[target], t, s, reverse)
         return torch.cat(halves, 1), s
 
-    def forward(self, z, logdet, ft, reverse: bool = False):
+    def forward(self, z, logdet, ft, reverse: bool = False, cond=None):
+        """`cond`: :meth:`conditional`'s result for this ft when the caller already has it."""
         if z.shape[1] != self.in_channels:
             raise ValueError(f"CrossCoupling built for {self.in_channels} channels, got {z.shape[1]}")
-        cond = self.conditional(ft)
+        cond = self.conditional(ft) if cond is None else cond
         # Each inverse stage removes the log of its own scale. The official reverse subtracts sum(log s_2) when
         # undoing stage 2 (a copy-paste slip; it should be s_1): only its reported log-det is wrong, z is the same.
         for i in ((3, 2, 1, 0) if reverse else (0, 1, 2, 3)):

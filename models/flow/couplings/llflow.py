@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import COUPLING_REGISTRY
+from ...precision import at_least_fp32
 from ..ops import affine_subnet, split_cross, split_half, sum_chw
 
 
@@ -18,8 +19,12 @@ def coupling_opts(opt: dict, default_hidden: int = 64, default_eps: float = 1e-4
 
 
 def affine_params(h: torch.Tensor, eps: float):
-    """(shift, scale) from a subnet output: shift = even channels, scale = sigmoid(odd + 2) + eps."""
-    shift, raw = split_cross(h)
+    """(shift, scale) from a subnet output: shift = even channels, scale = sigmoid(odd + 2) + eps.
+
+    Both in float32 even when the subnet ran in bf16/fp16: z is divided by the scale on the reverse pass and log(scale)
+    is the log-det (models/precision.py).
+    """
+    shift, raw = split_cross(at_least_fp32(h))
     return shift, torch.sigmoid(raw + 2.0) + eps
 
 
@@ -45,8 +50,9 @@ class CondAffineSeparatedAndCond(nn.Module):
         """(shift, scale) of the coupling from z1 and the precomputed ft part of fAffine's first conv."""
         return affine_params(after_first_conv(self.fAffine, z_part_first_conv(self.fAffine, z1, ha)), self.eps)
 
-    def forward(self, z, logdet, ft, reverse: bool = False):
-        shift_f, scale_f, ha = self.conditional(ft)
+    def forward(self, z, logdet, ft, reverse: bool = False, cond=None):
+        """`cond`: :meth:`conditional`'s result for this ft when the caller already has it."""
+        shift_f, scale_f, ha = self.conditional(ft) if cond is None else cond
         if not reverse:
             z = (z + shift_f) * scale_f
             logdet = logdet + sum_chw(torch.log(scale_f))

@@ -27,8 +27,8 @@ class SNFlowCoupling(CondAffineSeparatedAndCond):
         c1 = in_channels // 2
         self.fAffine2 = affine_subnet(c1, 2 * (in_channels - c1), hidden)
 
-    def forward(self, z, logdet, ft, reverse: bool = False):
-        shift_f, scale_f, ha = self.conditional(ft)
+    def forward(self, z, logdet, ft, reverse: bool = False, cond=None):
+        shift_f, scale_f, ha = self.conditional(ft) if cond is None else cond
         if not reverse:
             z = (z + shift_f) * scale_f
             z1, z2 = split_half(z)

@@ -1,0 +1,126 @@
+"""N2LDiffNet: condition encoder + diffusion denoiser, the network checkpoints hold (official names ``model.*``,
+``encoder.*``), with the enhance protocol of engine/inference.py (here: normal light in, low light out)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..checkpoint import load_weights
+from .condition import histeq
+from .diffusion import CenterDiffusion
+from .unet import ConditionEncoder, Denoiser
+
+# Sub-modules a real training checkpoint of the official code also holds (torchmetrics LPIPS-VGG attached in
+# on_train_start, lpips AlexNet in on_validation_start): loss/metric networks, not part of the model.
+TRAINING_ONLY_PREFIXES = ("lpips.", "loss_fn_alex.")
+
+
+def seed_for(seed: int, index: int = 0) -> int:
+    """A 63-bit generator seed mixed from (seed, index) (numpy SeedSequence), so nearby pairs are unrelated."""
+    a, b = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(2)
+    return ((int(a) << 32) | int(b)) & 0x7FFFFFFFFFFFFFFF
+
+
+class N2LDiffNet(nn.Module):
+    """``encoder`` (official Unet_cond2) and ``model`` (official EnlightDiffusion with its ``unet``).
+
+    enhance protocol: ``pad_multiple`` (32, as the official unpaired test pads), ``aux_input`` None,
+    ``enhance(lq, aux=None, heat=0.0)`` = the sampler (``sample_steps`` steps, default T), seeded with
+    ``sample_seed`` on every call, so the same input always gives the same output. ``heat`` has no meaning for
+    this sampler and is ignored.
+    """
+
+    aux_input = None
+    uses_heat = False
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        c = dict(cfg)
+        mults = tuple(int(m) for m in c["dim_mults"])
+        common = dict(dim=int(c["dim"]), dim_mults=mults, use_in=bool(c["use_instance_norm"]),
+                      weight_init=bool(c["weight_init"]))
+        self.encoder = ConditionEncoder(in_dim=int(c["cond_in_dim"]), out_dim=3, wn=bool(c["cond_use_wn"]),
+                                        on_res=bool(c["cond_on_res"]), **common)
+        unet = Denoiser(in_dim=int(c["in_dim"]), out_dim=int(c["out_dim"]), wn=bool(c["use_wn"]),
+                        stronger_cond=bool(c["stronger_cond"]), **common)
+        self.model = CenterDiffusion(unet, int(c["timesteps"]), bool(c["use_center"]),
+                                     bool(c["use_center_sampler"]), bool(c["clip_denoised"]))
+        self.on_cond = c["on_cond"]
+        self.sample_seed = int(c.get("sample_seed") or 0)
+        self.sample_steps = int(c["sample_steps"]) if c.get("sample_steps") else None
+        self.pad_multiple = max(32, 2 ** (len(mults) - 1))
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.model.num_timesteps
+
+    def unet_condition(self, img_lr):
+        """The image concatenated to x_t: the input itself (official on_cond 'img_lr') or its histeq."""
+        return histeq(img_lr) if self.on_cond == "h(img_lr)" else img_lr
+
+    def forward(self, img_lr, img_hr, t, eps, gt_center=None, train_encoder: bool = True):
+        """The training pass: noise x0 = 2 img_hr - 1 at per-sample steps t with noise eps, run the denoiser.
+
+        ``gt_center``: None, or a per-sample bool tensor choosing the target image itself as the centre (the
+        official 'ref' branch). Returns dict: eps_pred, total_noise (eps + k1 (2c - 1), the denoiser's target),
+        x_t, center (the encoder's), used_center.
+        """
+        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+            center, feats = self.encoder(img_lr)
+        # The centre is a fixed offset of the diffusion: through it, the loss could be lowered by driving both
+        # LPIPS images into their [0, 1] clamp (observed when it was not detached: LPIPS -> 0, outputs saturate).
+        # A trained encoder learns its centre from its own loss (models/n2ldiff_model.py) and, here, its features.
+        used = center.detach()
+        if gt_center is not None:
+            used = torch.where(gt_center.view(-1, 1, 1, 1), img_hr, used)
+        x0 = 2 * img_hr - 1
+        total = self.model.total_noise(eps, t, used)
+        x_t = self.model.x_t_from_noise(x0, t, total)
+        eps_pred = self.model.unet(x_t, t, self.unet_condition(img_lr), feats)
+        return {"eps_pred": eps_pred, "total_noise": total, "x_t": x_t, "center": center, "used_center": used}
+
+    @torch.no_grad()
+    def sample(self, img_lr, generator: torch.Generator | None = None, noise=None, steps: int | None = None,
+               progress: bool = False):
+        """Synthesise from ``img_lr`` (Bx3xHxW in [0, 1]; H and W multiples of 2^(len(dim_mults) - 1)).
+
+        Noise of step k (t = T-1-k): ``noise[k]`` when ``noise`` (a tensor or array indexed by k) is given, else
+        drawn from ``generator`` (on its own device, then moved), else from torch's global RNG (official).
+        """
+        center, feats = self.encoder(img_lr)
+        cond = self.unet_condition(img_lr)
+        shape, dev = img_lr.shape, img_lr.device
+
+        def draw():
+            if generator is None:
+                return torch.randn(shape, device=dev, dtype=img_lr.dtype)
+            return torch.randn(shape, generator=generator, device=generator.device).to(dev, img_lr.dtype)
+
+        def source(k):
+            if noise is not None:
+                return torch.as_tensor(np.array(noise[k], dtype=np.float32)).to(dev, img_lr.dtype)
+            return draw()
+
+        x_T = None if self.model.use_center_sampler else draw()
+        return self.model.sample_loop(cond, center, feats, source, steps, progress, x_T=x_T)
+
+    def enhance(self, lq, aux=None, heat: float = 0.0):
+        g = torch.Generator().manual_seed(seed_for(self.sample_seed))
+        return self.sample(lq, generator=g, steps=self.sample_steps)
+
+
+def split_training_only(state: dict) -> tuple[dict, list[str]]:
+    """(state without the official training-time LPIPS modules, the dropped keys)."""
+    dropped = [k for k in state if k.startswith(TRAINING_ONLY_PREFIXES)]
+    return {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}, dropped
+
+
+def load_n2ldiff_state(net: N2LDiffNet, state: dict, source: str) -> list[str]:
+    """Strictly load an official Lightning checkpoint's (or our) state dict; returns notes."""
+    state, dropped = split_training_only(state)
+    notes = []
+    if dropped:
+        notes.append(f"{source}: skipped {len(dropped)} tensors of the official training-time LPIPS modules "
+                     f"(lpips.*, loss_fn_alex.*): loss/metric networks, not part of the model")
+    return notes + load_weights(net, state, strict=True, source=source)
