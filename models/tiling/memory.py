@@ -26,14 +26,15 @@ class Footprint:
 
 
 # Measured with bench/bench_large.py --calibrate (official configs, float32, 2 threads; sizes 288x192 and 432x288
-# full frame, 864x576 with tiles of 96 and 192; README "Large images"). LLFlow's peak is the encoder's output dict
+# full frame, 864x576 with tiles of 96 and 192; ZMAR's and UPT's live figures re-measured at 864x576, tiles of 192,
+# after the FFN passes went in place; README "Large images"). LLFlow's peak is the encoder's output dict
 # (the RRDB taps concatenated onto every level), which tiles do not shrink: its live figure equals its full one, and
 # its per-tile figure is an estimate (the dense blocks' 192-channel crops; both tile sizes measured the same peak).
 FOOTPRINTS = {
     "ConEncoder1": Footprint(full=2600.0, live=2600.0, per_tile=1000.0, width=64),
     "GLTGRestormer": Footprint(full=13000.0, live=1340.0, per_tile=22500.0, width=48),
-    "ZMARRestormer": Footprint(full=7500.0, live=2800.0, per_tile=15200.0, width=48),
-    "MSFormer": Footprint(full=19100.0, live=3900.0, per_tile=14500.0, width=48),
+    "ZMARRestormer": Footprint(full=7500.0, live=1600.0, per_tile=15200.0, width=48),
+    "MSFormer": Footprint(full=19100.0, live=2900.0, per_tile=14500.0, width=48),
 }
 MIN_TILE = 128
 
