@@ -1,13 +1,13 @@
 """Our inference against the official code, side by side, under the same process settings.
 
-python bench/bench_official.py --official PATH_TO_OFFICIAL_CHECKOUT --family llflow|zmar|upt|gltg
+python bench/bench_official.py --official PATH_TO_OFFICIAL_CHECKOUT --family llflow|zmar|upt|gltg|drbn
                                [--pairs 3] [--threads 1] [--image PATH] [--system-malloc] [--repeat 1]
 
 PATH is a checkout of the family's official repository (wyf0912/LLFlow, NJUPT-IPR-ZhangBo/ZMAR-SNFlow,
-NJUPT-IPR-XuLintao/UPT-Flow, NJUPT-IPR-HuKR/GLTG-AFlow); nothing of it is copied here. The official code runs in
-its own subprocess with the checkout's code folder on sys.path, through its own entry points: its option parser and
-YAML (``confs/`` of the checkout), ``models.create_model``, ``load_network`` and ``get_sr`` (what its test scripts
-call). Packages the official code imports that this project does not pin (einops, timm, thop) go on PYTHONPATH
+NJUPT-IPR-XuLintao/UPT-Flow, NJUPT-IPR-HuKR/GLTG-AFlow, flyywh/CVPR-2020-Semi-Low-Light); nothing of it is copied
+here. The official code runs in its own subprocess with the checkout's code folder on sys.path, through its own
+entry points: its option parser and YAML (``confs/`` of the checkout), ``models.create_model``, ``load_network`` and
+``get_sr`` (what its test scripts call); for DRBN, its ``model/drbn.py`` network called as its ``trainer.test`` does. Packages the official code imports that this project does not pin (einops, timm, thop) go on PYTHONPATH
 (``--site DIR``, e.g. wheels unpacked there with ``pip download``), never into requirements.txt.
 
 Both sides get identical weights (our generator built from our copy of the official YAML with a fixed seed, every
@@ -47,6 +47,7 @@ FAMILIES = {
     "zmar": ("confs/ZMAR-SNFlow/LOLv2-pc.yml", ".", "confs/LOLv2-pc.yml"),
     "upt": ("confs/UPT-Flow/UPT-Flow.yml", "UPT-Flow", "confs/UPT-Flow.yml"),
     "gltg": ("confs/GLTG-AFlow/LOLv2-pc.yml", ".", "confs/LOLv2-pc.yml"),
+    "drbn": ("confs/DRBN/DRBN_stage1.yml", "DRBL-stage1/src", None),   # flyywh/CVPR-2020-Semi-Low-Light
 }
 WARMUP = 64
 
@@ -64,6 +65,12 @@ def _settings(args):
     return torch
 
 
+def _options(args):
+    from options.options import load_options
+    overrides = [] if args.family == "drbn" else [f"network_G.variant={args.family}"]
+    return load_options(ROOT / FAMILIES[args.family][0], overrides)
+
+
 def _time_calls(torch, call, lq, aux, repeat: int):
     crop = (..., slice(0, WARMUP), slice(0, WARMUP))
     call(lq[crop], None if aux is None else aux[crop])                  # allocator warm-up
@@ -73,6 +80,14 @@ def _time_calls(torch, call, lq, aux, repeat: int):
         out = call(lq, aux)
         times.append(time.perf_counter() - t)
     return times, out
+
+
+def _report(torch, times, out, args, **extra):
+    """The child's one result line: call times, the process's peak RSS, and its output saved for the comparison."""
+    import resource
+    torch.save(out.float(), args.out)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print("RESULT " + json.dumps({"seconds": times[0], "later": times[1:], "peak_rss_gb": peak_gb, **extra}))
 
 
 def _official_child(args):
@@ -85,6 +100,8 @@ def _official_child(args):
     if args.family == "gltg":
         torch.nn.Module.half = lambda self: self
     os.chdir(args.workdir)
+    if args.family == "drbn":
+        return _official_drbn(torch, args)
     import options.options as option
     from models import create_model
     opt = option.parse(str(code / conf), is_train=False)
@@ -104,23 +121,35 @@ def _official_child(args):
     def call(x, a):
         return model.get_sr(lq=x, heat=None) if args.family == "llflow" else model.get_sr(x, a, heat=None)
     times, out = _time_calls(torch, call, lq, aux, args.repeat)
-    torch.save(out.float(), args.out)
-    print("RESULT " + json.dumps({"seconds": times[0], "later": times[1:], "missing_keys": len(missing),
-                                  "unexpected_keys": len(unexpected)}))
+    _report(torch, times, out, args, missing_keys=len(missing), unexpected_keys=len(unexpected))
+
+
+def _official_drbn(torch, args):
+    """DRBN has no option-parsed model factory worth its data set-up: its `model.drbn.DRBN` network, called as its
+    trainer.test calls it (input / 255, no_grad, the full-resolution band of the returned three)."""
+    from types import SimpleNamespace
+    from model.drbn import DRBN
+    net = DRBN(SimpleNamespace(n_colors=3)).eval()
+    net.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    lq = torch.load(args.inputs, weights_only=True)["lq"]
+
+    def call(x, _):
+        with torch.no_grad():
+            return net(x)[0]
+    times, out = _time_calls(torch, call, lq, None, args.repeat)
+    _report(torch, times, out, args, missing_keys=0, unexpected_keys=0)
 
 
 def _ours_child(args):
     torch = _settings(args)
     from engine.inference import Enhancer
-    from models.build import build_generator
-    from options.options import load_options
-    opt = load_options(ROOT / FAMILIES[args.family][0], [f"network_G.variant={args.family}"])
-    model, _ = build_generator(opt, args.weights)
+    from models.build import build_network
+    opt = _options(args)
+    model, _ = build_network(opt, args.weights)
     enh = Enhancer(model, opt, device="cpu", tile=0)
     lq, aux = (torch.load(args.inputs, weights_only=True)[k] for k in ("lq", "aux"))
     times, out = _time_calls(torch, lambda x, a: enh.enhance_tensor(x, a), lq, aux, args.repeat)
-    torch.save(out.float(), args.out)
-    print("RESULT " + json.dumps({"seconds": times[0], "later": times[1:]}))
+    _report(torch, times, out, args)
 
 
 def _prepare(args, tmp: Path):
@@ -128,12 +157,11 @@ def _prepare(args, tmp: Path):
     import torch
     from data.image_io import read_rgb
     from engine.inference import Enhancer
-    from models.build import build_generator
+    from models.build import build_network
     from models.flow.couplings.aflow import aflow_head_parameter_names
-    from options.options import load_options
     torch.manual_seed(args.seed)
-    opt = load_options(ROOT / FAMILIES[args.family][0], [f"network_G.variant={args.family}"])
-    model, _ = build_generator(opt, None)
+    opt = _options(args)
+    model, _ = build_network(opt, None)
     for m in model.modules():   # ActNorm counts as initialised (the official loader sets nothing else)
         if hasattr(m, "inited"):
             m.inited = True
@@ -224,7 +252,8 @@ def main(argv=None):
                 later_ratios.append(b["later"][-1] / a["later"][-1])
                 keys += (f"; later call: official {a['later'][-1]:.2f} s, ours {b['later'][-1]:.2f} s, ratio "
                          f"{later_ratios[-1]:.3f}")
-            print(f"pair {i + 1}: official {a['seconds']:.2f} s, ours {b['seconds']:.2f} s, ratio {ratio:.3f} "
+            print(f"pair {i + 1}: official {a['seconds']:.2f} s / {a['peak_rss_gb']:.2f} GB, ours {b['seconds']:.2f} s / "
+                  f"{b['peak_rss_gb']:.2f} GB, ratio {ratio:.3f} "
                   f"(outputs differ by at most {diff.item():.2e}, output max "
                   f"{scale.item():.2e}{keys})", flush=True)
         if ratios:

@@ -21,7 +21,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import StochasticDepth
 
 SHIFT_MASK_VALUE = -100.0
 
@@ -213,6 +212,15 @@ class WindowAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))               # channel = head * d + j
 
 
+def _drop_path(rate: float) -> nn.Module:
+    """torchvision's StochasticDepth ("row") for a non-zero rate. Imported only then: torchvision's import costs
+    about 170 MB of RSS and over a second, which inference (rate 0, where the layer is an identity) need not pay."""
+    if rate == 0:
+        return nn.Identity()
+    from torchvision.ops import StochasticDepth
+    return StochasticDepth(rate, mode="row")
+
+
 class LeWinTransformerBlock(nn.Module):
     """x + Attn(LN(x), map) then + LeFF(LN(.)), on channels-last (B, H, W, C) maps; odd blocks in a layer use
     shifted windows.
@@ -233,7 +241,7 @@ class LeWinTransformerBlock(nn.Module):
         self.win_size, self.shift_size = win_size, shift_size
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, win_size, num_heads, token_projection)
-        self.drop_path = StochasticDepth(drop_path, mode="row")
+        self.drop_path = _drop_path(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = LeFF(dim, int(dim * mlp_ratio))
         self._cache = {}

@@ -6,7 +6,6 @@ tensors Bx3xHxW in [0, 1].
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.functional import equalize
 
 
 def histeq(img: torch.Tensor) -> torch.Tensor:
@@ -17,6 +16,7 @@ def histeq(img: torch.Tensor) -> torch.Tensor:
     (N - cdf_min) and differs from PIL's by up to several levels, and it also rounds the input rather than
     truncating it.
     """
+    from torchvision.transforms.functional import equalize   # here: torchvision's import is heavy (lewin._drop_path)
     x = (img * 255).to(torch.uint8)
     return equalize(x).to(img.dtype) / 255.0
 
