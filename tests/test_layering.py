@@ -64,3 +64,14 @@ def test_top_level_layout():
     for name in ("models", "data", "confs", "options", "utils", "engine", "train.py", "test.py",
                  "test_with_zeromaps.py", "test_with_tricks.py", "Measure.py", "requirements.txt", "README.md"):
         assert (ROOT / name).exists(), name
+
+
+def test_inference_does_not_import_torchvision():
+    """torchvision's import costs about 170 MB of RSS and a second; building and running any generator (every
+    registered model) must not pay for it unless a layer that uses it is built (drop-path with a non-zero rate)."""
+    import subprocess
+    import sys
+    code = "import sys, engine.inference, models.build, models.tiling; print('torchvision' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
