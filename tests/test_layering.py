@@ -67,8 +67,8 @@ def test_top_level_layout():
 
 
 def test_inference_does_not_import_torchvision():
-    """torchvision's import costs about 170 MB of RSS and a second; building and running any generator (every
-    registered model) must not pay for it unless a layer that uses it is built (drop-path with a non-zero rate)."""
+    """torchvision's import costs about 170 MB of RSS and a second: importing the inference engine and every registered
+    model must not pay for it; only building a layer that uses it (drop-path with a non-zero rate, VGG, LPIPS) does."""
     import subprocess
     import sys
     code = "import sys, engine.inference, models.build, models.tiling; print('torchvision' in sys.modules)"
