@@ -6,8 +6,11 @@ per-pixel slope is what is stored. Under tiled execution the peak is the full-si
 U-Net's skip connections, a block's input and output, the flow's conditioning) plus one tile's intermediates:
 ``live * pixels + per_tile * tile**2``.
 
-Other encoder widths scale the estimate linearly (activations are linear in the channel count); another compute
-dtype by its element size. Both are approximations for a decision that only needs the right order of magnitude.
+Footprints are measured per compute dtype (float32, and bfloat16 for every 2-byte dtype): under bf16 the flow's
+state and the reductions stay float32 (models/precision.py), so halving the float32 figures underestimates the
+peak (UPT-Flow at 3840x2160: 11.3 GB estimated that way, 19.2 GB measured). Other encoder widths scale the
+estimate linearly (activations are linear in the channel count), an approximation for a decision that only needs
+the right order of magnitude.
 """
 from __future__ import annotations
 
@@ -36,6 +39,15 @@ FOOTPRINTS = {
     "ZMARRestormer": Footprint(full=7500.0, live=1600.0, per_tile=15200.0, width=48),
     "MSFormer": Footprint(full=19100.0, live=2900.0, per_tile=14500.0, width=48),
 }
+# 2-byte compute dtypes (bf16; fp16 on CUDA), where measured: UPT-Flow keeps much of its live memory in float32, so
+# its half-precision figures are not the float32 ones halved. full: --calibrate --dtype bf16 (384x256 and 576x384);
+# live: a 3840x2160 bf16 run with tiles of 128 (19.21 GB peak, 0.87 GB before the call), less one tile's
+# intermediates, taken as the float32 per-tile figure halved (calibration at 1152x768 could not resolve it).
+# Families not listed use their float32 figures halved, which the 3840x2160 bf16 runs bore out or overestimated
+# (README "Large images").
+HALF_FOOTPRINTS = {
+    "MSFormer": Footprint(full=6200.0, live=2360.0, per_tile=7250.0, width=48),
+}
 MIN_TILE = 128
 
 
@@ -46,11 +58,16 @@ def _encoder(network):
 def footprint(network, dtype: torch.dtype = torch.float32) -> Footprint | None:
     """The network's footprint scaled to its encoder width and ``dtype``; None for networks without one."""
     enc = _encoder(network)
-    fp = FOOTPRINTS.get(type(enc).__name__) if enc is not None else None
+    name = type(enc).__name__ if enc is not None else None
+    fp = FOOTPRINTS.get(name)
     if fp is None:
         return None
+    size = torch.empty((), dtype=dtype).element_size()
+    scale = size / 4
+    if size == 2 and name in HALF_FOOTPRINTS:
+        fp, scale = HALF_FOOTPRINTS[name], 1.0
     width = getattr(enc, "dim", None) or enc.conv_first.out_channels
-    scale = width / fp.width * torch.empty((), dtype=dtype).element_size() / 4
+    scale *= width / fp.width
     return Footprint(fp.full * scale, fp.live * scale, fp.per_tile * scale, width)
 
 
