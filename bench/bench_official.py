@@ -7,7 +7,8 @@ PATH is a checkout of the family's official repository (wyf0912/LLFlow, NJUPT-IP
 NJUPT-IPR-XuLintao/UPT-Flow, NJUPT-IPR-HuKR/GLTG-AFlow, flyywh/CVPR-2020-Semi-Low-Light); nothing of it is copied
 here. The official code runs in its own subprocess with the checkout's code folder on sys.path, through its own
 entry points: its option parser and YAML (``confs/`` of the checkout), ``models.create_model``, ``load_network`` and
-``get_sr`` (what its test scripts call); for DRBN, its ``model/drbn.py`` network called as its ``trainer.test`` does. Packages the official code imports that this project does not pin (einops, timm, thop) go on PYTHONPATH
+``get_sr`` (what its test scripts call); for DRBN, its ``model/drbn.py`` network called as its ``trainer.test``
+does. Packages the official code imports that this project does not pin (einops, timm, thop) go on PYTHONPATH
 (``--site DIR``, e.g. wheels unpacked there with ``pip download``), never into requirements.txt.
 
 Both sides get identical weights (our generator built from our copy of the official YAML with a fixed seed, every
