@@ -253,8 +253,8 @@ def main(argv=None):
                 later_ratios.append(b["later"][-1] / a["later"][-1])
                 keys += (f"; later call: official {a['later'][-1]:.2f} s, ours {b['later'][-1]:.2f} s, ratio "
                          f"{later_ratios[-1]:.3f}")
-            print(f"pair {i + 1}: official {a['seconds']:.2f} s / {a['peak_rss_gb']:.2f} GB, ours {b['seconds']:.2f} s / "
-                  f"{b['peak_rss_gb']:.2f} GB, ratio {ratio:.3f} "
+            print(f"pair {i + 1}: official {a['seconds']:.2f} s / {a['peak_rss_gb']:.2f} GB, "
+                  f"ours {b['seconds']:.2f} s / {b['peak_rss_gb']:.2f} GB, ratio {ratio:.3f} "
                   f"(outputs differ by at most {diff.item():.2e}, output max "
                   f"{scale.item():.2e}{keys})", flush=True)
         if ratios:

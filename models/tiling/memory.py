@@ -8,9 +8,9 @@ U-Net's skip connections, a block's input and output, the flow's conditioning) p
 
 Every family has float32 figures; a 2-byte compute dtype (bf16, fp16) halves them, except where half-precision
 figures were measured because halving misleads: under bf16 the flow's state and the reductions stay float32
-(models/precision.py), and for UPT-Flow at 3840x2160 the halved figures gave 11.3 GB against 19.2 GB measured. Other encoder widths scale the
-estimate linearly (activations are linear in the channel count), an approximation for a decision that only needs
-the right order of magnitude.
+(models/precision.py), and for UPT-Flow at 3840x2160 the halved figures gave 11.3 GB against 19.2 GB measured.
+Other encoder widths scale the estimate linearly (activations are linear in the channel count), an approximation
+for a decision that only needs the right order of magnitude.
 """
 from __future__ import annotations
 
