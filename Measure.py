@@ -52,14 +52,14 @@ if str(ROOT) not in sys.path:
 
 from utils.cli import call_cli  # noqa: E402
 from utils.devices import pick_device  # noqa: E402
-from utils.errors import UserError  # noqa: E402
 from utils.paths import prepare_file  # noqa: E402
 from utils.reports import write_csv, write_json  # noqa: E402
 from utils.metrics import (GT_MEAN_MODES, NO_REF_METRICS, PSNR_MODES, QUANTISATIONS, SSIM_PROTOCOLS,  # noqa: E402
                            LPIPSMetric, LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair, size_problem)
 
-from data.image_io import ImageError, list_images, read_rgb  # noqa: E402
-from utils.pairing import PairingError, index_by, pair_by_key, short_list  # noqa: E402
+from data.image_io import list_images, read_rgb  # noqa: E402
+from utils.errors import ImageError, PairingError, UserError  # noqa: E402
+from utils.pairing import index_by, pair_by_key, short_list  # noqa: E402
 
 
 class MeasureError(UserError):

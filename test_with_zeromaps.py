@@ -13,11 +13,12 @@ import logging
 
 from data.image_io import list_images, read_rgb
 from data.zeromap import fit_zero_map, inject_zero_map, write_zero_map_set
-from options.options import OptionError, add_common_args, check_path, load_options
+from options.options import add_common_args, check_path, load_options
 from utils.cli import run_cli
 from utils.paths import prepare_dir
 from utils.logging_setup import setup_cli_logging
 from engine.evaluate import add_test_args, resolve_io, run
+from utils.errors import OptionError
 
 log = logging.getLogger("lowlight_flow")
 

@@ -74,7 +74,8 @@ def _child(args):
     from engine.inference import Enhancer
     from models.build import build_generator
     from models.tiling.memory import estimate_peak_bytes
-    from options.options import OptionError, load_options
+    from options.options import load_options
+    from utils.errors import OptionError
     import numpy as np
     conf, variant = FAMILIES[args.family]
     sets = [f"network_G.variant={variant}"]

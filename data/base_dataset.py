@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from utils.errors import OptionError
+from utils.errors import ImageError, OptionError
 from utils.pairing import pair_by_key, short_list  # noqa: F401  (short_list re-exported)
-from .image_io import ImageError, read_frame
+from .image_io import read_frame
 from .preprocess import (AUX_KINDS, add_noise, aux_input, build_lq, gamma_aug, histeq, paired_center_crop,
                          paired_flip_rot, paired_random_crop, random_gamma, to_tensor01)
 from .zeromap import ZeroMapInjector

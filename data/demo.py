@@ -16,9 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.errors import ImageError
 from utils.registry import DATASET_REGISTRY
 
-from .image_io import ImageError, write_rgb
+from .image_io import write_rgb
 from .lol_dataset import LoL
 from .synthesis.srgb import linear_to_srgb, srgb_to_linear
 

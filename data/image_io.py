@@ -8,7 +8,7 @@ import numpy as np
 from natsort import natsorted
 
 from utils.atomic import atomic_open
-from utils.errors import ImageError, OptionError, OutputError  # noqa: F401  (ImageError re-exported)
+from utils.errors import ImageError, OptionError, OutputError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 FRAME_EXTENSIONS = IMAGE_EXTENSIONS | {".npy"}

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader, default_collate
 
-from options.options import OptionError
-from utils.errors import ImageError
+from utils.errors import ImageError, OptionError
 from utils.registry import DATASET_REGISTRY
 from .sampler import EpochSampler
 

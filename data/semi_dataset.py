@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from options.options import OptionError
+from utils.errors import OptionError
 from utils.registry import DATASET_REGISTRY
 
 from .image_io import list_images, read_rgb

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.image_io import IMAGE_EXTENSIONS, ImageError, list_images, read_rgb, write_rgb
+from data.image_io import IMAGE_EXTENSIONS, list_images, read_rgb, write_rgb
 from data.synthesis.physics import PhysicsConfig, load_physics_config, synthesize
-from options.options import OptionError, load_options
+from options.options import load_options
+from utils.errors import ImageError, OptionError
 from utils.paths import prepare_dir
 
 log = logging.getLogger("lowlight_flow")

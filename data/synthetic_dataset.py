@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from options.options import OptionError
+from utils.errors import OptionError
 from utils.registry import DATASET_REGISTRY
 
 from .base_dataset import LowLightDataset, Sample

@@ -29,11 +29,11 @@ from pathlib import Path
 
 from natsort import natsorted
 
-from utils.errors import OptionError, PairingError
+from utils.errors import ImageError, OptionError, PairingError
 from utils.registry import DATASET_REGISTRY
 
 from .base_dataset import LowLightDataset, Sample, find_subdir, pair_files, short_list
-from .image_io import FRAME_EXTENSIONS, ImageError, list_images
+from .image_io import FRAME_EXTENSIONS, list_images
 from .lol_dataset import explicit_dirs
 
 

@@ -16,14 +16,14 @@ from tqdm import tqdm
 
 from data.image_io import list_images, read_rgb, write_rgb
 from models.build import build_network
-from options.options import OptionError, check_path
+from options.options import check_path
 from options.validate import NONNEG
 from utils import metrics
-from utils.errors import ImageError, NonFiniteError
 from utils.pairing import index_by, pair_by_key
 from utils.paths import prepare_dir
 from utils.reports import write_csv, write_json
 from models.precision import resolve_dtype
+from utils.errors import ImageError, NonFiniteError, OptionError
 from .inference import Enhancer, pick_device, to_uint8
 
 log = logging.getLogger("lowlight_flow")

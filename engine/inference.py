@@ -18,9 +18,8 @@ from data import preprocess
 from models.tiling import tiled_execution
 from models.tiling.memory import estimate_peak_bytes, tile_for_budget
 from models.precision import autocast, cast_network, dtype_name, resolve_dtype
-from options.options import OptionError
 from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
-from utils.errors import OutOfMemoryError
+from utils.errors import OptionError, OutOfMemoryError
 from utils.runtime import available_memory_bytes
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,11 @@ from tqdm import tqdm
 
 from data.image_io import list_images, read_rgb, write_rgb
 from engine.inference import pad_image, pick_device
-from options.options import OptionError, check_path
+from options.options import check_path
 from utils.metrics import quantise
 
 from models.n2ldiff.network import seed_for
+from utils.errors import OptionError
 
 log = logging.getLogger("lowlight_flow")
 

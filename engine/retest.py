@@ -15,9 +15,10 @@ from pathlib import Path
 from natsort import natsorted
 
 from models.build import build_network
-from options.options import OptionError, load_options
+from options.options import load_options
 from utils import metrics
 from utils.atomic import atomic_open
+from utils.errors import OptionError
 from .evaluate import evaluate, make_scorer
 from .inference import Enhancer
 from .trainer import build_datasets, unwrap_subset, val_items

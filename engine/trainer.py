@@ -20,10 +20,10 @@ from data.loader import create_dataset, create_train_loader
 from models.checkpoint import atomic_save, read_state_dict, safe_load, save_generator
 from models.base_model import BaseModel
 from models.build import model_class
-from options.options import OptionError, dump_options
+from options.options import dump_options
 from utils import metrics
 from utils.atomic import atomic_open
-from utils.errors import CheckpointError, ImageError, NonFiniteError
+from utils.errors import CheckpointError, ImageError, NonFiniteError, OptionError
 from utils.paths import prepare_dir
 from utils.logging_setup import setup_cli_logging
 from .evaluate import EvalItem, evaluate, make_scorer

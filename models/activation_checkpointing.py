@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from options.options import OptionError
+from utils.errors import OptionError
 
 # the outputs 'selective' keeps (everything else inside a block is recomputed)
 _SAVED_OPS = {torch.ops.aten.convolution.default, torch.ops.aten.mm.default, torch.ops.aten.bmm.default,

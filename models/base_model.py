@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.errors import NonFiniteError, OptionError  # noqa: F401  (NonFiniteError re-exported)
+from utils.errors import NonFiniteError, OptionError
 from .checkpoint import load_weights
 from .precision import autocast, resolve_dtype
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from utils.atomic import atomic_open
-from utils.errors import CheckpointError  # noqa: F401  (re-exported)
+from utils.errors import CheckpointError
 
 log = logging.getLogger("lowlight_flow")
 

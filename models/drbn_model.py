@@ -14,10 +14,10 @@ import logging
 import torch
 import torch.nn as nn
 
-from options.options import OptionError
+from utils.errors import CheckpointError, OptionError
 from utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from .base_model import BaseModel
-from .checkpoint import CheckpointError, load_weights, read_state_dict
+from .checkpoint import load_weights, read_state_dict
 from .drbn import BandDiscriminator, DRBN, DRBNRecompose  # noqa: F401  (registers the architectures)
 from .losses import SSIM, VGGPerceptualLoss, load_vgg16_features, lsgan_d_loss, lsgan_g_loss
 from .lr_schedule import make_scheduler

@@ -10,10 +10,10 @@ import random
 import torch
 import torch.nn.functional as F
 
-from options.options import OptionError
+from utils.errors import NonFiniteError, OptionError
 from utils.registry import MODEL_REGISTRY
 from .activation_checkpointing import checkpoint_mode, enable_activation_checkpointing
-from .base_model import BaseModel, NonFiniteError  # noqa: F401  (NonFiniteError re-exported)
+from .base_model import BaseModel
 from .build import build_generator
 from .flow.invertible_backprop import enable_invertible_backprop
 from .checkpoint import load_weights, read_state_dict

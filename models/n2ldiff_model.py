@@ -27,7 +27,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from options.options import OptionError
+from utils.errors import OptionError
 from utils.registry import MODEL_REGISTRY
 from .base_model import BaseModel
 from .checkpoint import read_state_dict

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from utils.errors import OptionError
+
 # model structure: official key -> network_G.n2ldiff key
 _MODEL = {"unet_dim": "dim", "dim_mults": "dim_mults", "in_dim": "in_dim", "unet_outdim": "out_dim",
           "cond_in_dim": "cond_in_dim", "use_wn": "use_wn", "cond_use_wn": "cond_use_wn",
@@ -62,7 +64,6 @@ def is_official_n2ldiff(raw) -> bool:
 
 
 def _error(msg):
-    from .options import OptionError  # here, not at import: options.py imports this module
     return OptionError(msg)
 
 

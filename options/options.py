@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from utils.errors import OptionError, UnknownNameError  # noqa: F401  (re-exported)
+from utils.errors import OptionError, UnknownNameError
 
 from .n2ldiff_official import convert_official_n2ldiff, is_official_n2ldiff
 from .schema import FREE, TOP

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 import data  # noqa: F401  (registers the datasets)
-from data.image_io import ImageError, read_rgb, write_rgb
+from data.image_io import read_rgb, write_rgb
 from data.loader import create_dataset, create_train_loader
-from options.options import OptionError
 from data.preprocess import histeq
-from utils.errors import PairingError
+from utils.errors import ImageError, OptionError, PairingError
 from utils.registry import DATASET_REGISTRY
 
 H, W = 16, 24

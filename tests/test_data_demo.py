@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from data.demo import default_demo_root, ensure_demo_data, generate_demo_data
-from data.image_io import ImageError, read_rgb
+from data.image_io import read_rgb
 from data.loader import create_dataset
+from utils.errors import ImageError
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data.image_io import ImageError, list_images, read_npy_rgb, read_rgb, write_rgb
+from data.image_io import list_images, read_npy_rgb, read_rgb, write_rgb
+from utils.errors import ImageError
 
 
 def test_read_rgb_returns_rgb_order(tmp_path):

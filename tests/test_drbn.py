@@ -19,11 +19,12 @@ from data.loader import create_dataset
 from data.preprocess import paired_flip_rot
 from data.semi_dataset import check_unpaired_sources
 from models.build import build_network
-from models.checkpoint import CheckpointError, read_state_dict, save_generator
+from models.checkpoint import read_state_dict, save_generator
 from models.drbn import BandRecomposer, DRBN, DRBNRecompose
 from models.drbn_model import DRBNRecomposeModel
 from models.losses import SSIM, VGGPerceptualLoss, load_vgg16_features, lsgan_d_loss, ssim_map
-from options.options import OptionError, load_options
+from options.options import load_options
+from utils.errors import CheckpointError, OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFS = ROOT / "confs/DRBN"

@@ -224,7 +224,7 @@ def test_retest_scores_every_checkpoint_on_validation_and_names_the_best(tmp_pat
 
 def test_retest_refuses_a_validation_split_that_is_the_test_split(tmp_path):
     from engine.retest import retest
-    from options.options import OptionError
+    from utils.errors import OptionError
     from data.demo import ensure_demo_data
     root = ensure_demo_data()
     opt = load_options(CONF, TINY_FLOW + [f"path.experiments_root={tmp_path}/exp", "train.niter=1",

@@ -13,8 +13,9 @@ import torch
 
 from data.image_io import read_rgb, write_rgb
 from models.build import build_network
-from models.checkpoint import CheckpointError, atomic_save, read_state_dict, save_generator
+from models.checkpoint import atomic_save, read_state_dict, save_generator
 from options.options import load_options
+from utils.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"LLFlow": "llflow", "UPT-Flow": "upt", "ZMAR-SNFlow": "zmar", "GLTG-AFlow": "gltg"}

@@ -11,7 +11,7 @@ import torch
 from data.image_io import read_rgb
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 from models.build import build_generator
-from models.checkpoint import CheckpointError, read_state_dict
+from models.checkpoint import read_state_dict
 from models.flow.couplings.llflow import CondAffineSeparatedAndCond
 from models.flow.invconv import InvertibleConv1x1
 from models.flow.ops import ActNorm2d, SqueezeLayer, squeeze2d, unsqueeze2d
@@ -19,6 +19,7 @@ from models.flow.step import FlowStep
 from models.never_run import never_run_shapes, official_state_dict
 from options.options import load_options
 from engine.inference import Enhancer
+from utils.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def test_preprocessing_reproduces_cond_input(golden):
 
 def test_missing_log_low_is_an_error_not_a_silent_linear_input(golden):
     import yaml
-    from options.options import OptionError
+    from utils.errors import OptionError
     g = golden("LLFlow")
     raw = yaml.safe_load((g / "config.yml").read_text())
     for phase in raw["datasets"].values():

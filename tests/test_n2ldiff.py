@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import CheckpointError, read_state_dict
+from models.checkpoint import read_state_dict
 from models.n2ldiff.condition import condition_tensor, histeq
 from models.n2ldiff.diffusion import CenterDiffusion, respaced_timesteps
 from models.n2ldiff.network import N2LDiffNet, load_n2ldiff_state
 from models.n2ldiff_model import N2LDiffModel
 from models.optimizers import Lion
-from options.options import OptionError, load_options
+from options.options import load_options
+from utils.errors import CheckpointError, OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4

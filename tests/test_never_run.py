@@ -10,10 +10,11 @@ import torch
 
 from engine.export_official import export_official
 from models.build import build_generator
-from models.checkpoint import CheckpointError, load_weights, read_state_dict
+from models.checkpoint import load_weights, read_state_dict
 from models.never_run import added_keys, never_run_shapes
 from options.options import load_options
 from tests.golden_models import demo_generator
+from utils.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["LLFlow", "GLTG-AFlow", "ZMAR-SNFlow", "UPT-Flow"]

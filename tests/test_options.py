@@ -6,7 +6,8 @@ import yaml
 
 from models.build import model_class
 from models.variants import resolve_variant
-from options.options import OptionError, check_path, load_options, parse_override
+from options.options import check_path, load_options, parse_override
+from utils.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 # confs/synthesis holds low-light synthesiser ranges, not model configs (tests/test_synthesis.py loads those).

@@ -17,7 +17,8 @@ from models.build import build_generator, build_network
 from models.flow.invconv import InvertibleConv1x1
 from models.flow_model import FlowModel
 from models.precision import cast_network
-from options.options import OptionError, load_options
+from options.options import load_options
+from utils.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["LLFlow", "GLTG-AFlow", "ZMAR-SNFlow", "UPT-Flow"]

@@ -20,8 +20,8 @@ from data.loader import create_dataset
 from data.synthesis import fit_physics
 from data.synthesis.physics import PhysicsConfig, PhysicsParams, load_physics_config, synthesize
 from data.synthesize import main as synth_main
-from options.options import OptionError
 from utils.cli import run_cli
+from utils.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,8 +30,9 @@ from models.flow.couplings.snflow import SNFlowCoupling
 from models.tiling import TilePlan, conv_reach, spans, tiled_execution
 from models.tiling.core import map_tiles_inplace
 from models.tiling.memory import estimate_peak_bytes, tile_for_budget
-from options.options import OptionError, load_options
+from options.options import load_options
 from tests.flow_checks import perturb_
+from utils.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"llflow": "LLFlow", "gltg": "GLTG-AFlow", "zmar": "ZMAR-SNFlow", "upt": "UPT-Flow"}

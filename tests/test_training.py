@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from models.checkpoint import read_state_dict
-from models.flow_model import FlowModel, NonFiniteError
+from models.flow_model import FlowModel
 from options.options import load_options
 from engine.trainer import train
+from utils.errors import NonFiniteError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs/LLFlow/demo_tiny.yml"
@@ -160,6 +161,6 @@ def test_loader_workers_give_the_same_training_as_the_main_process(tmp_path):
 
 
 def test_activation_checkpointing_mode_is_validated(tmp_path):
-    from options.options import OptionError
+    from utils.errors import OptionError
     with pytest.raises(OptionError, match=r"train.activation_checkpointing.*sometimes"):
         FlowModel(_opt(tmp_path, ["train.activation_checkpointing=sometimes"]), torch.device("cpu"))

@@ -157,7 +157,8 @@ def test_window_size_mismatch_message():
     assert win_size_mismatch_message(sd8, 8) is None
     enc5 = MSFormer(tiny_opt())
     assert enc5.explain_checkpoint_mismatch(sd8, "RRDB.") == msg
-    from models.checkpoint import CheckpointError, load_weights
+    from models.checkpoint import load_weights
+    from utils.errors import CheckpointError
     gen = torch.nn.Module()
     gen.RRDB = enc5
     with pytest.raises(CheckpointError, match="win_size 8, config says 5"):

@@ -29,8 +29,8 @@ import numpy as np
 import yaml
 
 from data.base_dataset import pair_files
-from data.image_io import ImageError, list_images, read_rgb
-from options.options import OptionError
+from data.image_io import list_images, read_rgb
+from utils.errors import ImageError, OptionError
 
 from .physics import PhysicsConfig
 from .srgb import code_step_linear, decode_uint8

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from options.options import OptionError, yaml_problem
+from options.options import yaml_problem
+from utils.errors import OptionError
 
 from .srgb import decode_uint8, encode_uint8
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint import CheckpointError
+from utils.errors import CheckpointError
 from .vgg import load_vgg16_features
 
 

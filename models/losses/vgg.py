@@ -10,7 +10,7 @@ import os
 
 import torch.nn as nn
 
-from options.options import OptionError
+from utils.errors import OptionError
 from ..checkpoint import load_weights, read_state_dict
 
 VGG16_ENV = "LOWLIGHT_VGG16"
