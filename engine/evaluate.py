@@ -136,7 +136,7 @@ def add_test_args(parser):
                         "(overrides inference.tile; default: automatic above inference.max_memory; 0: never)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                        help="compute dtype (overrides inference.dtype; fp16 needs CUDA; README 'Reduced precision')")
+                        help="compute dtype (overrides inference.dtype; fp16 needs CUDA; docs/performance.md 'Reduced precision')")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)

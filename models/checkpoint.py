@@ -112,7 +112,7 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
         owners = sorted({never_run[k][0].rsplit(".", 1)[-1] for k in dropped})
         notes.append(f"{source}: dropped {len(dropped)} tensors ({n_par / 1e6:.2f} M parameters) of official modules "
                      f"that the forward pass never runs ({', '.join(owners)}; "
-                     f"README 'Never-run modules')")
+                     f"docs/methods.md 'Never-run modules')")
     tolerated = [k for k in missing if k in optional]
     missing = [k for k in missing if k not in optional]
     if tolerated:

@@ -39,7 +39,7 @@ class FlowGenerator(nn.Module):
         for key in UNSUPPORTED_TRUE_KEYS:
             if opt.get(key):
                 raise OptionError(f"option '{key}: true' is not supported (it is dead or broken in the "
-                                  f"official code, see the README); set it to false")
+                                  f"official code, see docs/methods.md); set it to false")
         net = opt["network_G"]
         flow = net.get("flow") or {}
         if (flow.get("split") or {}).get("enable"):

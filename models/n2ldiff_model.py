@@ -1,7 +1,7 @@
 """N2LDiff (normal light -> low light diffusion synthesiser) as a trainable model (spec 8).
 
 Batches: ``LQ`` is the network input, the normally exposed image, and ``GT`` the low-light target (datasets with
-``swap_roles: true``; see README). One step: t ~ U{0..T-1} and eps ~ N(0, I) per sample, the centre (the
+``swap_roles: true``; see docs/methods.md). One step: t ~ U{0..T-1} and eps ~ N(0, I) per sample, the centre (the
 encoder's, or with ``center_gt_prob`` the target itself), x_t, the denoiser, and the loss
 0.9 LPIPS-VGG + 0.1 SmoothL1 (``loss_type: combined``), Lion, gradient clipping (``train.grad_clip``).
 

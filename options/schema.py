@@ -1,7 +1,7 @@
 """Every option key the framework knows, with its default (None = no default). The single place defaults live.
 
 Keys of the official LLFlow, GLTG-AFlow, ZMAR-SNFlow and UPT-Flow YAMLs are all listed (several are inert in the
-official code and kept only so those files load unchanged; see README "Configuration"). Sections are nested dicts;
+official code and kept only so those files load unchanged; see docs/training.md "Configuration"). Sections are nested dicts;
 `PHASE` is the schema of every `datasets.<phase>` entry.
 """
 from __future__ import annotations

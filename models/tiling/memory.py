@@ -30,7 +30,7 @@ class Footprint:
 
 # Measured with bench/bench_large.py --calibrate (official configs, float32, 2 threads; sizes 288x192 and 432x288
 # full frame, 864x576 with tiles of 96 and 192; ZMAR's and UPT's live figures re-measured at 864x576, tiles of 192,
-# after the FFN passes went in place; README "Large images"). LLFlow's peak is the encoder's output dict
+# after the FFN passes went in place; docs/performance.md "Large images"). LLFlow's peak is the encoder's output dict
 # (the RRDB taps concatenated onto every level), which tiles do not shrink: its live figure equals its full one, and
 # its per-tile figure is an estimate (the dense blocks' 192-channel crops; both tile sizes measured the same peak).
 FOOTPRINTS = {
@@ -44,7 +44,7 @@ FOOTPRINTS = {
 # live: a 3840x2160 bf16 run with tiles of 128 (19.21 GB peak, 0.87 GB before the call), less one tile's
 # intermediates, taken as the float32 per-tile figure halved (calibration at 1152x768 could not resolve it).
 # Families not listed use their float32 figures halved, which the 3840x2160 bf16 runs bore out or overestimated
-# (README "Large images").
+# (docs/performance.md "Large images").
 HALF_FOOTPRINTS = {
     "MSFormer": Footprint(full=6200.0, live=2360.0, per_tile=7250.0, width=48),
 }
