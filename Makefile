@@ -1,5 +1,6 @@
 # Two entry points (see README): `make demo` trains/tests/measures a tiny model on the built-in demo data,
-# `make test` runs the test suite. Both create .venv and install requirements.txt on first use.
+# `make test` runs the test suite (what CI runs); `make test-fast` runs all but the tests marked slow
+# (docs/development.md). Each creates .venv and installs requirements.txt on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ DEMO_CONF := confs/LLFlow/demo_tiny.yml
 DEMO_RUN  := experiments/demo_tiny_LLFlow
 DEMO_DATA := .cache/demo_data
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test test-fast install clean-demo
 
 install: $(VENV)/.installed
 
@@ -25,6 +26,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
 
 clean-demo:
 	rm -rf $(DEMO_RUN) results/demo_tiny_LLFlow

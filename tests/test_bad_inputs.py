@@ -417,6 +417,7 @@ def test_truncated_newest_state_falls_back_and_says_so(w, tmp_path, capsys):
     assert code == 2 and "training_states" in error_line(err)
 
 
+@pytest.mark.slow
 def test_corrupt_image_in_a_dataloader_worker_is_one_line(w, tmp_path):
     data = tmp_path / "data"
     for sub in ("lq", "gt"):
@@ -433,6 +434,7 @@ def test_corrupt_image_in_a_dataloader_worker_is_one_line(w, tmp_path):
     assert str(data / "lq/3.png") in line and "DataLoader worker" in line
 
 
+@pytest.mark.slow
 def test_kill_during_checkpoint_write_then_resume(w, tmp_path):
     """SIGKILL while a checkpoint temp file is being written: every complete file reads, and --resume continues from
     the newest complete state (removing the partial file and saying so)."""

@@ -98,6 +98,7 @@ def test_stage1_golden_every_recurrence(golden, shared_dir):
     assert torch.equal(final, every[3][0])
 
 
+@pytest.mark.slow
 def test_stage1_test_py_golden_png_and_any_size(golden, shared_dir, tmp_path):
     g = golden("DRBN")
     weights = _weights(shared_dir, "model_s1.pt")
@@ -175,6 +176,7 @@ def test_stage2_golden_bands_weights_output(golden, shared_dir):
     np.testing.assert_allclose(res.output.numpy(), np.load(g / "enhanced.npy"), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stage2_test_py_golden_png(golden, shared_dir, tmp_path):
     g = golden("DRBN-stage2")
     write_rgb(tmp_path / "in/low.png", read_rgb(g / "low.png")[:56, :88])  # the official test's crop
@@ -327,6 +329,7 @@ def test_stage2_refuses_test_splits(tmp_path):
     check_unpaired_sources(opt)  # the shipped folders are fine
 
 
+@pytest.mark.slow
 def test_stage2_cli_one_line_errors(shared_dir, tmp_path, tiny_stage1):
     base = ["train.py", "--opt", CONFS / "demo_tiny_stage2.yml", "--set", f"path.experiments_root={tmp_path}",
             "--set", f"path.pretrain_stage1={tiny_stage1}",
@@ -340,6 +343,7 @@ def test_stage2_cli_one_line_errors(shared_dir, tmp_path, tiny_stage1):
 
 
 # -- stage-1 training through train.py -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_stage1_demo_learns_through_train_py(tmp_path):
     import re
     r = _run("train.py", "--opt", CONFS / "demo_tiny.yml", "--set", f"path.experiments_root={tmp_path}",

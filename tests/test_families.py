@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"gltg": "GLTG-AFlow", "zmar": "ZMAR-SNFlow", "upt": "UPT-Flow"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,zero_maps", [("gltg", True), ("zmar", True), ("upt", False)])
 def test_tiny_demo_training_learns(tmp_path, family, zero_maps):
     conf = ROOT / "confs" / FAMILIES[family] / "demo_tiny.yml"
@@ -47,6 +48,7 @@ def _cli(script, g, inp, out, *extra):
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["zmar", "upt"])
 def test_test_py_writes_the_golden_image(golden, tmp_path, family):
     g = golden(FAMILIES[family])
@@ -57,6 +59,7 @@ def test_test_py_writes_the_golden_image(golden, tmp_path, family):
     assert diff.max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_test_with_tricks_applies_the_official_gt_mean(golden, tmp_path, family):
     g = golden(FAMILIES[family])

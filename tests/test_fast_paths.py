@@ -108,6 +108,7 @@ _FAULTS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc setting")
 @pytest.mark.parametrize("opt_out", [False, True])
 def test_keep_freed_memory_reuses_large_blocks(opt_out):

@@ -66,6 +66,7 @@ def test_top_level_layout():
         assert (ROOT / name).exists(), name
 
 
+@pytest.mark.slow
 def test_inference_does_not_import_torchvision():
     """torchvision's import costs about 170 MB of RSS and a second: importing the inference engine and every registered
     model must not pay for it; only building a layer that uses it (drop-path with a non-zero rate, VGG, LPIPS) does."""

@@ -181,6 +181,7 @@ def test_odd_sizes_are_padded_and_cropped_back(golden):
     assert out.shape == (61, 90, 3) and np.isfinite(out).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script,ref", [("test.py", "enhanced_plain.png"), ("test_with_tricks.py", "enhanced.png")])
 def test_cli_writes_the_official_images(golden, tmp_path, script, ref):
     g = golden("LLFlow")
@@ -208,6 +209,7 @@ def test_cli_writes_the_official_images(golden, tmp_path, script, ref):
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_in_one_line(golden, tmp_path):
     g = golden("LLFlow")
     (tmp_path / "in").mkdir()

@@ -46,6 +46,7 @@ def _run(args, env_extra=None):
                           env=env, timeout=120, cwd=str(ROOT))
 
 
+@pytest.mark.slow
 def test_measure_end_to_end_matches_skimage(pairs, shared_dir, tmp_path):
     gt, pred, names = pairs
     out_csv, out_json = tmp_path / "m.csv", tmp_path / "m.json"
@@ -90,6 +91,7 @@ def test_measure_other_protocol_flags(pairs, tmp_path, capsys):
     assert "SSIM gray" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_measure_missing_prediction_is_an_error(pairs):
     gt, pred, names = pairs
     (pred / names[1]).unlink()

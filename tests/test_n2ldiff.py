@@ -306,6 +306,7 @@ def test_lion_step():
     assert torch.allclose(opt.state[p]["exp_avg"], torch.tensor([0.005, -0.001, 0.0]))
 
 
+@pytest.mark.slow
 def test_tiny_training_loss_falls(vgg16):
     opt = load_options(ROOT / "confs/N2LDiff/demo_tiny.yml",
                        [f"path.vgg16_features={vgg16}", "network_G.n2ldiff.dim_mults=[1,2]",
@@ -357,6 +358,7 @@ def test_enhance_protocol_through_the_engine(opt, gold):
     assert a.shape == (40, 50, 3) and np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_train_py_path_end_to_end(tmp_path):
     """engine.trainer.train on the demo data: steps, validation through the enhance path, checkpoints that reload."""
     from engine.trainer import train

@@ -64,6 +64,7 @@ def test_export_writes_the_official_layout_and_reloads(golden, tmp_path, family)
     assert not added_keys(model) & set(exported)          # GLTG's SAN/CSN heads are not in the official layout
 
 
+@pytest.mark.slow
 def test_export_cli(golden, tmp_path):
     g = golden("LLFlow")
     out = tmp_path / "official.pth"

@@ -86,6 +86,7 @@ def test_fp16_needs_cuda():
         Enhancer(model, dict(opt, inference=dict(opt["inference"], dtype="int8")), device="cpu")
 
 
+@pytest.mark.slow
 def test_cli_dtype_flag_and_protocol_line(golden, tmp_path):
     g = golden("ZMAR-SNFlow")
     write_rgb(tmp_path / "in/img.png", read_rgb(g / "low.png"))
@@ -105,6 +106,7 @@ def test_cli_dtype_flag_and_protocol_line(golden, tmp_path):
         "error: --dtype / inference.dtype: fp16 needs a CUDA device (on the CPU use bf16)", r.stderr
 
 
+@pytest.mark.slow
 def test_bf16_training_matches_fp32_and_bf16_inference_of_the_trained_model(tmp_path):
     """A short demo run in bf16 autocast reaches the fp32 run's best validation PSNR (what best_psnr_G.pth selects)
     within 0.3 dB, and the trained fp32 model's bf16 inference stays within 45 dB of its fp32 output."""
@@ -126,6 +128,7 @@ def test_bf16_training_matches_fp32_and_bf16_inference_of_the_trained_model(tmp_
     assert psnr_between(outs[("bf16", "weights")], outs[("fp32", "weights")]) >= 45.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conf", ["DRBN/demo_tiny.yml", "N2LDiff/demo_tiny.yml"])
 def test_other_methods_inherit_bf16_training(shared_dir, conf):
     """train.amp_dtype comes from models/base_model.py: DRBN and N2LDiff steps run under it (same loss as fp32 to

@@ -250,6 +250,7 @@ _DRIVER = """<script>
 </script>"""
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(folders, tmp_path):
     exe = _browser()
     if exe is None:

@@ -311,6 +311,7 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert code == 2 and "--steps" in err
 
 
+@pytest.mark.slow
 def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):
     cv2.imwrite(str(tmp_path / "deep.png"), np.full((8, 8, 3), 30000, np.uint16))
     r = subprocess.run([sys.executable, "-m", "data.synthesize", "--input", str(tmp_path), "--out",

@@ -149,6 +149,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(FAMILIES))
 def test_tiles_of_192_reproduce_the_full_frame_on_a_real_image(golden, shared_dir, variant):
     g = golden(FAMILIES[variant])
@@ -213,6 +214,7 @@ print((status("VmHWM") - base) / 1024)
 """
 
 
+@pytest.mark.slow
 def test_tiles_bound_the_peak_memory(golden):
     """Peak RSS growth of one 400x600 UPT-Flow (golden size) enhancement: tiles of 64 px need far less than the
     full frame (glibc's default allocator unmaps freed large blocks, so RSS follows live memory)."""

@@ -29,6 +29,7 @@ def _opt(tmp_path, extra=()):
     return load_options(CONF, SMALL + [f"path.experiments_root={tmp_path}"] + list(extra), is_train=True)
 
 
+@pytest.mark.slow
 def test_demo_training_learns(tmp_path):
     opt = _opt(tmp_path, ["train.niter=80", "train.val_freq=80", "val.at_start=true", "train.lr_G=2e-3",
                           "datasets.train.GT_size=48", "datasets.train.batch_size=4", "logger.save_checkpoint_freq=80"])
@@ -56,6 +57,7 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     n = 12
     a = subprocess.run(_train_cmd(tmp_path / "a", n), capture_output=True, text=True, env=_env(), timeout=600)
@@ -108,6 +110,7 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
         model.optimize(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [(), ("train_gt_ratio=1.0", "train.invertible_backprop=true",
                                            "train.activation_checkpointing=true")])
 def test_ddp_two_cpu_processes_with_gloo(tmp_path, extra):
@@ -149,6 +152,7 @@ def test_activation_checkpointing_gives_the_same_gradients(family, mode):
     assert max((plain[k] - ckpt[k]).abs().max().item() for k in plain) < 1e-5
 
 
+@pytest.mark.slow
 def test_loader_workers_give_the_same_training_as_the_main_process(tmp_path):
     """Per-sample randomness depends on (seed, epoch, index) only, so worker processes change nothing."""
     for workers in (0, 2):

@@ -4,11 +4,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from data.image_io import read_rgb, write_rgb
 from data.zeromap import inject_zero_map
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here runs the script in a subprocess
 
 
 def _setup(tmp_path, golden, zsize=(64, 96)):
