@@ -1,0 +1,251 @@
+"""The local web page (app.py): its `enhance` API and a real headless browser give test.py's PNG byte for byte.
+
+Needs the optional extra (requirements-app.txt); the browser test also needs Debian's chromium and chromium-driver.
+Each skips with the reason when they are missing. Set APP_SCREENSHOT=docs/app.png to save the browser's screenshot.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.build import build_network, model_class
+from models.checkpoint import save_generator
+from options.options import load_options
+from utils.cli import call_cli
+from utils.registry import MODEL_REGISTRY
+
+import test as test_script
+
+pytestmark = pytest.mark.slow
+gr = pytest.importorskip("gradio", reason="optional extra not installed: pip install -r requirements-app.txt")
+gradio_client = pytest.importorskip("gradio_client", reason="optional extra not installed: pip install -r "
+                                                           "requirements-app.txt")
+from engine.webapp import Workbench, load_models  # noqa: E402
+from engine.webpage import build_page  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# every demo config of an enhancing `model:` (N2LDiff synthesises low-light images: it enhances nothing)
+CONFS = {"LLFlow": "LLFlow/demo_tiny.yml", "GLTG-AFlow": "GLTG-AFlow/demo_tiny.yml",
+         "ZMAR-SNFlow": "ZMAR-SNFlow/demo_tiny.yml", "UPT-Flow": "UPT-Flow/demo_tiny.yml",
+         "DRBN": "DRBN/demo_tiny.yml", "DRBN-stage2": "DRBN/demo_tiny_stage2.yml"}
+NOT_ENHANCERS = {"N2LDiff"}
+
+
+def _image(path: Path, h: int, w: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    img = (rng.random((h, w, 3)) ** 2 * 120).astype(np.uint8)     # dark, like a low-light photo
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    """Inputs (a PNG and a JPEG of sizes no model's multiple divides), one fresh checkpoint per demo config, and
+    test.py's output for each (family -> {stem: PNG bytes})."""
+    d = tmp_path_factory.mktemp("app")
+    _image(d / "in/dark.png", 30, 44, 0)
+    _image(d / "in/night.jpg", 27, 35, 1)
+    (d / "bad").mkdir()
+    (d / "bad/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    ckpts, expected = {}, {}
+    for family, conf in CONFS.items():
+        # stage 2 starts from the stage-1 DRBN made just before; its saved file holds both
+        sets = [f"path.pretrain_stage1={ckpts['DRBN']}"] if family == "DRBN-stage2" else []
+        opt = load_options(ROOT / "confs" / conf, sets)
+        torch.manual_seed(0)
+        ckpts[family] = d / f"{family}.pth"
+        save_generator(build_network(opt)[0], ckpts[family])
+        out = d / "test_py" / family
+        code = call_cli(test_script.main, ["--opt", str(ROOT / "confs" / conf), "--model_path", str(ckpts[family]),
+                                           "--input", str(d / "in"), "--out", str(out), "--device", "cpu"])
+        assert code == 0
+        expected[family] = {p.stem: p.read_bytes() for p in out.glob("*.png")}
+        assert set(expected[family]) == {"dark", "night"}
+    return d, ckpts, expected
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(w):
+    """The page with every demo model loaded, served on 127.0.0.1; yields (url, workbench)."""
+    d, ckpts, _ = w
+    specs = [(ROOT / "confs" / conf, ckpts[family]) for family, conf in CONFS.items()]
+    bench = Workbench(load_models(specs, device="cpu"), scratch=d / "scratch")
+    page = build_page(bench).queue()
+    port = _free_port()
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False,
+                allowed_paths=[str(bench.scratch)], quiet=True)
+    yield f"http://127.0.0.1:{port}/", bench
+    page.close()
+
+
+def _label(family: str) -> str:
+    return load_options(ROOT / "confs" / CONFS[family])["name"]
+
+
+def test_every_enhancing_registered_model_has_a_demo_config_here():
+    model_class("LLFlow")   # imports every module that registers a model
+    names = set(MODEL_REGISTRY.keys())
+    covered = {load_options(ROOT / "confs" / c)["model"] for c in CONFS.values()}
+    assert names - NOT_ENHANCERS == covered
+
+
+@pytest.mark.parametrize("family", list(CONFS))
+def test_api_enhance_equals_test_py_byte_for_byte(family, w, server):
+    d, _, expected = w
+    url, _ = server
+    client = gradio_client.Client(url, verbose=False)
+    for src in sorted((d / "in").iterdir()):
+        got = client.predict(gradio_client.handle_file(str(src)), _label(family), None, api_name="/enhance")
+        assert Path(got).read_bytes() == expected[family][src.stem], (family, src.name)
+
+
+def test_api_bad_image_is_the_one_line_error_and_the_server_keeps_serving(w, server):
+    d, _, expected = w
+    client = gradio_client.Client(server[0], verbose=False)
+    with pytest.raises(Exception) as e:
+        client.predict(gradio_client.handle_file(str(d / "bad/broken.png")), _label("LLFlow"), None,
+                       api_name="/enhance")
+    assert "error: " in str(e.value) and "broken.png: cannot decode image" in str(e.value)
+    assert "Traceback" not in str(e.value)
+    with pytest.raises(Exception) as e:
+        client.predict(gradio_client.handle_file(str(d / "in/dark.png")), "no such model", None, api_name="/enhance")
+    assert "error: model 'no such model' is not loaded" in str(e.value)
+    got = client.predict(gradio_client.handle_file(str(d / "in/dark.png")), _label("LLFlow"), None,
+                         api_name="/enhance")
+    assert Path(got).read_bytes() == expected["LLFlow"]["dark"]
+
+
+def test_synthesised_pair_is_the_cli_synthesiser_and_is_scored(w, server, tmp_path):
+    """The pair tab's low image is `python -m data.synthesize --seed 3`'s for the same photo; enhancing it scores
+    the model's PNG against the photo with utils/metrics.py."""
+    from data.image_io import read_rgb
+    from data.synthesize import main as synth_main
+    from skimage.metrics import peak_signal_noise_ratio
+    d, _, _ = w
+    _, bench = server
+    normal = _image(tmp_path / "normal/photo.png", 32, 40, 5)
+    assert call_cli(synth_main, ["--input", str(normal.parent), "--out", str(tmp_path / "low"), "--seed", "3"]) == 0
+    normal_png, low_png, params = bench.synthesise(normal, 3)
+    assert low_png.read_bytes() == (tmp_path / "low/photo.png").read_bytes()
+    assert 0 < params.exposure < 1
+    res = bench.enhance([low_png], [_label("DRBN")], gt=read_rgb(normal_png))[0]
+    want = peak_signal_noise_ratio(read_rgb(normal_png), read_rgb(res.png))
+    assert res.metrics["psnr"] == pytest.approx(want, abs=1e-9)
+    assert 0 <= res.metrics["ssim"] <= 1 and res.seconds > 0
+
+
+def _chromium():
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("no chromium + chromedriver (Debian: apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="optional extra not installed: pip install -r "
+                                                                 "requirements-app.txt")
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400",
+              "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    return webdriver.Chrome(options=opts, service=Service(driver))
+
+
+def _wait(fn, timeout=120.0, what="the page"):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _upload_and_press(drv, path: Path):
+    from selenium.webdriver.common.by import By
+    drv.find_element(By.CSS_SELECTOR, "#photos input[type=file]").send_keys(str(path))
+    _wait(lambda: drv.find_elements(By.CSS_SELECTOR, f"#photos td.filename[aria-label='{path.name}']"), 60,
+          "the upload")
+    drv.find_element(By.ID, "enhance-btn").click()
+
+
+def _status(drv, prefix):
+    from selenium.webdriver.common.by import By
+    return _wait(lambda: next((ln for ln in drv.find_element(By.ID, "status").text.splitlines()
+                               if ln.startswith(prefix)), None), 120, f"a status line '{prefix}...'")
+
+
+def _clear_uploads(drv):
+    from selenium.webdriver.common.by import By
+    drv.find_element(By.CSS_SELECTOR, "#photos button[aria-label='Clear']").click()
+    _wait(lambda: not drv.find_elements(By.CSS_SELECTOR, "#photos td.filename"), 30, "the upload list to clear")
+
+
+def test_browser_upload_enhance_download_and_bad_upload(w, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    d, _, expected = w
+    url, _ = server
+    drv = _chromium()
+    try:
+        drv.get(url)
+        _wait(lambda: drv.find_elements(By.ID, "enhance-btn"), 60, "the page to load")
+        # a bad upload: the one-line error on the page, no traceback
+        _upload_and_press(drv, d / "bad/broken.png")
+        line = _status(drv, "error: ")
+        assert "broken.png: cannot decode image" in line and "Traceback" not in drv.page_source
+        # then, on the same page, a good one is enhanced; its download is test.py's PNG
+        _clear_uploads(drv)
+        _upload_and_press(drv, d / "in/dark.png")
+        assert "s/image" in _status(drv, "done: ")
+        link = _wait(lambda: [a.get_attribute("href") for a in
+                              drv.find_elements(By.CSS_SELECTOR, "#downloads a[download='dark.png']")], 60,
+                     "the download link")[0]
+        with urllib.request.urlopen(link, timeout=30) as r:
+            assert r.read() == expected["LLFlow"]["dark"]
+        # the before/after slider shows the result too
+        srcs = [i.get_attribute("src") for i in drv.find_elements(By.CSS_SELECTOR, "#slider img")]
+        assert any(s and s.endswith("dark.png") for s in srcs), srcs
+        # nothing was requested from anywhere but this page's server
+        hosts = drv.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        outside = [h for h in hosts if not h.startswith(("http://127.0.0.1", "data:", "blob:"))]
+        assert not outside, outside
+        shot = os.environ.get("APP_SCREENSHOT")
+        if shot:
+            drv.save_screenshot(shot)
+    finally:
+        drv.quit()
+
+
+def test_app_cli_wrong_checkpoint_is_one_line(w, capsys):
+    """A checkpoint that does not fit its config stops app.py with the CLIs' one-line error (before any page)."""
+    import app
+    d, ckpts, _ = w
+    code = call_cli(app.main, ["--opt", str(ROOT / "confs" / CONFS["LLFlow"]), "--model_path", str(ckpts["DRBN"]),
+                               "--port", str(_free_port())])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "DRBN.pth" in lines[0], err[-2000:]
+
+
+def test_app_cli_help_runs_without_a_page():
+    p = subprocess.run([os.sys.executable, str(ROOT / "app.py"), "--help"], capture_output=True, text=True,
+                       timeout=120, cwd=str(ROOT), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0 and "--model_path" in p.stdout and "127.0.0.1" in p.stdout
