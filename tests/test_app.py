@@ -1,15 +1,14 @@
 """The local web page (app.py): its `enhance` API and a real headless browser give test.py's PNG byte for byte.
 
 Needs the optional extra (requirements-app.txt); the browser test also needs Debian's chromium and chromium-driver.
-Each skips with the reason when they are missing. Set APP_SCREENSHOT=docs/app.png to save the browser's screenshot.
+Each skips with the reason when they are missing. tests/app_browser.py drives the browser (bench/app_timing.py takes
+docs/app.png with it).
 """
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -151,84 +150,35 @@ def test_synthesised_pair_is_the_cli_synthesiser_and_is_scored(w, server, tmp_pa
     assert 0 <= res.metrics["ssim"] <= 1 and res.seconds > 0
 
 
-def _chromium():
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip("no chromium + chromedriver (Debian: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="optional extra not installed: pip install -r "
-                                                                 "requirements-app.txt")
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400",
-              "--disable-dev-shm-usage"):
-        opts.add_argument(a)
-    return webdriver.Chrome(options=opts, service=Service(driver))
-
-
-def _wait(fn, timeout=120.0, what="the page"):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _upload_and_press(drv, path: Path):
-    from selenium.webdriver.common.by import By
-    drv.find_element(By.CSS_SELECTOR, "#photos input[type=file]").send_keys(str(path))
-    _wait(lambda: drv.find_elements(By.CSS_SELECTOR, f"#photos td.filename[aria-label='{path.name}']"), 60,
-          "the upload")
-    drv.find_element(By.ID, "enhance-btn").click()
-
-
-def _status(drv, prefix):
-    from selenium.webdriver.common.by import By
-    return _wait(lambda: next((ln for ln in drv.find_element(By.ID, "status").text.splitlines()
-                               if ln.startswith(prefix)), None), 120, f"a status line '{prefix}...'")
-
-
-def _clear_uploads(drv):
-    from selenium.webdriver.common.by import By
-    drv.find_element(By.CSS_SELECTOR, "#photos button[aria-label='Clear']").click()
-    _wait(lambda: not drv.find_elements(By.CSS_SELECTOR, "#photos td.filename"), 30, "the upload list to clear")
-
-
 def test_browser_upload_enhance_download_and_bad_upload(w, server, tmp_path):
-    from selenium.webdriver.common.by import By
+    from tests import app_browser as ab
     d, _, expected = w
     url, _ = server
-    drv = _chromium()
     try:
-        drv.get(url)
-        _wait(lambda: drv.find_elements(By.ID, "enhance-btn"), 60, "the page to load")
+        drv = ab.chromium(tmp_path / "profile")
+    except ab.BrowserUnavailable as e:
+        pytest.skip(str(e))
+    from selenium.webdriver.common.by import By
+    try:
+        ab.open_page(drv, url)
         # a bad upload: the one-line error on the page, no traceback
-        _upload_and_press(drv, d / "bad/broken.png")
-        line = _status(drv, "error: ")
+        ab.upload_and_press(drv, d / "bad/broken.png")
+        line = ab.status_line(drv, "error: ")
         assert "broken.png: cannot decode image" in line and "Traceback" not in drv.page_source
         # then, on the same page, a good one is enhanced; its download is test.py's PNG
-        _clear_uploads(drv)
-        _upload_and_press(drv, d / "in/dark.png")
-        assert "s/image" in _status(drv, "done: ")
-        link = _wait(lambda: [a.get_attribute("href") for a in
-                              drv.find_elements(By.CSS_SELECTOR, "#downloads a[download='dark.png']")], 60,
-                     "the download link")[0]
-        with urllib.request.urlopen(link, timeout=30) as r:
+        ab.clear_uploads(drv)
+        ab.upload_and_press(drv, d / "in/dark.png")
+        assert "s/image" in ab.status_line(drv, "done: ")
+        with urllib.request.urlopen(ab.download_href(drv, "dark.png"), timeout=30) as r:
             assert r.read() == expected["LLFlow"]["dark"]
         # the before/after slider shows the result too
         srcs = [i.get_attribute("src") for i in drv.find_elements(By.CSS_SELECTOR, "#slider img")]
         assert any(s and s.endswith("dark.png") for s in srcs), srcs
         # nothing was requested from anywhere but this page's server
         hosts = drv.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-        outside = [h for h in hosts if not h.startswith(("http://127.0.0.1", "data:", "blob:"))]
+        outside = [h for h in hosts if not h.startswith((url, "data:", "blob:"))]
         assert not outside, outside
-        shot = os.environ.get("APP_SCREENSHOT")
-        if shot:
-            drv.save_screenshot(shot)
+        assert hosts, "no resource entries: the check above would see nothing"
     finally:
         drv.quit()
 
@@ -243,6 +193,47 @@ def test_app_cli_wrong_checkpoint_is_one_line(w, capsys):
     assert code == 2 and "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1 and "DRBN.pth" in lines[0], err[-2000:]
+
+
+@pytest.mark.parametrize("family", ["LLFlow", "DRBN"])
+def test_page_tile_and_dtype_equal_test_py_with_the_same_flags(family, w, server, tmp_path):
+    """The page's tile and dtype fields reach the Enhancer exactly as test.py's --tile / --dtype do."""
+    d, ckpts, _ = w
+    _, bench = server
+    conf = str(ROOT / "confs" / CONFS[family])
+    out = tmp_path / "t"
+    assert call_cli(test_script.main, ["--opt", conf, "--model_path", str(ckpts[family]), "--input", str(d / "in"),
+                                       "--out", str(out), "--device", "cpu", "--tile", "16", "--dtype", "bf16"]) == 0
+    res = bench.enhance(sorted((d / "in").iterdir()), [_label(family)], None, "16", "bf16")
+    assert {r.name: r.png.read_bytes() for r in res} == {p.stem: p.read_bytes() for p in out.glob("*.png")}
+    # and they change the output (bf16 is not fp32), so the comparison above sees them
+    fp32 = bench.enhance([d / "in/dark.png"], [_label(family)], None, "auto", "fp32")[0]
+    assert fp32.png.read_bytes() != (out / "dark.png").read_bytes()
+
+
+def test_page_field_errors_are_one_line(w, server):
+    from utils.errors import UserError
+    d, _, _ = w
+    _, bench = server
+    for kwargs, words in [({"tile": "big"}, "tile: expected 'auto'"), ({"tile": "3"}, "inference.tile / --tile"),
+                          ({"heat": -1}, "heat"), ({"dtype": "fp16"}, "fp16 needs a CUDA device")]:
+        with pytest.raises(UserError, match=words):
+            bench.enhance([d / "in/dark.png"], [_label("LLFlow")], **kwargs)
+    with pytest.raises(UserError, match="no model"):
+        bench.enhance([d / "in/dark.png"], [])
+
+
+def test_app_cli_port_in_use_is_one_line(w, capsys):
+    import app
+    d, ckpts, _ = w
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code = call_cli(app.main, ["--opt", str(ROOT / "confs" / CONFS["DRBN"]), "--model_path", str(ckpts["DRBN"]),
+                                   "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: --host 127.0.0.1 --port {port}: cannot listen there" in err, err
 
 
 def test_app_cli_help_runs_without_a_page():
