@@ -1,9 +1,10 @@
 """A local web page to enhance your own photos with one or more trained models (Gradio; optional extra).
 
-python app.py --opt CONF [--model_path CKPT] [--opt CONF2 [--model_path CKPT2] ...] [--port N] [--host H]
-              [--device D] [--set k=v ...] [--synthesis PHYSICS_YML] [--lpips-backbone PTH]
+python app.py --opt CONF [--model_path CKPT] [--set k=v ...] [--opt CONF2 [--model_path CKPT2] ...] [--port N]
+              [--host H] [--device D] [--synthesis PHYSICS_YML] [--lpips-backbone PTH]
 Needs `pip install -r requirements-app.txt`. Binds 127.0.0.1 unless --host says otherwise; fetches nothing.
-Each --model_path belongs to the --opt before it (default: that config's model_path). docs/app.md has the details.
+Each --model_path and --set belongs to the --opt before it (default checkpoint: that config's model_path).
+docs/app.md has the details.
 """
 import argparse
 import logging
@@ -16,12 +17,15 @@ from utils.logging_setup import setup_cli_logging
 
 
 class _Model(argparse.Action):
-    """--opt starts a [conf, checkpoint] pair; --model_path fills the checkpoint of the latest one."""
+    """--opt starts a [conf, checkpoint, overrides] entry; --model_path and --set after it belong to it (a --set
+    before the first --opt applies to every model)."""
 
     def __call__(self, parser, namespace, value, option_string=None):
         specs = getattr(namespace, "models", None) or []
         if option_string == "--opt":
-            specs.append([value, None])
+            specs.append([value, None, []])
+        elif option_string == "--set":
+            (specs[-1][2] if specs else namespace.overrides).append(value)
         elif not specs or specs[-1][1] is not None:
             raise OptionError("--model_path: give it after the --opt it belongs to (one --model_path per --opt)")
         else:
@@ -39,19 +43,25 @@ def _check_port(host: str, port: int) -> None:
                           f"--port") from None
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: `models` is [[conf, checkpoint or None, [its --set values]], ...], `overrides` the --set
+    values given before the first --opt."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--opt", action=_Model, required=True, help="YAML config of a model (repeatable)")
     ap.add_argument("--model_path", action=_Model, help="checkpoint of the --opt before it")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value in every config (repeatable)")
+    ap.add_argument("--set", action=_Model, metavar="KEY=VALUE",
+                    help="override a config value of the --opt before it (before any --opt: of every model)")
     ap.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ap.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     ap.add_argument("--synthesis", help="physics synthesiser config (default confs/synthesis/physics_LOL.yml)")
     ap.add_argument("--lpips-backbone", help="AlexNet features .pth for LPIPS on the pair tab (never downloaded)")
-    ap.set_defaults(models=None)
-    args = ap.parse_args(argv)
+    ap.set_defaults(models=None, overrides=[])
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     setup_cli_logging()
     if not 0 < args.port < 65536:
         raise OptionError(f"--port: {args.port} is not a port number (1-65535)")

@@ -109,12 +109,13 @@ class Result:
 
 
 def load_models(specs, overrides=(), device: str | None = None) -> list[LoadedModel]:
-    """LoadedModels for [(conf, checkpoint or None)]: configs and checkpoints are read now, so a wrong checkpoint for
-    a config is the start-up's one-line error. Labels are the configs' names, numbered where two collide."""
+    """LoadedModels for [(conf, checkpoint or None[, its own overrides])], `overrides` applying to all: configs and
+    checkpoints are read now, so a wrong checkpoint for a config is the start-up's one-line error. Labels are the
+    configs' names, numbered where two collide."""
     pick_device(device, "--device")
     models, seen = [], {}
-    for conf, ckpt in specs:
-        opt = load_options(conf, list(overrides))
+    for conf, ckpt, *own in specs:
+        opt = load_options(conf, list(overrides) + list(own[0] if own else []))
         path = check_path(str(ckpt) if ckpt else opt.get("model_path"), "--model_path / model_path")
         label = str(opt.get("name") or Path(conf).stem)
         seen[label] = seen.get(label, 0) + 1
@@ -200,7 +201,8 @@ class Workbench:
 
     def synthesise(self, path, seed: int = 0) -> tuple[Path, Path, PhysicsParams]:
         """A low-light version of a normal photo with the physics synthesiser (parameters drawn from the config
-        with `seed` and the file stem, as `python -m data.synthesize --seed` draws them): (normal PNG, low PNG, parameters)."""
+        with `seed` and the file stem, as `python -m data.synthesize --seed` draws them): (normal PNG, low PNG,
+        parameters)."""
         if path is None:
             raise OptionError("no image: upload a normal-light photo first")
         try:

@@ -71,7 +71,8 @@ def build_page(bench: Workbench) -> gr.Blocks:
                     status = gr.Markdown("", elem_id="status")
                     slider = gr.ImageSlider(label="Before / after (first image, first model)", type="filepath",
                                             elem_id="slider")
-                    gallery = gr.Gallery(label="Side by side", elem_id="gallery", columns=3, height=320, object_fit="contain")
+                    gallery = gr.Gallery(label="Side by side", elem_id="gallery", columns=3, height=320,
+                                         object_fit="contain")
                     times = gr.Dataframe(headers=["model", "result", "seconds"], label="Time per image",
                                          elem_id="times", interactive=False)
                     downloads = gr.File(label="Download (PNG)", file_count="multiple", elem_id="downloads",
@@ -90,7 +91,8 @@ def build_page(bench: Workbench) -> gr.Blocks:
                     params = gr.JSON(label=f"Physics parameters (drawn from {bench.physics_conf.name})",
                                      elem_id="params")
                     pair = gr.ImageSlider(label="Low-light / normal", type="filepath", elem_id="pair")
-                    s_gallery = gr.Gallery(label="Enhanced", elem_id="s-gallery", columns=3, height=320, object_fit="contain")
+                    s_gallery = gr.Gallery(label="Enhanced", elem_id="s-gallery", columns=3, height=320,
+                                           object_fit="contain")
                     scores = gr.Dataframe(headers=["model", "result", "seconds", "PSNR", "SSIM", "LPIPS"],
                                           label="Against the normal photo", elem_id="scores", interactive=False)
                     low_file = gr.File(label="Low-light PNG", elem_id="low-file", interactive=False)
@@ -124,8 +126,8 @@ def build_page(bench: Workbench) -> gr.Blocks:
             return note, {"seed": int(sd), **p.as_dict()}, (str(low_png), str(normal_png)), str(low_png), \
                 (str(normal_png), str(low_png))
 
-        make.click(on_synth, [normal, seed], [s_status, params, pair, low_file, pair_state], api_visibility="undocumented",
-                   concurrency_limit=1)
+        make.click(on_synth, [normal, seed], [s_status, params, pair, low_file, pair_state],
+                   api_visibility="undocumented", concurrency_limit=1)
 
         def on_score(state, chosen, h, t, dt):
             if not state:

@@ -179,8 +179,42 @@ def test_browser_upload_enhance_download_and_bad_upload(w, server, tmp_path):
         outside = [h for h in hosts if not h.startswith((url, "data:", "blob:"))]
         assert not outside, outside
         assert hosts, "no resource entries: the check above would see nothing"
+        _pair_tab(drv, d, tmp_path)
     finally:
         drv.quit()
+
+
+def _pair_tab(drv, d, tmp_path):
+    """The second tab: a low-light version of a photo (the CLI synthesiser's), enhanced and scored on the page."""
+    from selenium.webdriver.common.by import By
+    from skimage.metrics import peak_signal_noise_ratio
+    from data.image_io import read_rgb
+    from data.synthesize import main as synth_main
+    from tests import app_browser as ab
+    photo = _image(tmp_path / "normal/street.png", 32, 48, 9)
+    next(b for b in drv.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Synthesise" in b.text).click()
+    drv.find_element(By.CSS_SELECTOR, "#normal input[type=file]").send_keys(str(photo))
+    ab.wait(lambda: drv.find_elements(By.CSS_SELECTOR, "#normal td.filename[aria-label='street.png']"), 60, "upload")
+    seed = drv.find_element(By.CSS_SELECTOR, "#seed input")
+    seed.clear()
+    seed.send_keys("4")
+    drv.find_element(By.ID, "synth-btn").click()
+    ab.wait(lambda: "seed 4: exposure" in drv.find_element(By.ID, "s-status").text, 120, "the synthesis")
+    href = ab.wait(lambda: [a.get_attribute("href") for a in
+                            drv.find_elements(By.CSS_SELECTOR, "#low-file a[download='street.png']")], 60, "low PNG")[0]
+    with urllib.request.urlopen(href, timeout=30) as r:
+        low = r.read()
+    assert call_cli(synth_main, ["--input", str(photo.parent), "--out", str(tmp_path / "low"), "--seed", "4"]) == 0
+    assert low == (tmp_path / "low/street.png").read_bytes()
+    drv.find_element(By.ID, "score-btn").click()
+    ab.wait(lambda: drv.find_element(By.ID, "s-status").text.startswith("done: "), 300, "the scores")
+    cells = ab.wait(lambda: [t for c in drv.find_elements(By.CSS_SELECTOR, "#scores tbody td")
+                             if (t := (c.get_attribute("textContent") or "").strip())], 60, "the score table")
+    src = drv.find_element(By.CSS_SELECTOR, "#s-gallery img").get_attribute("src")
+    with urllib.request.urlopen(src, timeout=30) as r:
+        (tmp_path / "enhanced.png").write_bytes(r.read())
+    want = peak_signal_noise_ratio(read_rgb(photo), read_rgb(tmp_path / "enhanced.png"))
+    assert f"{want:.3f}" in cells, (want, cells)
 
 
 def test_app_cli_wrong_checkpoint_is_one_line(w, capsys):
@@ -234,6 +268,17 @@ def test_app_cli_port_in_use_is_one_line(w, capsys):
                                    "--port", str(port)])
     err = capsys.readouterr().err
     assert code == 2 and f"error: --host 127.0.0.1 --port {port}: cannot listen there" in err, err
+
+
+def test_app_cli_each_model_path_and_set_belong_to_the_opt_before_them():
+    import app
+    from utils.errors import OptionError
+    a = app.parse_args(["--set", "heat=0.5", "--opt", "a.yml", "--model_path", "a.pth", "--set", "x=1", "--opt",
+                        "b.yml", "--set", "y=2", "--set", "z=3", "--port", "9"])
+    assert a.models == [["a.yml", "a.pth", ["x=1"]], ["b.yml", None, ["y=2", "z=3"]]]
+    assert a.overrides == ["heat=0.5"] and a.port == 9 and a.host == "127.0.0.1"
+    with pytest.raises(OptionError, match="--model_path: give it after the --opt"):
+        app.parse_args(["--opt", "a.yml", "--model_path", "a.pth", "--model_path", "b.pth"])
 
 
 def test_app_cli_help_runs_without_a_page():
