@@ -27,21 +27,28 @@ from .evaluate import EvalItem, evaluate, make_enhancer, make_scorer
 from .inference import pick_device
 
 DTYPES = ("fp32", "bf16", "fp16")
+DEFAULT_DTYPE = "default"    # each config's inference.dtype
 # Enhancers kept per model (one per dtype/tile combination asked for); each holds a copy of the weights.
 MAX_CACHED = 3
+# Enhancement folders kept in the scratch folder (the page keeps its own copy of every file it shows or offers;
+# synthesised pairs stay, the pair tab refers to them).
+KEEP_REQUESTS = 20
 DEFAULT_PHYSICS = Path(__file__).resolve().parents[1] / "confs" / "synthesis" / "physics_LOL.yml"
 
 
-def resolve_page_dtype(name: str, device) -> str:
-    """Hook for the dtype the page passes to the Enhancer: today the name itself (fp32, bf16, fp16), checked against
-    the device. An automatic choice ('auto') belongs here once the Enhancer resolves one."""
+def resolve_page_dtype(name: str | None, device) -> str | None:
+    """The dtype the page passes to the Enhancer for its dtype field: None for 'default' (each config's
+    inference.dtype, what test.py uses without --dtype), else the name, checked against the device (fp16 needs CUDA).
+    An automatic choice ('auto') belongs here once the Enhancer resolves one."""
+    if name in (None, "", DEFAULT_DTYPE):
+        return None
     resolve_dtype(name, device, "dtype")
     return name
 
 
 def dtype_choices(device) -> list[str]:
-    """The compute dtypes the Enhancer supports on `device` (fp16 needs CUDA)."""
-    ok = []
+    """The dtype field's choices: 'default', then the compute dtypes the Enhancer supports on `device`."""
+    ok = [DEFAULT_DTYPE]
     for name in DTYPES:
         try:
             resolve_page_dtype(name, device)
@@ -159,12 +166,14 @@ class Workbench:
         self._count += 1
         d = self.scratch / f"{self._count:05d}_{what}"
         d.mkdir(parents=True)
+        for old in sorted(self.scratch.glob("*_enhance"))[:-KEEP_REQUESTS]:
+            shutil.rmtree(old, ignore_errors=True)
         return d
 
-    def enhance(self, paths, labels, heat=None, tile=None, dtype: str | None = "fp32", gt=None) -> list[Result]:
+    def enhance(self, paths, labels, heat=None, tile=None, dtype: str | None = None, gt=None) -> list[Result]:
         """Enhance every image file with every model (by label). `heat` (None: each config's) applies to the flows
-        only; `tile` as :func:`parse_tile`; `gt` (uint8 RGB) adds PSNR/SSIM/LPIPS. Outputs are <stem>.png (one
-        model) or <stem>_<label>.png, the bytes test.py writes."""
+        only; `tile` as :func:`parse_tile`; `dtype` as :func:`resolve_page_dtype`; `gt` (uint8 RGB) adds
+        PSNR/SSIM/LPIPS. Outputs are <stem>.png (one model) or <stem>_<label>.png, the bytes test.py writes."""
         paths = [Path(p) for p in (paths or [])]
         if not paths:
             raise OptionError("no image: upload one or more photos first")
@@ -173,6 +182,7 @@ class Workbench:
             raise OptionError("no model: pick one or more of the loaded models")
         chosen = [self.model(lb) for lb in labels]
         tile = parse_tile(tile)
+        dtype = resolve_page_dtype(dtype, self.device())
         heat = None if heat is None or heat == "" else NONNEG("heat", heat)
         images = [(p, read_rgb(p)) for p in paths]     # every upload is checked before the slow part
         stems = [p.stem for p in paths]
@@ -185,7 +195,7 @@ class Workbench:
             # the decoded inputs as PNG: what the page shows as "before" (a browser may not show .tif or .ppm)
             shown = [write_rgb(out / "inputs" / f"{p.stem}.png", low) for p, low in images]
             for m in chosen:
-                enh = m.enhancer(dtype if dtype and dtype != "fp32" else None, tile)
+                enh = m.enhancer(dtype, tile)
                 h = (m.default_heat if heat is None else heat) if m.uses_heat else 0.0
                 protocol = metrics.Protocol(quantisation="round", lpips=True, inference=enh.describe(h))
                 for (p, low), before in zip(images, shown):
@@ -237,5 +247,5 @@ def error_line(exc: BaseException) -> str:
     return f"error: {user_message(exc)}"
 
 
-__all__ = ["DTYPES", "LoadedModel", "Result", "UserError", "Workbench", "dtype_choices", "error_line", "load_models",
-           "parse_tile", "resolve_page_dtype"]
+__all__ = ["DEFAULT_DTYPE", "DTYPES", "LoadedModel", "Result", "UserError", "Workbench", "dtype_choices", "error_line",
+           "load_models", "parse_tile", "resolve_page_dtype"]

@@ -245,6 +245,16 @@ def test_page_tile_and_dtype_equal_test_py_with_the_same_flags(family, w, server
     assert fp32.png.read_bytes() != (out / "dark.png").read_bytes()
 
 
+def test_old_request_folders_are_pruned(w, server, monkeypatch):
+    import engine.webapp
+    d, _, expected = w
+    _, bench = server
+    monkeypatch.setattr(engine.webapp, "KEEP_REQUESTS", 2)
+    res = [bench.enhance([d / "in/dark.png"], [_label("DRBN")])[0] for _ in range(3)]
+    assert len(list(bench.scratch.glob("*_enhance"))) == 2
+    assert not res[0].png.exists() and res[2].png.read_bytes() == expected["DRBN"]["dark"]
+
+
 def test_page_field_errors_are_one_line(w, server):
     from utils.errors import UserError
     d, _, _ = w
