@@ -26,6 +26,7 @@ from utils.registry import MODEL_REGISTRY
 import test as test_script
 
 pytestmark = pytest.mark.slow
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio's import: no usage statistics
 gr = pytest.importorskip("gradio", reason="optional extra not installed: pip install -r requirements-app.txt")
 gradio_client = pytest.importorskip("gradio_client", reason="optional extra not installed: pip install -r "
                                                            "requirements-app.txt")
@@ -129,6 +130,26 @@ def test_api_bad_image_is_the_one_line_error_and_the_server_keeps_serving(w, ser
     got = client.predict(gradio_client.handle_file(str(d / "in/dark.png")), _label("LLFlow"), None,
                          api_name="/enhance")
     assert Path(got).read_bytes() == expected["LLFlow"]["dark"]
+
+
+def test_a_model_that_does_not_fit_says_so_and_the_next_request_works(w, server, monkeypatch):
+    """The allocator's failure inside the network (what a too-large photo gives) is the page's one-line
+    out-of-memory message with the tile to use; the next request is served as usual."""
+    d, _, expected = w
+    url, bench = server
+    net = bench.model(_label("DRBN")).enhancer().model
+
+    def fail(*a, **k):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99 GB")
+    monkeypatch.setattr(net, "enhance", fail)
+    client = gradio_client.Client(url, verbose=False)
+    with pytest.raises(Exception) as e:
+        client.predict(gradio_client.handle_file(str(d / "in/dark.png")), _label("DRBN"), None, api_name="/enhance")
+    assert "error: out of memory enhancing a 32x44 (padded HxW) input on cpu: run it in tiles" in str(e.value)
+    monkeypatch.undo()
+    got = client.predict(gradio_client.handle_file(str(d / "in/dark.png")), _label("DRBN"), None,
+                         api_name="/enhance")
+    assert Path(got).read_bytes() == expected["DRBN"]["dark"]
 
 
 def test_synthesised_pair_is_the_cli_synthesiser_and_is_scored(w, server, tmp_path):
