@@ -22,7 +22,7 @@ from models.precision import resolve_dtype
 from options.options import OptionError, check_path, load_options
 from options.validate import NONNEG
 from utils import metrics
-from utils.errors import UserError
+from utils.errors import UserError, user_message
 from .evaluate import EvalItem, evaluate, make_enhancer, make_scorer
 from .inference import pick_device
 
@@ -243,7 +243,6 @@ def _pair_metrics(summary: dict) -> dict:
 
 def error_line(exc: BaseException) -> str:
     """The one-line message the CLIs print for a user error (utils/cli.py), for the page."""
-    from utils.errors import user_message
     return f"error: {user_message(exc)}"
 
 

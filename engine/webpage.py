@@ -139,7 +139,8 @@ def build_page(bench: Workbench) -> gr.Blocks:
             except UserError as e:
                 return error_line(e), [], []
             _, g, rows, _ = _result_views(results)
-            return f"done: {_per_model(results)}", g, rows
+            note = next((r.metrics["lpips_note"] for r in results if r.metrics and r.metrics.get("lpips_note")), "")
+            return f"done: {_per_model(results)}" + (f"\n\nLPIPS n/a: {note}" if note else ""), g, rows
 
         s_go.click(on_score, [pair_state, s_models, heat, tile, dtype], [s_status, s_gallery, scores],
                    api_visibility="undocumented", concurrency_limit=1)
