@@ -205,6 +205,22 @@ def test_browser_upload_enhance_download_and_bad_upload(w, server, tmp_path):
         drv.quit()
 
 
+def test_pair_lpips_with_a_backbone(w, server, shared_dir, tmp_path):
+    """With --lpips-backbone the pair's LPIPS is utils/metrics.py's LPIPS of the written PNG against the photo."""
+    from data.image_io import read_rgb
+    from utils import metrics
+    _, bench = server
+    backbone = shared_dir / "weights" / "alexnet_features.pth"
+    if not backbone.is_file():
+        pytest.skip(f"{backbone} not present")
+    wb = Workbench(list(bench.models.values()), lpips_backbone=str(backbone), scratch=tmp_path / "s")
+    normal_png, low_png, _ = wb.synthesise(_image(tmp_path / "p/photo.png", 64, 64, 3), 1)
+    res = wb.enhance([low_png], [_label("DRBN")], gt=read_rgb(normal_png))[0]
+    want = metrics.get_lpips_metric(str(backbone))(read_rgb(res.png), read_rgb(normal_png))
+    assert res.metrics["lpips"] > 0 and res.metrics["lpips"] == pytest.approx(want, abs=1e-6)
+    assert "lpips_note" not in res.metrics
+
+
 def _pair_tab(drv, d, tmp_path):
     """The second tab: a low-light version of a photo (the CLI synthesiser's), enhanced and scored on the page."""
     from selenium.webdriver.common.by import By
