@@ -19,10 +19,10 @@ from data.image_io import read_rgb, write_rgb
 from data.synthesis.physics import PhysicsParams, load_physics_config, synthesize
 from data.synthesize import image_rng
 from models.precision import resolve_dtype
-from options.options import OptionError, check_path, load_options
+from options.options import check_path, load_options
 from options.validate import NONNEG
 from utils import metrics
-from utils.errors import UserError, user_message
+from utils.errors import OptionError, UserError, user_message
 from .evaluate import EvalItem, evaluate, make_enhancer, make_scorer
 from .inference import pick_device
 

@@ -15,7 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from data.image_io import IMAGE_EXTENSIONS, read_rgb  # noqa: E402
-from .webapp import DEFAULT_DTYPE, Workbench, dtype_choices, error_line, UserError  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from .webapp import DEFAULT_DTYPE, Workbench, dtype_choices, error_line  # noqa: E402
 
 FILE_TYPES = sorted(IMAGE_EXTENSIONS)
 

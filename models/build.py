@@ -16,7 +16,7 @@ def build_generator(opt: dict, checkpoint: str | None = None, strict: bool = Tru
     state = read_state_dict(checkpoint) if checkpoint else None
     variant = resolve_components(opt, state.keys() if state is not None else None)
     arch = ARCH_REGISTRY.get(opt["network_G"].get("which_model_G") or "LLFlow")
-    model = arch(opt, variant)
+    model = arch.from_options(opt, variant)
     notes = [f"model family: {variant.name} (encoder {variant.encoder}, coupling {variant.coupling})"]
     if state is not None:
         notes += load_weights(model, state, strict=strict, source=f"checkpoint '{checkpoint}'")

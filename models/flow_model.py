@@ -57,8 +57,6 @@ class FlowModel(BaseModel):
 
     @classmethod
     def build_network(cls, opt, checkpoint=None):
-        if opt["network_G"]["flow"].get("K") is None:
-            raise OptionError("option 'network_G.flow.K' is required")
         return build_generator(opt, checkpoint)
 
     def networks(self):

@@ -16,7 +16,8 @@ from utils.errors import OptionError
 from utils.registry import ARCH_REGISTRY, ENCODER_REGISTRY
 from .flow.ops import gaussian_logp, squeeze2d
 from .flow.upsampler import LEVEL_TO_NAME, FlowUpsamplerNet
-from .variants import Variant
+from .kwargs import given
+from .variants import VARIANTS, Variant
 
 FLOW_INPUTS = (*LEVEL_TO_NAME.values(), "color_map")   # the encoder outputs that the flow and the prior read
 
@@ -32,34 +33,64 @@ def chromaticity(x: torch.Tensor) -> torch.Tensor:
 
 @ARCH_REGISTRY.register("LLFlow", "UPTFlow")
 class FlowGenerator(nn.Module):
-    """Encoder + conditional flow. `nll()` is the training direction, `reverse()` the enhancement."""
+    """Encoder + conditional flow. `nll()` is the training direction, `reverse()` the enhancement.
 
-    def __init__(self, opt: dict, variant: Variant):
+    `variant`: the family preset (models/variants.py: encoder, step, coupling, prior), or its name. The encoder is
+    built with `encoder_kwargs`, every coupling with `coupling_kwargs`, every step with `step_kwargs`; `K` coupling
+    steps and `n_noaffine` plain steps per level, `L` levels. `cond_channels`: the conditioning width (None: the
+    encoder's `out_channels`). `unused_f_in`: input width of the official never-run
+    `flowUpsamplerNet.f` (None: not declared). `quant`: dequantisation levels of the training noise.
+    :meth:`from_options` translates a config (ours or an official YAML) into these arguments.
+    """
+
+    def __init__(self, variant: Variant | str = "llflow", K: int = 12, L: int = 3, n_noaffine: int = 2,
+                 cond_channels: int | None = None, encoder_kwargs: dict | None = None,
+                 coupling_kwargs: dict | None = None, step_kwargs: dict | None = None,
+                 unused_f_in: int | None = None, quant: float = 32):
         super().__init__()
+        variant = VARIANTS[variant] if isinstance(variant, str) else variant
+        self.variant = variant
+        self.RRDB = ENCODER_REGISTRY.get(variant.encoder)(**(encoder_kwargs or {}))
+        # Every encoder knows its conditioning width (Restormer families: 6 * dim; LLFlow's: nf * (taps + 1)).
+        cond_channels = int(cond_channels or self.RRDB.out_channels)
+        self.L = int(L)
+        self.flowUpsamplerNet = FlowUpsamplerNet(
+            3, cond_channels, K=int(K), L=self.L, n_noaffine=int(n_noaffine), coupling=variant.coupling,
+            step=variant.step, coupling_kwargs=coupling_kwargs, step_kwargs=step_kwargs, unused_f_in=unused_f_in)
+        self.quant = float(quant)
+        self.aux_input = getattr(self.RRDB, "aux_input", None)
+        self.pad_multiple = max(int(getattr(self.RRDB, "pad_multiple", 1)), 2 ** self.L)
+        self.min_size = int(getattr(self.RRDB, "min_size", 1))
+
+    @classmethod
+    def from_options(cls, opt: dict, variant: Variant) -> "FlowGenerator":
+        """The generator a config describes (ours or an official YAML), for the resolved family `variant`.
+
+        The one place where `network_G`, `network_G.flow`, the top-level switches and `datasets.train.quant` become
+        constructor arguments; unset or null keys are left to the constructor defaults.
+        """
         for key in UNSUPPORTED_TRUE_KEYS:
             if opt.get(key):
                 raise OptionError(f"option '{key}: true' is not supported (it is dead or broken in the "
                                   f"official code, see docs/methods.md); set it to false")
-        net = opt["network_G"]
-        flow = net.get("flow") or {}
+        flow = (opt.get("network_G") or {}).get("flow") or {}
         if (flow.get("split") or {}).get("enable"):
             raise OptionError("network_G.flow.split.enable: true is not supported (no released model uses it)")
-        self.variant = variant
-        self.RRDB = ENCODER_REGISTRY.get(variant.encoder)(opt)
-        # The Restormer-family encoders know their conditioning width (6 * dim); LLFlow's depends on the taps.
-        cond_channels = int(flow.get("conditionInFeaDim") or getattr(self.RRDB, "out_channels", None)
-                            or variant.cond_channels)
+        if flow.get("K") is None:
+            raise OptionError("option 'network_G.flow.K' is required")
+        kw = given(flow, ("K", "L", "additionalFlowNoAffine", "conditionInFeaDim"),
+                   rename={"additionalFlowNoAffine": "n_noaffine", "conditionInFeaDim": "cond_channels"})
+        # The official couplings (and GLTG's SAN/CSN width) all read this one section, whatever the coupling.
+        coupling_kwargs = given(flow.get("CondAffineSeparatedAndCond"), ("hidden_channels", "eps"))
+        if variant.step == "AFlowStep" and "hidden_channels" in coupling_kwargs:
+            kw["step_kwargs"] = {"width": coupling_kwargs["hidden_channels"]}
         blocks = ((flow.get("stackRRDB") or {}).get("blocks")) or []
-        self.L = int(flow.get("L", 3))
-        self.flowUpsamplerNet = FlowUpsamplerNet(
-            3, cond_channels, net, K=int(flow["K"]), L=self.L, n_noaffine=int(flow.get("additionalFlowNoAffine", 2)),
-            coupling=variant.coupling, step=variant.step,
-            unused_f_in=64 * (len(blocks) + 1) if variant.unused_f else None)
-        train = ((opt.get("datasets") or {}).get("train") or {})
-        self.quant = float(train.get("quant") or 32)
-        self.aux_input = getattr(self.RRDB, "aux_input", None)
-        self.pad_multiple = max(int(getattr(self.RRDB, "pad_multiple", 1)), 2 ** self.L)
-        self.min_size = int(getattr(self.RRDB, "min_size", 1))
+        quant = ((opt.get("datasets") or {}).get("train") or {}).get("quant")
+        if quant:
+            kw["quant"] = quant
+        encoder_kwargs = ENCODER_REGISTRY.get(variant.encoder).kwargs_from_options(opt)
+        return cls(variant, encoder_kwargs=encoder_kwargs, coupling_kwargs=coupling_kwargs,
+                   unused_f_in=64 * (len(blocks) + 1) if variant.unused_f else None, **kw)
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def prior_mean(self, cond: dict, gt: torch.Tensor | None = None):

@@ -85,15 +85,8 @@ class N2LDiffModel(BaseModel):
 
     @classmethod
     def build_network(cls, opt, checkpoint=None):
-        cfg = opt["network_G"]["n2ldiff"]
-        if cfg.get("use_attn"):
-            raise OptionError("option 'network_G.n2ldiff.use_attn: true' is not supported (no official config uses "
-                              "the mid-level attention)")
-        if cfg.get("on_cond") not in ("img_lr", "h(img_lr)"):
-            raise OptionError(f"option 'network_G.n2ldiff.on_cond' must be img_lr or h(img_lr), got "
-                              f"'{cfg.get('on_cond')}'")
-        net = N2LDiffNet(cfg)
-        notes = [f"N2LDiff: dim {cfg['dim']}, dim_mults {list(cfg['dim_mults'])}, T = {cfg['timesteps']}"]
+        net = N2LDiffNet.from_options(opt)
+        notes = [f"N2LDiff: dim {net.dim}, dim_mults {list(net.dim_mults)}, T = {net.num_timesteps}"]
         if checkpoint:
             notes += load_n2ldiff_state(net, read_state_dict(checkpoint), f"checkpoint '{checkpoint}'")
         return net, notes

@@ -19,15 +19,14 @@ class Variant:
     step: str             # FLOW_STEP_REGISTRY name
     prior: str            # 'colormap' (LLFlow) or 'standard' (N(0, I))
     unused_f: bool        # official flowUpsamplerNet.f conv present in checkpoints
-    cond_channels: int    # official conditioning width (conditionInFeaDim default)
     add_gt_noise: bool    # dequantisation noise in training (as the official training code)
 
 
 VARIANTS = {
-    "llflow": Variant("llflow", "ConEncoder1", "CondAffineSeparatedAndCond", "FlowStep", "colormap", True, 320, False),
-    "gltg": Variant("gltg", "GLTGRestormer", "AFlowCoupling", "AFlowStep", "standard", True, 288, True),
-    "zmar": Variant("zmar", "ZMARRestormer", "SNFlowCoupling", "FlowStep", "standard", True, 288, True),
-    "upt": Variant("upt", "MSFormer", "CrossCoupling", "FlowStep", "standard", False, 288, True),
+    "llflow": Variant("llflow", "ConEncoder1", "CondAffineSeparatedAndCond", "FlowStep", "colormap", True, False),
+    "gltg": Variant("gltg", "GLTGRestormer", "AFlowCoupling", "AFlowStep", "standard", True, True),
+    "zmar": Variant("zmar", "ZMARRestormer", "SNFlowCoupling", "FlowStep", "standard", True, True),
+    "upt": Variant("upt", "MSFormer", "CrossCoupling", "FlowStep", "standard", False, True),
 }
 
 # Distinctive state-dict key fragments of each family's checkpoints (official ones and ours, which lack the never-run

@@ -1,4 +1,6 @@
-"""Every option key the framework knows, with its default (None = no default). The single place defaults live.
+"""Every option key the framework knows, with its default (None = no default here). The single place option defaults
+live; network sizes have none here: a null network key means the network constructor's default (models/, the
+builders' `from_options`; docs/networks.md).
 
 Keys of the official LLFlow, GLTG-AFlow, ZMAR-SNFlow and UPT-Flow YAMLs are all listed (several are inert in the
 official code and kept only so those files load unchanged; see docs/training.md "Configuration"). Sections are nested dicts;
@@ -17,28 +19,23 @@ MSFORMER = {"dim": None, "num_refinement_blocks": None, "heads": None, "depths":
             "mlp_ratio": None}
 
 FLOW = {
-    "K": None, "L": 3, "hidden_channels": None, "conditionInFeaDim": None, "noInitialInj": None,
-    "coupling": "CondAffineSeparatedAndCond", "additionalFlowNoAffine": 2, "split": {"enable": False},
+    "K": None, "L": None, "hidden_channels": None, "conditionInFeaDim": None, "noInitialInj": None,
+    "coupling": "CondAffineSeparatedAndCond", "additionalFlowNoAffine": None, "split": {"enable": False},
     "fea_up0": None, "stackRRDB": {"blocks": None, "concat": True},
     "CondAffineSeparatedAndCond": {"hidden_channels": None, "eps": None},
     "flow_permutation": None, "norm": None, "condAff": None, "levelConditional": None,
     "augmentation": {"noiseQuant": None},
 }
 
-# N2LDiff (model: N2LDiff); defaults = the official cfg/train/from_scratch.yaml. Names: ours <- official key.
-N2LDIFF = {
-    "dim": 64,                      # unet_dim
-    "dim_mults": [1, 2, 2, 4, 4, 8],
-    "in_dim": 6, "out_dim": 3,      # in_dim, unet_outdim
-    "cond_in_dim": 12,
-    "use_wn": True, "cond_use_wn": True, "use_instance_norm": True, "weight_init": True, "stronger_cond": True,
-    "use_attn": False,              # only False is supported (no official config enables it)
-    "timesteps": 100, "clip_denoised": True, "use_center": True, "use_center_sampler": True,
-    "on_cond": "img_lr",            # img_lr | h(img_lr)
-    "cond_on_res": False,
-    "sample_seed": 0,               # ours: seed of enhance() (validation, test.py): same input, same output
-    "sample_steps": None,           # ours: sampling steps of enhance(); None = T (official), fewer = respaced
-}
+# N2LDiff (model: N2LDiff): the N2LDiffNet keyword arguments (defaults there: the official from_scratch.yaml).
+N2LDIFF = dict.fromkeys((
+    "dim", "dim_mults", "in_dim", "out_dim", "cond_in_dim", "use_wn", "cond_use_wn", "use_instance_norm",
+    "weight_init", "stronger_cond",
+    "use_attn",                     # only false is supported (no official config enables it)
+    "timesteps", "clip_denoised", "use_center", "use_center_sampler", "on_cond", "cond_on_res",
+    "sample_seed",                  # ours: seed of enhance() (validation, test.py): same input, same output
+    "sample_steps",                 # ours: sampling steps of enhance(); null = T (official), fewer = respaced
+))
 N2LDIFF_TRAIN = {
     "official_compat": False,       # true: the official loss (in-place noise mutation), encoder frozen, centre 50/50
     "train_encoder": None,          # None: true, or false with official_compat
@@ -48,18 +45,18 @@ N2LDIFF_TRAIN = {
     "loss_type": "combined",        # combined (0.9 LPIPS-VGG + 0.1 SmoothL1) | l1 | l2 | lpips
 }
 
-# DRBN sizes (official: width 16, growth 8, 4 layers per dense block, 4 recurrences; hard-coded there)
-DRBN_SIZES = {"width": 16, "growth": 8, "n_layers": 4, "recurrences": 4}
+# DRBN sizes: the DRBN keyword arguments (defaults there: the official width 16, growth 8, 4 layers, 4 recurrences)
+DRBN_SIZES = dict.fromkeys(("width", "growth", "n_layers", "recurrences"))
 
 NETWORK_G = {
-    "which_model_G": "LLFlow", "variant": None, "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 24, "gc": 32,
+    "which_model_G": "LLFlow", "variant": None, "in_nc": None, "out_nc": None, "nf": None, "nb": None, "gc": None,
     "train_RRDB": None, "train_RRDB_delay": None, "scale": 1, "flow": FLOW,
     "restormer": RESTORMER, "msformer": MSFORMER, "n2ldiff": N2LDIFF, "drbn": DRBN_SIZES,
 }
 
 PHASE = {
     "name": None, "dataset": None, "mode": None, "root": None, "dataroot_LQ": None, "dataroot_GT": None,
-    "quant": 32, "use_shuffle": None, "n_workers": 0, "batch_size": 1, "use_flip": False, "use_rot": False,
+    "quant": None, "use_shuffle": None, "n_workers": 0, "batch_size": 1, "use_flip": False, "use_rot": False,
     "color": None, "use_crop": False, "GT_size": None, "center_crop_hr_size": None, "noise_prob": 0,
     "noise_level": 0, "log_low": None, "gamma_aug": False, "n_max": None, "scale": None, "phase": None,
     # ours

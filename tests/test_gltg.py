@@ -23,7 +23,7 @@ from utils.registry import COUPLING_REGISTRY, ENCODER_REGISTRY, FLOW_STEP_REGIST
 ROOT = Path(__file__).resolve().parents[1]
 CONFS = ROOT / "confs" / "GLTG-AFlow"
 FEATURES = ("fea_up0", "fea_up1", "fea_up2", "cat_f")   # (feat_color_map: the colour head never runs, not built)
-SMALL_OPT = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 8}}}   # network_G-level dict for layers
+SMALL_KW = {"hidden_channels": 8}   # coupling keyword arguments of the layer tests
 
 
 
@@ -44,7 +44,7 @@ def tiny_opt() -> dict:
 
 def tiny_model(seed: int = 0) -> FlowGenerator:
     torch.manual_seed(seed)
-    return perturb(FlowGenerator(tiny_opt(), VARIANTS["gltg"]), seed).eval()
+    return perturb(FlowGenerator.from_options(tiny_opt(), VARIANTS["gltg"]), seed).eval()
 
 
 def random_mask(b: int, h: int, w: int, seed: int, p: float = 0.3) -> torch.Tensor:
@@ -59,7 +59,7 @@ def golden_encoder(gdir: Path, official_compat: bool) -> GLTGRestormer:
     with open(gdir / "config.yml") as f:
         opt = yaml.safe_load(f)
     opt["network_G"]["restormer"]["official_compat"] = official_compat
-    enc = GLTGRestormer(opt).eval()
+    enc = GLTGRestormer.from_options(opt).eval()
     state = torch.load(gdir / "weights.pth", map_location="cpu", weights_only=True)
     load_weights(enc, {k[len("RRDB."):]: v for k, v in state.items() if k.startswith("RRDB.")}, strict=True)
     return enc
@@ -121,8 +121,8 @@ def test_mask_pyramid_orientation_against_cv2():
     m = random_mask(1, h, w, seed=3)
     lq = torch.zeros(1, 3, h, w)
     m2d = m[0, 0].numpy()
-    default = GLTGRestormer({"network_G": {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1]}}})
-    compat = GLTGRestormer({"network_G": {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1],
+    default = GLTGRestormer.from_options({"network_G": {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1]}}})
+    compat = GLTGRestormer.from_options({"network_G": {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1],
                                                         "official_compat": True}}})
     g_def, g_off = default.mask_grams(m, lq), compat.mask_grams(m, lq)
     for level, k in ((1, 2), (2, 4)):
@@ -155,9 +155,9 @@ def test_default_and_compat_differ_only_through_the_mask(golden):
 def test_default_masks_are_per_sample_compat_shares_sample_0():
     torch.manual_seed(0)
     opt = {"network_G": {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1}}}
-    enc = perturb(GLTGRestormer(opt), 1).eval()
+    enc = perturb(GLTGRestormer.from_options(opt), 1).eval()
     compat_opt = {"network_G": {"restormer": {**opt["network_G"]["restormer"], "official_compat": True}}}
-    compat = GLTGRestormer(compat_opt).eval()
+    compat = GLTGRestormer.from_options(compat_opt).eval()
     compat.load_state_dict(enc.state_dict())
     lq = torch.randn(2, 3, 32, 48)
     m = random_mask(2, 32, 48, seed=5)
@@ -173,10 +173,11 @@ def test_default_masks_are_per_sample_compat_shares_sample_0():
 
 def test_restormer_options_validated():
     with pytest.raises(KeyError, match="num_block"):
-        GLTGRestormer({"network_G": {"restormer": {"num_block": [1, 1, 1, 1]}}})
+        GLTGRestormer.from_options({"network_G": {"restormer": {"num_block": [1, 1, 1, 1]}}})
     with pytest.raises(ValueError, match="official_compat"):
-        GLTGRestormer({"network_G": {"restormer": {"official_compat": "yes"}}})
-    enc = GLTGRestormer({"network_G": {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": None}}})
+        GLTGRestormer.from_options({"network_G": {"restormer": {"official_compat": "yes"}}})
+    enc = GLTGRestormer.from_options({"network_G": {"restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1],
+                                                                  "heads": None}}})
     assert enc.config["heads"] == [1, 2, 4, 8] and enc.out_channels == 48
     assert ENCODER_REGISTRY.get("GLTGRestormer") is GLTGRestormer
     assert GLTGRestormer.aux_input == "gltg_mask" and GLTGRestormer.pad_multiple == 16
@@ -199,10 +200,10 @@ def test_aflow_layers_invertible_with_exact_logdet(kind):
     elif kind == "CSN":
         layer = CSN(4, 6, width=8)
     elif kind == "AFlowCoupling":
-        layer = AFlowCoupling(4, 6, SMALL_OPT)
+        layer = AFlowCoupling(4, 6, **SMALL_KW)
     else:
         coupling = None if kind.endswith("noCoupling") else "AFlowCoupling"
-        layer = AFlowStep(4, 6, coupling, SMALL_OPT, torch.Generator().manual_seed(0))
+        layer = AFlowStep(4, 6, coupling, SMALL_KW, torch.Generator().manual_seed(0), width=8)
     perturb(layer, 1, std=0.2).eval()
     z, ft = _layer_inputs()
     y, ld = assert_invertible(layer, z, ft)
@@ -243,7 +244,7 @@ def test_batch_independence_of_the_whole_model():
 
 def test_same_checkpoint_gives_same_image_and_heads_are_trained():
     torch.manual_seed(10)
-    src = perturb(FlowGenerator(tiny_opt(), VARIANTS["gltg"]), 10)
+    src = perturb(FlowGenerator.from_options(tiny_opt(), VARIANTS["gltg"]), 10)
     heads = set(aflow_head_parameter_names(src))
     assert heads and all((".sp_att." in k and ".spatial." not in k) or ".csn." in k for k in heads)
     official_like = {k: v for k, v in src.state_dict().items() if k not in heads}
@@ -251,7 +252,7 @@ def test_same_checkpoint_gives_same_image_and_heads_are_trained():
     for seed in (1, 2):                      # different global RNG state while building
         torch.manual_seed(seed)
         np.random.seed(seed)
-        model = FlowGenerator(tiny_opt(), VARIANTS["gltg"]).eval()
+        model = FlowGenerator.from_options(tiny_opt(), VARIANTS["gltg"]).eval()
         res = model.load_state_dict(official_like, strict=False)
         assert set(res.missing_keys) == heads and not res.unexpected_keys
         with torch.no_grad():
@@ -269,7 +270,8 @@ def test_same_checkpoint_gives_same_image_and_heads_are_trained():
 
 
 def test_init_aflow_heads_is_deterministic_and_distinct_per_step():
-    a, b = FlowGenerator(tiny_opt(), VARIANTS["gltg"]), FlowGenerator(tiny_opt(), VARIANTS["gltg"])
+    a = FlowGenerator.from_options(tiny_opt(), VARIANTS["gltg"])
+    b = FlowGenerator.from_options(tiny_opt(), VARIANTS["gltg"])
     assert init_aflow_heads(a.flowUpsamplerNet) == init_aflow_heads(b.flowUpsamplerNet) == 9
     sa, sb = a.state_dict(), b.state_dict()
     for k in aflow_head_parameter_names(a):
@@ -288,7 +290,7 @@ def test_official_config_builds_the_official_key_set(official_keys):
     variant = resolve_variant(opt, ref.keys())          # the official YAML is ambiguous; checkpoint keys decide
     assert variant.name == "gltg"
     torch.manual_seed(0)
-    model = FlowGenerator(opt, variant)
+    model = FlowGenerator.from_options(opt, variant)
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     never = {k: tuple(v) for k, v in never_run_shapes(model).items()}
     assert not set(own) & set(never)
@@ -323,7 +325,7 @@ def test_training_configs():
 
 
 def test_demo_tiny_runs():
-    model = FlowGenerator(tiny_opt(), resolve_variant(tiny_opt())).eval()
+    model = FlowGenerator.from_options(tiny_opt(), resolve_variant(tiny_opt())).eval()
     assert isinstance(model.RRDB, GLTGRestormer)
     lq, m = torch.randn(1, 3, 64, 64) - 3, random_mask(1, 64, 64, seed=0)
     with torch.no_grad():

@@ -29,8 +29,8 @@ def _grads(flow, x, cond, weights):
 def test_invertible_backprop_gives_the_stored_activation_gradients(coupling, step):
     assert set(COUPLINGS) >= {"CondAffineSeparatedAndCond", "AFlowCoupling", "SNFlowCoupling", "CrossCoupling"}
     torch.manual_seed(0)
-    opt = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 16}}}
-    flow = FlowUpsamplerNet(3, 8, opt, K=2, L=2, n_noaffine=1, coupling=coupling, step=step, seed=1)
+    flow = FlowUpsamplerNet(3, 8, K=2, L=2, n_noaffine=1, coupling=coupling, step=step,
+                            coupling_kwargs={"hidden_channels": 16}, seed=1)
     perturb_(flow, 0.05, seed=2)                          # no zero-initialised layer stays an identity
     for m in flow.modules():
         if hasattr(m, "inited"):
@@ -56,8 +56,7 @@ def test_invertible_backprop_gives_the_stored_activation_gradients(coupling, ste
 
 def test_invertible_backprop_is_off_without_grad_and_in_reverse():
     torch.manual_seed(0)
-    opt = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 16}}}
-    flow = FlowUpsamplerNet(3, 8, opt, K=1, L=1, n_noaffine=1, seed=1)
+    flow = FlowUpsamplerNet(3, 8, K=1, L=1, n_noaffine=1, coupling_kwargs={"hidden_channels": 16}, seed=1)
     enable_invertible_backprop(flow)
     x = torch.rand(1, 3, 8, 8)
     cond = {"fea_up2": torch.randn(1, 8, 4, 4)}

@@ -108,12 +108,12 @@ def test_small_net_parameter_count():
 @pytest.mark.parametrize("layer", ["actnorm", "invconv", "squeeze", "coupling", "step"])
 def test_layers_invert_and_logdet_matches_jacobian(layer):
     torch.manual_seed(0)
-    net = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 8}}}
+    kw = {"hidden_channels": 8}
     z, ft = torch.randn(2, 12, 4, 4), torch.randn(2, 5, 4, 4)
     mod = {"actnorm": lambda: ActNorm2d(12), "invconv": lambda: InvertibleConv1x1(12),
            "squeeze": lambda: SqueezeLayer(2),
-           "coupling": lambda: CondAffineSeparatedAndCond(12, 5, net),
-           "step": lambda: FlowStep(12, 5, "CondAffineSeparatedAndCond", net)}[layer]()
+           "coupling": lambda: CondAffineSeparatedAndCond(12, 5, **kw),
+           "step": lambda: FlowStep(12, 5, "CondAffineSeparatedAndCond", kw)}[layer]()
     perturb_(mod).eval()
     if layer in ("actnorm", "invconv", "squeeze"):
         wrapped = lambda x, ld, ft=None, reverse=False: mod(x, ld, reverse=reverse)  # noqa: E731

@@ -73,12 +73,12 @@ def test_training_only_lpips_keys_are_skipped_with_a_note(opt, gold):
     state = read_state_dict(gold / "weights.ckpt")
     state["lpips.net.net.slice1.0.weight"] = torch.zeros(64, 3, 3, 3)
     state["loss_fn_alex.lin0.model.1.weight"] = torch.zeros(1, 64, 1, 1)
-    net = N2LDiffNet(opt["network_G"]["n2ldiff"])
+    net = N2LDiffNet.from_options(opt)
     notes = load_n2ldiff_state(net, state, "ckpt")
     assert len(notes) == 1 and "skipped 2 tensors" in notes[0] and "\n" not in notes[0]
     del state["encoder.final_conv.1.bias"]
     with pytest.raises(CheckpointError, match="encoder.final_conv.1.bias"):
-        load_n2ldiff_state(N2LDiffNet(opt["network_G"]["n2ldiff"]), state, "ckpt")
+        load_n2ldiff_state(N2LDiffNet.from_options(opt), state, "ckpt")
 
 
 def test_official_config_is_converted(opt, gold):
@@ -107,7 +107,7 @@ def test_official_config_rejects_unknown_keys_and_unsupported_values(gold, tmp_p
 def test_official_size_parameter_counts():
     # schema defaults = cfg/train/from_scratch.yaml; counts from spec 8 (verified by running the official code)
     opt = load_options(raw={"model": "N2LDiff", "network_G": {"which_model_G": "N2LDiff"}})
-    net = N2LDiffNet(opt["network_G"]["n2ldiff"])
+    net = N2LDiffNet.from_options(opt)
     assert sum(p.numel() for p in net.model.unet.parameters()) == 42_503_366
     assert sum(p.numel() for p in net.encoder.parameters()) == 37_773_638
 

@@ -36,7 +36,7 @@ from utils.errors import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"llflow": "LLFlow", "gltg": "GLTG-AFlow", "zmar": "ZMAR-SNFlow", "upt": "UPT-Flow"}
-SMALL = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 16}}}
+SMALL = {"hidden_channels": 16}   # coupling keyword arguments
 
 
 def _golden(g: Path, overrides=()):
@@ -128,10 +128,11 @@ def test_dense_block():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: CondAffineSeparatedAndCond(12, 6, SMALL),
-    lambda: SNFlowCoupling(12, 6, SMALL),
-    lambda: CrossCoupling(12, 6, SMALL),                               # CBAM: channel pools
-    lambda: AFlowStep(12, 6, "AFlowCoupling", SMALL, torch.Generator().manual_seed(0)),   # SAN, CSN, SCAN
+    lambda: CondAffineSeparatedAndCond(12, 6, **SMALL),
+    lambda: SNFlowCoupling(12, 6, **SMALL),
+    lambda: CrossCoupling(12, 6, **SMALL),                               # CBAM: channel pools
+    lambda: AFlowStep(12, 6, "AFlowCoupling", SMALL, torch.Generator().manual_seed(0),
+                      width=16),   # SAN, CSN, SCAN
 ], ids=["llflow", "snflow", "cross", "aflow"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_couplings(make, reverse):

@@ -121,10 +121,10 @@ def test_window_order_is_shift_then_partition():
 # ------------------------------------------------------------------------------------------------ encoder
 
 def test_pad_multiple_and_outputs():
-    assert MSFormer.pad_multiple == 8 and MSFormer(tiny_opt(win_size=8)).pad_multiple == 8
-    assert MSFormer(tiny_opt()).window_multiple == 40
-    assert MSFormer(tiny_opt(win_size=8)).window_multiple == 64
-    enc = MSFormer(tiny_opt(win_size=4)).eval()
+    assert MSFormer.pad_multiple == 8 and MSFormer.from_options(tiny_opt(win_size=8)).pad_multiple == 8
+    assert MSFormer.from_options(tiny_opt()).window_multiple == 40
+    assert MSFormer.from_options(tiny_opt(win_size=8)).window_multiple == 64
+    enc = MSFormer.from_options(tiny_opt(win_size=4)).eval()
     assert enc.window_multiple == 32
     lq = torch.rand(1, 3, 32, 64)
     with torch.no_grad():
@@ -142,7 +142,7 @@ def test_pad_multiple_and_outputs():
 
 def test_unknown_msformer_key_is_named():
     with pytest.raises(KeyError, match="win_sise"):
-        MSFormer(tiny_opt(win_sise=8))
+        MSFormer.from_options(tiny_opt(win_sise=8))
     with pytest.raises(ValueError, match="depths"):
         msformer_options(tiny_opt(depths=[2, 2]))
     cfg = msformer_options({"network_G": {"msformer": {"win_size": None, "dim": None}}})   # null = official default
@@ -150,12 +150,12 @@ def test_unknown_msformer_key_is_named():
 
 
 def test_window_size_mismatch_message():
-    sd8 = {f"RRDB.{k}": v for k, v in MSFormer(tiny_opt(win_size=8)).state_dict().items()}
+    sd8 = {f"RRDB.{k}": v for k, v in MSFormer.from_options(tiny_opt(win_size=8)).state_dict().items()}
     assert checkpoint_win_size(sd8) == 8
     msg = "checkpoint was trained with win_size 8, config says 5: set network_G.msformer.win_size: 8"
     assert win_size_mismatch_message(sd8, 5) == msg
     assert win_size_mismatch_message(sd8, 8) is None
-    enc5 = MSFormer(tiny_opt())
+    enc5 = MSFormer.from_options(tiny_opt())
     assert enc5.explain_checkpoint_mismatch(sd8, "RRDB.") == msg
     from models.checkpoint import load_weights
     from utils.errors import CheckpointError
@@ -166,7 +166,7 @@ def test_window_size_mismatch_message():
 
 
 def test_drop_path_only_in_training():
-    enc = MSFormer(tiny_opt(drop_path_rate=0.5))
+    enc = MSFormer.from_options(tiny_opt(drop_path_rate=0.5))
     lq = torch.rand(2, 3, 40, 40)
     zm = chroma_mask(lq, "balanced_is_one")
     with torch.no_grad():
@@ -179,7 +179,7 @@ def test_drop_path_only_in_training():
         torch.manual_seed(2)
         d = enc(lq, zm)["cat_f"]
         assert (c - d).abs().max().item() > 1e-3
-        no_drop = MSFormer(tiny_opt(drop_path_rate=0.0)).train()
+        no_drop = MSFormer.from_options(tiny_opt(drop_path_rate=0.0)).train()
         torch.manual_seed(1)
         e = no_drop(lq, zm)["cat_f"]
         torch.manual_seed(2)
@@ -189,7 +189,7 @@ def test_drop_path_only_in_training():
 # ------------------------------------------------------------------------------------------------ cross coupling
 
 def _coupling(c=4, cond=5, seed=0):
-    layer = CrossCoupling(c, cond, {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 16}}})
+    layer = CrossCoupling(c, cond, hidden_channels=16)
     return perturb_(layer, std=0.2, seed=seed).eval()
 
 
@@ -206,8 +206,8 @@ def test_cross_coupling_invertible_and_logdet():
 
 def test_flowstep_with_cross_coupling():
     torch.manual_seed(0)
-    opt = {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 16}}}
-    step = perturb_(FlowStep(4, 5, "CrossCoupling", opt, torch.Generator().manual_seed(0)), std=0.2).eval()
+    step = perturb_(FlowStep(4, 5, "CrossCoupling", {"hidden_channels": 16}, torch.Generator().manual_seed(0)),
+                    std=0.2).eval()
     z, ft = torch.randn(2, 4, 3, 3), torch.randn(2, 5, 3, 3)
     assert_invertible(step, z, ft)
     assert_logdet_matches_jacobian(step, z, ft)
@@ -219,7 +219,7 @@ def test_cbam_shapes_and_width_check():
     assert cbam(x).shape == x.shape
     assert cbam.ChannelGate.mlp[1].weight.shape == (1, 16)
     with pytest.raises(ValueError, match="hidden_channels"):
-        CrossCoupling(4, 5, {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": 8}}})
+        CrossCoupling(4, 5, hidden_channels=8)
 
 
 # ------------------------------------------------------------------------------------------------ configs
@@ -237,7 +237,7 @@ def test_official_yaml_builds_exact_official_keys(shared_dir):
     opt = yaml.safe_load((CONFS / "UPT-Flow.yml").read_text())
     variant = resolve_variant(opt)
     assert variant.name == "upt"
-    model = FlowGenerator(opt, variant)
+    model = FlowGenerator.from_options(opt, variant)
     got = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()}
     assert sorted(set(got) - set(expected)) == [] and sorted(set(expected) - set(got)) == []
     assert {k: v for k, v in got.items() if expected[k] != v} == {}
@@ -268,7 +268,7 @@ def test_demo_tiny_config_runs_both_directions():
     opt = load_options(CONFS / "demo_tiny.yml", is_train=True)
     assert opt["datasets"]["train"]["dataset"] == "Demo"
     torch.manual_seed(0)
-    model = FlowGenerator(opt, resolve_variant(opt))
+    model = FlowGenerator.from_options(opt, resolve_variant(opt))
     assert model.pad_multiple == 8 and model.RRDB.window_multiple == 32
     gt, lq = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64) * 0.2
     aux = chroma_mask(lq, "balanced_is_one")

@@ -135,7 +135,7 @@ def test_restormer_config_defaults_and_validation():
 
 def test_encoder_batch_independent_and_never_run_modules_not_built():
     torch.manual_seed(0)
-    enc = perturb_(ZMARRestormer(tiny_opt())).eval()
+    enc = perturb_(ZMARRestormer.from_options(tiny_opt())).eval()
     never = {base.rsplit(".", 1)[-1] for base, _ in never_run_index(enc).values()}
     assert never == {"output", "fine_tune_color_map", "reduce_chan1", "attn_share", "norm1"}
     assert not any(hasattr(enc, n) for n in ("output", "fine_tune_color_map", "reduce_chan1"))
@@ -158,7 +158,7 @@ def test_encoder_batch_independent_and_never_run_modules_not_built():
 
 
 def test_encoder_input_errors():
-    enc = ZMARRestormer(tiny_opt())
+    enc = ZMARRestormer.from_options(tiny_opt())
     with pytest.raises(ValueError, match="mask"):
         enc(torch.zeros(1, 3, 16, 16))
     with pytest.raises(ValueError, match="multiple of 8"):
@@ -170,12 +170,12 @@ def test_encoder_input_errors():
 # ------------------------------------------------------------------------------------------------ the coupling
 
 def _coupling_opt(hidden=8):
-    return {"flow": {"CondAffineSeparatedAndCond": {"hidden_channels": hidden}}}
+    return {"hidden_channels": hidden}
 
 
 def test_snflow_coupling_invertible_and_logdet():
     torch.manual_seed(0)
-    layer = perturb_(SNFlowCoupling(12, 5, _coupling_opt()), std=0.2).eval()
+    layer = perturb_(SNFlowCoupling(12, 5, **_coupling_opt()), std=0.2).eval()
     assert {n.split(".")[0] for n, _ in layer.named_parameters()} == {"fAffine", "fAffine2", "fFeatures"}
     assert layer.fAffine2[0].in_channels == 6           # z1 only, no conditioning
     z, ft = torch.randn(2, 12, 4, 4), torch.randn(2, 5, 4, 4)
@@ -187,7 +187,7 @@ def test_snflow_coupling_invertible_and_logdet():
 def test_snflow_coupling_is_the_three_affine_maps():
     """Forward = injector, then z2 affine on [z1, ft], then z2 affine on z1 (spec 3.3), scales sigmoid(.+2)+eps."""
     torch.manual_seed(1)
-    layer = perturb_(SNFlowCoupling(6, 4, _coupling_opt()), std=0.2).eval()
+    layer = perturb_(SNFlowCoupling(6, 4, **_coupling_opt()), std=0.2).eval()
     z, ft = torch.randn(1, 6, 3, 3), torch.randn(1, 4, 3, 3)
     eps = 1e-4
 
@@ -220,7 +220,7 @@ def test_flowstep_with_snflow_coupling_invertible_and_logdet():
 
 def test_tiny_generator_nll_and_reverse_roundtrip():
     torch.manual_seed(0)
-    net = perturb_(FlowGenerator(tiny_opt(), VARIANTS["zmar"]), std=0.02).eval()
+    net = perturb_(FlowGenerator.from_options(tiny_opt(), VARIANTS["zmar"]), std=0.02).eval()
     assert net.pad_multiple == 8 and net.aux_input == "zmar_mask"
     gt = torch.rand(1, 3, 32, 32)
     lq = log_low(gt * 0.1)
@@ -238,7 +238,7 @@ def test_official_config_builds_exact_official_keys(official_keys):
     opt = yaml.safe_load(CONF.read_text())
     with pytest.raises(ValueError, match="variant"):
         resolve_variant(opt)             # the official file cannot say which family it is
-    net = FlowGenerator(opt, VARIANTS["zmar"])      # full size, CPU (about 1 s)
+    net = FlowGenerator.from_options(opt, VARIANTS["zmar"])      # full size, CPU (about 1 s)
     got = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     never = {k: tuple(v) for k, v in never_run_shapes(net).items()}
     assert not set(got) & set(never)

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import ARCH_REGISTRY
+from ..kwargs import section_kwargs
 from .blocks import ResidualDenseBlock, conv3x3
 
 
@@ -98,8 +99,8 @@ class DRBN(nn.Module):
 
     @classmethod
     def from_options(cls, opt: dict) -> "DRBN":
-        """Sizes from `network_G.drbn` (defaults: the official ones)."""
-        return cls(**((opt.get("network_G") or {}).get("drbn") or {}))
+        """Sizes from `network_G.drbn` (null/missing keys: the constructor defaults, the official sizes)."""
+        return cls(**section_kwargs((opt.get("network_G") or {}).get("drbn"), cls, "network_G.drbn"))
 
     def sizes(self) -> dict:
         u = self.recur1

@@ -56,19 +56,15 @@ from utils.registry import ENCODER_REGISTRY
 from ..never_run import declare_never_run
 from ..precision import at_least_fp32, fp32_region
 from .restormer_blocks import Attention, LayerNorm
-from .restormer_unet import (PATCH_GRID, MaskedLevel, MaskedRestormerUNet, parse_restormer_config, resize_binarise,
-                             restormer_defaults)
+from .restormer_unet import PATCH_GRID, MaskedLevel, MaskedRestormerUNet, parse_restormer_config, resize_binarise
 from .restormer_unet import pad_to_multiple as pad4  # reflect-pad bottom/right to multiples of 4 (PATCH_GRID)
-
-GLTG_DEFAULTS = restormer_defaults([2, 4, 6, 8], 2, official_compat=False)
 
 
 def gltg_config(opt: dict) -> dict:
-    """Encoder settings from ``network_G.restormer`` (official Restormer() defaults for missing/None keys), validated.
-
-    An unknown key is a KeyError naming it.
+    """Every GLTGRestormer keyword argument from ``network_G.restormer`` (constructor defaults for missing/None
+    keys), validated. An unknown key is a KeyError naming it.
     """
-    return parse_restormer_config(opt, GLTG_DEFAULTS, "GLTGRestormer")
+    return parse_restormer_config(opt, GLTGRestormer)
 
 
 # ------------------------------------------------------------------------------------------------ padding
@@ -258,7 +254,9 @@ class GLTGMaskedLevel(MaskedLevel):
 
 @ENCODER_REGISTRY.register("GLTGRestormer")
 class GLTGRestormer(MaskedRestormerUNet):
-    """GLTG-AFlow's Restormer encoder (official `restormer_arch.Restormer` names; sizes from network_G.restormer).
+    """GLTG-AFlow's Restormer encoder (official `restormer_arch.Restormer` names). Sizes: the keyword arguments of
+    :class:`MaskedRestormerUNet`, with GLTG's block counts as defaults; ``official_compat``: the mask mode (module
+    docstring). ``from_options(opt)`` reads them from network_G.restormer.
 
     ``forward(lq, aux)``: lq (B, 3, H, W) log low image, aux (B, 1 or 3, H, W) zero-element mask in {0, 1}
     (``data.preprocess.aux_input(low01, 'gltg_mask')``, required). Returns fea_up0/1/2 (with cat_f concatenated)
@@ -271,9 +269,11 @@ class GLTGRestormer(MaskedRestormerUNet):
     reduce_fea_up1 = True       # fea_up1 = reduce_chan1(decoder_level3)
     color_head_in = None        # the (never-run) fine_tune_color_map reads out_channels channels
 
-    def __init__(self, opt: dict):
-        super().__init__(gltg_config(opt))
-        self.official_compat = self.config["official_compat"]
+    def __init__(self, num_blocks=(2, 4, 6, 8), num_refinement_blocks: int = 2, official_compat: bool = False,
+                 **sizes):
+        super().__init__(num_blocks=num_blocks, num_refinement_blocks=num_refinement_blocks, **sizes)
+        self.official_compat = official_compat
+        self.config["official_compat"] = official_compat
 
     # -- masks ---------------------------------------------------------------------------------------------------
     def mask_grams(self, aux: torch.Tensor | None, lq: torch.Tensor):

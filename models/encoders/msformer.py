@@ -24,37 +24,19 @@ import torch.nn.functional as F
 
 from utils.errors import OptionError, UnknownNameError
 from utils.registry import ENCODER_REGISTRY
+from ..kwargs import kwarg_defaults
 from .lewin import LeWinLayer, win_size_from_table_rows
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
 
-# Official MSFormer() constructor defaults (the released model; README: win_size 5 for LOL, 8 for the rest).
-MSFORMER_DEFAULTS = {
-    "dim": 48,
-    "num_refinement_blocks": 2,
-    "heads": [2, 2, 4, 8],
-    "ffn_expansion_factor": 2.66,
-    "bias": False,
-    "LayerNorm_type": "WithBias",
-    "depths": [2, 2, 2, 2, 2, 2, 2],
-    "num_heads": [1, 2, 4, 8, 8, 4, 2],
-    "win_size": 5,
-    "drop_path_rate": 0.1,
-    "token_projection": "conv",
-    "token_mlp": "leff",
-    "shift_flag": True,
-}
-# Also accepted: `inp_channels` (patch-embed input, official constructor argument, default 3) and `mlp_ratio`
-# (LeFF hidden = mlp_ratio * width; official BasicUformerLayer default 4, not exposed by the official MSFormer).
-MSFORMER_EXTRA_DEFAULTS = {"inp_channels": 3, "mlp_ratio": 4.0}
 # Listed by the option schema (shared with the Restormer section) but meaningless here: must be absent or null.
 _UNSUPPORTED = ("out_channels",)
 
 
 def msformer_options(opt: dict) -> dict:
-    """`network_G.msformer` merged over the official defaults (null = default); an unknown key or a malformed value
-    is an error naming it."""
+    """Every MSFormer keyword argument: `network_G.msformer` merged over the constructor defaults (null = default);
+    an unknown key or a malformed value is an error naming it."""
     given = dict(((opt.get("network_G") or {}).get("msformer")) or {})
-    known = {**MSFORMER_DEFAULTS, **MSFORMER_EXTRA_DEFAULTS}
+    known = kwarg_defaults(MSFormer)
     unknown = sorted(k for k in given if k not in known and k not in _UNSUPPORTED)
     if unknown:
         raise UnknownNameError(f"network_G.msformer: unknown key(s) {', '.join(map(repr, unknown))}; "
@@ -148,7 +130,10 @@ def _conv_of_copies(resample, u, copies: int):
 
 @ENCODER_REGISTRY.register("MSFormer")
 class MSFormer(nn.Module):
-    """MSFormer(opt): sizes from `network_G.msformer` (official defaults otherwise).
+    """MSFormer: the defaults are the official MSFormer() constructor's (the released model; win_size 5 for LOL, 8
+    for the rest), plus `inp_channels` (patch-embed input) and `mlp_ratio` (LeFF hidden = mlp_ratio * width; the
+    official BasicUformerLayer default, not exposed by the official MSFormer). `token_mlp`: only 'leff' exists.
+    ``from_options(opt)`` reads them from `network_G.msformer` (validated).
 
     `aux_input = 'upt_zero_map'`: forward needs zc = 1[all chromaticity shares > 0.1] (1 = balanced pixel),
     shape (B, 1, H, W), from the same (padded) linear low image.
@@ -165,9 +150,18 @@ class MSFormer(nn.Module):
     aux_input = "upt_zero_map"
     pad_multiple = 8
 
-    def __init__(self, opt: dict):
+    def __init__(self, dim: int = 48, num_refinement_blocks: int = 2, heads=(2, 2, 4, 8),
+                 ffn_expansion_factor: float = 2.66, bias: bool = False, LayerNorm_type: str = "WithBias",
+                 depths=(2, 2, 2, 2, 2, 2, 2), num_heads=(1, 2, 4, 8, 8, 4, 2), win_size: int = 5,
+                 drop_path_rate: float = 0.1, token_projection: str = "conv", token_mlp: str = "leff",
+                 shift_flag: bool = True, inp_channels: int = 3, mlp_ratio: float = 4.0):
         super().__init__()
-        cfg = msformer_options(opt)
+        # every size, as built (the network's own description)
+        cfg = {"dim": dim, "num_refinement_blocks": num_refinement_blocks, "heads": list(heads),
+               "ffn_expansion_factor": ffn_expansion_factor, "bias": bias, "LayerNorm_type": LayerNorm_type,
+               "depths": list(depths), "num_heads": list(num_heads), "win_size": win_size,
+               "drop_path_rate": drop_path_rate, "token_projection": token_projection, "token_mlp": token_mlp,
+               "shift_flag": shift_flag, "inp_channels": inp_channels, "mlp_ratio": mlp_ratio}
         self.cfg = cfg
         dim = int(cfg["dim"])
         heads, depths, nh = [int(v) for v in cfg["heads"]], [int(v) for v in cfg["depths"]], cfg["num_heads"]
@@ -212,6 +206,16 @@ class MSFormer(nn.Module):
                                            float(cfg["mlp_ratio"]), cfg["token_projection"],
                                            bool(cfg["shift_flag"])))
         self.apply(self._init_weights)
+
+    @classmethod
+    def kwargs_from_options(cls, opt: dict) -> dict:
+        """Every keyword argument from `network_G.msformer` (validated; null/missing keys: the defaults)."""
+        return msformer_options(opt)
+
+    @classmethod
+    def from_options(cls, opt: dict) -> "MSFormer":
+        """The encoder sized by `network_G.msformer`."""
+        return cls(**cls.kwargs_from_options(opt))
 
     @staticmethod
     def _init_weights(m):

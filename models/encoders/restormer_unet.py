@@ -3,7 +3,7 @@
 Both encoders are the official ``restormer_arch.Restormer`` skeleton whose three encoder levels are stacks of a
 model-specific masked block (official ``TransformerBlock_1`` with ``layer_stack``); they differ only in that block,
 in how the per-level mask prior is computed, in their defaults and in what ``fea_up1`` is. This module holds what is
-the same: config parsing/validation, the mask padding/resizing helpers, the level container and
+the same: config validation, the mask padding/resizing helpers, the level container and
 :class:`MaskedRestormerUNet` (module registration in the official order, so checkpoints load strictly, and the
 encoder/decoder pass). It registers nothing.
 
@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.errors import OptionError, UnknownNameError
+from utils.errors import OptionError
+from ..kwargs import kwarg_defaults, section_kwargs
 from ..never_run import declare_never_run
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
 
@@ -32,29 +33,18 @@ MASK_THRESHOLD = 0.2    # official downmask binarisation: > 0.2 -> 1
 
 # ------------------------------------------------------------------------------------------------ config
 
-def restormer_defaults(num_blocks, num_refinement_blocks: int, **extra) -> dict:
-    """The official Restormer() constructor defaults (in its argument order) with a model's own block counts, then
-    any model-specific keys."""
-    return {"inp_channels": 3, "out_channels": 3, "dim": 48, "num_blocks": list(num_blocks),
-            "num_refinement_blocks": num_refinement_blocks, "heads": [1, 2, 4, 8], "ffn_expansion_factor": 2.66,
-            "bias": False, "LayerNorm_type": "WithBias", **extra}
+def parse_restormer_config(opt: dict, encoder: type) -> dict:
+    """Every keyword argument of ``encoder`` (a MaskedRestormerUNet subclass) from ``network_G.restormer``, validated;
+    missing/None keys take the constructor's default.
 
-
-def parse_restormer_config(opt: dict, defaults: dict, owner: str) -> dict:
-    """Encoder settings from ``network_G.restormer`` (``defaults`` for missing/None keys), validated.
-
-    An unknown key (with a value other than None) is a KeyError naming it; ``owner`` names the encoder in messages.
-    Keys whose default is a bool must be true/false.
+    An unknown key (with a value other than None) is a KeyError naming it. Keys whose default is a bool must be
+    true/false.
     """
-    given = ((opt.get("network_G") or {}).get("restormer")) or {}
-    if not isinstance(given, dict):
-        raise OptionError(f"network_G.restormer must be a mapping, got {type(given).__name__}")
-    given = {k: v for k, v in given.items() if v is not None}  # None = unset (options/schema.py fills None)
-    for key in given:
-        if key not in defaults:
-            raise UnknownNameError(f"network_G.restormer: unknown key '{key}' for {owner}; "
-                                   f"allowed keys: {', '.join(defaults)}")
-    cfg = {**defaults, **given}
+    section = ((opt.get("network_G") or {}).get("restormer")) or {}
+    if not isinstance(section, dict):
+        raise OptionError(f"network_G.restormer must be a mapping, got {type(section).__name__}")
+    defaults = kwarg_defaults(encoder)
+    cfg = {**defaults, **section_kwargs(section, encoder, "network_G.restormer")}
     for key in ("num_blocks", "heads"):
         val = cfg[key]
         if not isinstance(val, (list, tuple)) or len(val) != 4 or not all(isinstance(v, int) and v > 0 for v in val):
@@ -131,21 +121,28 @@ class MaskedRestormerUNet(nn.Module):
 
     Subclasses set ``masked_level`` (a :class:`MaskedLevel` subclass), ``reduce_fea_up1`` (whether fea_up1 goes
     through ``reduce_chan1``) and ``color_head_in`` (input channels of ``fine_tune_color_map``; None: out_channels),
-    parse their config and call ``super().__init__(cfg)``. The official colour head (``output``,
-    ``fine_tune_color_map``; both priors are N(0, I)) and, when fea_up1 does not use it, ``reduce_chan1`` never run:
-    declared, not built (models/never_run.py).
+    and forward their sizes to ``super().__init__``. Defaults: the official ``Restormer()`` constructor's (subclasses
+    override the block counts). ``from_options(opt)`` builds a subclass from ``network_G.restormer``. The official
+    colour head (``output``, ``fine_tune_color_map``; both priors are N(0, I)) and, when fea_up1 does not use it,
+    ``reduce_chan1`` never run: declared, not built (models/never_run.py).
     """
 
     masked_level: type[MaskedLevel]
     reduce_fea_up1: bool = True
     color_head_in: int | None = None
 
-    def __init__(self, cfg: dict):
+    def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48, num_blocks=(4, 6, 6, 8),
+                 num_refinement_blocks: int = 4, heads=(1, 2, 4, 8), ffn_expansion_factor: float = 2.66,
+                 bias: bool = False, LayerNorm_type: str = "WithBias"):
         super().__init__()
-        self.config = cfg
-        dim, nb, heads = cfg["dim"], cfg["num_blocks"], cfg["heads"]
-        ffn, bias = float(cfg["ffn_expansion_factor"]), cfg["bias"]
-        ln = cfg["LayerNorm_type"] != "BiasFree"
+        nb, heads = list(num_blocks), list(heads)
+        # every size, as built (the network's own description; ZMAR's forward checks inp_channels against it)
+        self.config = {"inp_channels": inp_channels, "out_channels": out_channels, "dim": dim, "num_blocks": nb,
+                       "num_refinement_blocks": num_refinement_blocks, "heads": heads,
+                       "ffn_expansion_factor": ffn_expansion_factor, "bias": bias, "LayerNorm_type": LayerNorm_type}
+        cfg = self.config
+        ffn = float(ffn_expansion_factor)
+        ln = LayerNorm_type != "BiasFree"
         self.dim = dim
         level = self.masked_level
 
@@ -179,6 +176,16 @@ class MaskedRestormerUNet(nn.Module):
         else:
             declare_never_run(self, "reduce_chan1", lambda: nn.Conv2d(dim * 4, dim * 4, 1, bias=bias))
         self.reduce_chan2 = nn.Conv2d(dim * 2, dim * 4, 1, bias=bias)
+
+    @classmethod
+    def kwargs_from_options(cls, opt: dict) -> dict:
+        """Every keyword argument from ``network_G.restormer`` (validated; null/missing keys: the defaults)."""
+        return parse_restormer_config(opt, cls)
+
+    @classmethod
+    def from_options(cls, opt: dict):
+        """The encoder sized by ``network_G.restormer``."""
+        return cls(**cls.kwargs_from_options(opt))
 
     @property
     def out_channels(self) -> int:

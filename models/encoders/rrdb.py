@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from utils.errors import OptionError
 from utils.registry import ENCODER_REGISTRY
+from ..kwargs import given
 from ..never_run import declare_never_run
 from ..precision import at_least_fp32, fp32_region, keep_fp32
 
@@ -59,27 +60,23 @@ def central_gradients(x: torch.Tensor):
 class ConEncoder1(nn.Module):
     """LLFlow encoder. Expects `lq` = [log(low + 1e-3) (3 ch), histeq(low) (3 ch, if concat_histeq)].
 
-    Conditioning per flow level = own features + nearest-resized RRDB trunk taps (`flow.stackRRDB.blocks`).
-    The official `downconv3`, `HRconv`, `conv_last` and `awb_para` never run: declared, not built
-    (models/never_run.py).
+    Conditioning per flow level = own features + nearest-resized RRDB trunk taps (`stack_blocks`, concatenated when
+    `stack_concat`): `out_channels` wide. Input channels: in_nc + 3 with `concat_histeq` + 1 with `gray_map`. The
+    official `downconv3`, `HRconv`, `conv_last` and `awb_para` never run: declared, not built (models/never_run.py).
     """
 
     aux_input = None
     pad_multiple = 8
 
-    def __init__(self, opt: dict):
+    def __init__(self, in_nc: int = 3, out_nc: int = 3, nf: int = 64, nb: int = 24, gc: int = 32,
+                 concat_histeq: bool = False, gray_map: bool = False, stack_blocks=(), stack_concat: bool = True):
         super().__init__()
-        net = opt["network_G"]
-        if opt.get("concat_color_map"):
-            raise OptionError("concat_color_map: true is not supported (the official channel count is wrong "
-                              "whenever concat_histeq is on); set it to false")
-        nf, nb = int(net.get("nf", 64)), int(net.get("nb", 24))
-        gc = int(net.get("gc", 32))
-        in_nc = int(net.get("in_nc", 3)) + (3 if opt.get("concat_histeq") else 0) + (1 if opt.get("gray_map") else 0)
-        self.gray_map = bool(opt.get("gray_map"))
-        stack = ((net.get("flow") or {}).get("stackRRDB") or {})
-        self.taps = [int(b) for b in (stack.get("blocks") or [])]
-        self.concat_taps = bool(stack.get("concat", True)) and bool(self.taps)
+        nf, nb, gc = int(nf), int(nb), int(gc)
+        in_nc = int(in_nc) + (3 if concat_histeq else 0) + (1 if gray_map else 0)
+        self.gray_map = bool(gray_map)
+        self.taps = [int(b) for b in (stack_blocks or [])]
+        self.concat_taps = bool(stack_concat) and bool(self.taps)
+        self.out_channels = nf * (len(self.taps) + 1) if self.concat_taps else nf   # conditioning width per level
         if any(b >= nb or b < 0 for b in self.taps):
             raise OptionError(f"network_G.flow.stackRRDB.blocks {self.taps} must index RRDB blocks 0..{nb - 1}")
         self.conv_first = nn.Conv2d(in_nc + 6, nf, 3, padding=1)
@@ -88,7 +85,7 @@ class ConEncoder1(nn.Module):
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
         self.downconv1 = nn.Conv2d(nf, nf, 3, padding=1)
         self.downconv2 = nn.Conv2d(nf, nf, 3, padding=1)
-        out_nc = int(net.get("out_nc", 3))
+        out_nc = int(out_nc)
         declare_never_run(self, "downconv3", lambda: nn.Conv2d(nf, nf, 3, padding=1))
         declare_never_run(self, "HRconv", lambda: nn.Conv2d(nf, nf, 3, padding=1))
         declare_never_run(self, "conv_last", lambda: nn.Conv2d(nf, out_nc, 3, padding=1))
@@ -96,6 +93,25 @@ class ConEncoder1(nn.Module):
         # The colour map is the prior mean, i.e. the latent z itself at heat 0: float32 under bf16/fp16 too
         # (models/precision.py); a 1x1 conv to 3 channels, so this costs next to nothing.
         self.fine_tune_color_map = keep_fp32(nn.Sequential(nn.Conv2d(nf, 3, 1), nn.Sigmoid()))
+
+    @classmethod
+    def kwargs_from_options(cls, opt: dict) -> dict:
+        """Keyword arguments from `network_G` (in_nc, out_nc, nf, nb, gc, flow.stackRRDB) and the top-level
+        concat_histeq, gray_map; unset or null keys are left to the constructor defaults."""
+        if opt.get("concat_color_map"):
+            raise OptionError("concat_color_map: true is not supported (the official channel count is wrong "
+                              "whenever concat_histeq is on); set it to false")
+        net = opt.get("network_G") or {}
+        stack = ((net.get("flow") or {}).get("stackRRDB") or {})
+        kw = given(net, ("in_nc", "out_nc", "nf", "nb", "gc"))
+        kw.update(given(opt, ("concat_histeq", "gray_map")))
+        kw.update(given(stack, ("blocks", "concat"), rename={"blocks": "stack_blocks", "concat": "stack_concat"}))
+        return kw
+
+    @classmethod
+    def from_options(cls, opt: dict) -> "ConEncoder1":
+        """The encoder a config describes (see :meth:`kwargs_from_options`)."""
+        return cls(**cls.kwargs_from_options(opt))
 
     def forward(self, lq: torch.Tensor, aux=None) -> dict:
         x = lq

@@ -48,19 +48,16 @@ from ..never_run import declare_never_run
 from ..precision import at_least_fp32, fp32_region
 from .restormer_blocks import Attention, FeedForward, LayerNorm
 from .restormer_unet import (PATCH_GRID, MaskedLevel, MaskedRestormerUNet, pad_to_multiple, parse_restormer_config,
-                             resize_binarise, restormer_defaults)
+                             resize_binarise)
 
 MASK_TEMPERATURE = 1.0   # official: a fresh, untrained nn.Parameter(ones) created inside every Mask.forward
 
-RESTORMER_DEFAULTS = restormer_defaults([4, 4, 4, 4], 4)
-
 
 def restormer_config(opt: dict) -> dict:
-    """Encoder sizes from ``network_G.restormer`` (official Restormer() defaults for missing or None keys), validated.
-
-    An unknown key (with a value other than None) is a KeyError naming it.
+    """Every ZMARRestormer keyword argument from ``network_G.restormer`` (constructor defaults for missing or None
+    keys), validated. An unknown key (with a value other than None) is a KeyError naming it.
     """
-    return parse_restormer_config(opt, RESTORMER_DEFAULTS, "ZMARRestormer")
+    return parse_restormer_config(opt, ZMARRestormer)
 
 
 # ------------------------------------------------------------------------------------------------ mask helpers
@@ -180,7 +177,9 @@ class ZMARMaskedLevel(MaskedLevel):
 
 @ENCODER_REGISTRY.register("ZMARRestormer")
 class ZMARRestormer(MaskedRestormerUNet):
-    """ZMAR-SNFlow's Restormer encoder (official `restormer_arch.Restormer` names; sizes from network_G.restormer).
+    """ZMAR-SNFlow's Restormer encoder (official `restormer_arch.Restormer` names). Sizes: the keyword arguments of
+    :class:`MaskedRestormerUNet`, with ZMAR's block counts as defaults; ``from_options(opt)`` reads them from
+    network_G.restormer.
 
     ``forward(lq, aux)``: lq (B, 3, H, W) log low image, aux (B, 1, H, W) chromaticity mask
     (``data.preprocess.chroma_mask(low01, 'unbalanced_is_one')``). Returns fea_up0/1/2 (with cat_f concatenated)
@@ -194,8 +193,8 @@ class ZMARRestormer(MaskedRestormerUNet):
     reduce_fea_up1 = False      # fea_up1 = decoder_level3 itself
     color_head_in = 3           # the official colour head reads 3 channels whatever out_channels is
 
-    def __init__(self, opt: dict):
-        super().__init__(restormer_config(opt))
+    def __init__(self, num_blocks=(4, 4, 4, 4), num_refinement_blocks: int = 4, **sizes):
+        super().__init__(num_blocks=num_blocks, num_refinement_blocks=num_refinement_blocks, **sizes)
 
     def forward(self, lq: torch.Tensor, aux: torch.Tensor | None = None) -> dict:
         if aux is None:

@@ -1,6 +1,7 @@
 """A flow step: ActNorm -> invertible 1x1 conv -> (optional) coupling."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
@@ -11,14 +12,16 @@ from .ops import ActNorm2d
 
 @FLOW_STEP_REGISTRY.register("FlowStep")
 class FlowStep(nn.Module):
-    """Glow step. `coupling=None` gives the 'no-affine' steps placed after each squeeze."""
+    """Glow step. `coupling` (a COUPLING_REGISTRY name, built with `coupling_kwargs`); None gives the 'no-affine'
+    steps placed after each squeeze. `rng` draws the invertible 1x1 conv's rotation."""
 
-    def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
+    def __init__(self, in_channels: int, cond_channels: int, coupling: str | None = None,
+                 coupling_kwargs: dict | None = None, rng: torch.Generator | None = None):
         super().__init__()
         self.actnorm = keep_fp32(ActNorm2d(in_channels))   # acts on the flow's state z: float32 (models/precision.py)
         self.invconv = InvertibleConv1x1(in_channels, rng)
         if coupling is not None:
-            self.affine = COUPLING_REGISTRY.get(coupling)(in_channels, cond_channels, opt)
+            self.affine = COUPLING_REGISTRY.get(coupling)(in_channels, cond_channels, **(coupling_kwargs or {}))
         else:
             self.affine = None
 

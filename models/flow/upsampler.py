@@ -18,12 +18,14 @@ LEVEL_TO_NAME = {1: "fea_up2", 2: "fea_up1", 3: "fea_up0"}
 class FlowUpsamplerNet(nn.Module):
     """L levels of squeeze -> `n_noaffine` ActNorm+invconv steps -> K coupling steps; no split.
 
-    `unused_f_in`: when not None, the official checkpoints hold a never-run `f` conv with that many input channels
-    (declared, not built: models/never_run.py).
+    `step` (FLOW_STEP_REGISTRY name) is built as ``step(c, cond_channels, coupling_or_None, coupling_kwargs, rng,
+    **step_kwargs)``. `unused_f_in`: when not None, the official checkpoints hold a never-run `f` conv with that many
+    input channels (declared, not built: models/never_run.py). `seed`: of the invertible 1x1 convs (None: drawn).
     """
 
-    def __init__(self, in_channels: int, cond_channels: int, opt: dict, K: int, L: int = 3, n_noaffine: int = 2,
+    def __init__(self, in_channels: int = 3, cond_channels: int = 320, K: int = 12, L: int = 3, n_noaffine: int = 2,
                  coupling: str = "CondAffineSeparatedAndCond", step: str = "FlowStep",
+                 coupling_kwargs: dict | None = None, step_kwargs: dict | None = None,
                  unused_f_in: int | None = None, seed: int | None = None):
         super().__init__()
         if L > len(LEVEL_TO_NAME):
@@ -38,10 +40,10 @@ class FlowUpsamplerNet(nn.Module):
             self.layers.append(SqueezeLayer(2))
             self.level_of.append(level)
             for _ in range(n_noaffine):
-                self.layers.append(step_cls(c, cond_channels, None, opt, rng))
+                self.layers.append(step_cls(c, cond_channels, None, coupling_kwargs, rng, **(step_kwargs or {})))
                 self.level_of.append(level)
             for _ in range(K):
-                self.layers.append(step_cls(c, cond_channels, coupling, opt, rng))
+                self.layers.append(step_cls(c, cond_channels, coupling, coupling_kwargs, rng, **(step_kwargs or {})))
                 self.level_of.append(level)
         # Steps with parameters that official checkpoints lack initialise them from their position: fixed per layer.
         for i, layer in enumerate(self.layers):

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from utils.errors import OptionError
 from ..checkpoint import load_weights
+from ..kwargs import section_kwargs
 from .condition import histeq
 from .diffusion import CenterDiffusion
 from .unet import ConditionEncoder, Denoiser
@@ -25,6 +27,10 @@ def seed_for(seed: int, index: int = 0) -> int:
 class N2LDiffNet(nn.Module):
     """``encoder`` (official Unet_cond2) and ``model`` (official EnlightDiffusion with its ``unet``).
 
+    Defaults: the official cfg/train/from_scratch.yaml (official names: dim <- unet_dim, out_dim <- unet_outdim,
+    the rest as named). ``on_cond``: 'img_lr' or 'h(img_lr)' (its histeq). ``sample_seed`` and ``sample_steps``
+    (None: T; fewer: respaced) are ours and set :meth:`enhance`. :meth:`from_options` reads ``network_G.n2ldiff``.
+
     enhance protocol: ``pad_multiple`` (32, as the official unpaired test pads), ``aux_input`` None,
     ``enhance(lq, aux=None, heat=0.0)`` = the sampler (``sample_steps`` steps, default T), seeded with
     ``sample_seed`` on every call, so the same input always gives the same output. ``heat`` has no meaning for
@@ -34,22 +40,39 @@ class N2LDiffNet(nn.Module):
     aux_input = None
     uses_heat = False
 
-    def __init__(self, cfg: dict):
+    def __init__(self, dim: int = 64, dim_mults=(1, 2, 2, 4, 4, 8), in_dim: int = 6, out_dim: int = 3,
+                 cond_in_dim: int = 12, use_wn: bool = True, cond_use_wn: bool = True, use_instance_norm: bool = True,
+                 weight_init: bool = True, stronger_cond: bool = True, timesteps: int = 100,
+                 clip_denoised: bool = True, use_center: bool = True, use_center_sampler: bool = True,
+                 on_cond: str = "img_lr", cond_on_res: bool = False, sample_seed: int = 0,
+                 sample_steps: int | None = None):
         super().__init__()
-        c = dict(cfg)
-        mults = tuple(int(m) for m in c["dim_mults"])
-        common = dict(dim=int(c["dim"]), dim_mults=mults, use_in=bool(c["use_instance_norm"]),
-                      weight_init=bool(c["weight_init"]))
-        self.encoder = ConditionEncoder(in_dim=int(c["cond_in_dim"]), out_dim=3, wn=bool(c["cond_use_wn"]),
-                                        on_res=bool(c["cond_on_res"]), **common)
-        unet = Denoiser(in_dim=int(c["in_dim"]), out_dim=int(c["out_dim"]), wn=bool(c["use_wn"]),
-                        stronger_cond=bool(c["stronger_cond"]), **common)
-        self.model = CenterDiffusion(unet, int(c["timesteps"]), bool(c["use_center"]),
-                                     bool(c["use_center_sampler"]), bool(c["clip_denoised"]))
-        self.on_cond = c["on_cond"]
-        self.sample_seed = int(c.get("sample_seed") or 0)
-        self.sample_steps = int(c["sample_steps"]) if c.get("sample_steps") else None
+        mults = tuple(int(m) for m in dim_mults)
+        self.dim, self.dim_mults = int(dim), mults
+        common = dict(dim=int(dim), dim_mults=mults, use_in=bool(use_instance_norm), weight_init=bool(weight_init))
+        self.encoder = ConditionEncoder(in_dim=int(cond_in_dim), out_dim=3, wn=bool(cond_use_wn),
+                                        on_res=bool(cond_on_res), **common)
+        unet = Denoiser(in_dim=int(in_dim), out_dim=int(out_dim), wn=bool(use_wn),
+                        stronger_cond=bool(stronger_cond), **common)
+        self.model = CenterDiffusion(unet, int(timesteps), bool(use_center), bool(use_center_sampler),
+                                     bool(clip_denoised))
+        self.on_cond = on_cond
+        self.sample_seed = int(sample_seed or 0)
+        self.sample_steps = int(sample_steps) if sample_steps else None
         self.pad_multiple = max(32, 2 ** (len(mults) - 1))
+
+    @classmethod
+    def from_options(cls, opt: dict) -> "N2LDiffNet":
+        """The network ``network_G.n2ldiff`` describes (null/missing keys: the constructor defaults)."""
+        cfg = (opt.get("network_G") or {}).get("n2ldiff") or {}
+        if cfg.get("use_attn"):
+            raise OptionError("option 'network_G.n2ldiff.use_attn: true' is not supported (no official config uses "
+                              "the mid-level attention)")
+        if cfg.get("on_cond") not in (None, "img_lr", "h(img_lr)"):
+            raise OptionError(f"option 'network_G.n2ldiff.on_cond' must be img_lr or h(img_lr), got "
+                              f"'{cfg.get('on_cond')}'")
+        cfg = {k: v for k, v in cfg.items() if k != "use_attn"}   # checked above: only false is built
+        return cls(**section_kwargs(cfg, cls, "network_G.n2ldiff"))
 
     @property
     def num_timesteps(self) -> int:

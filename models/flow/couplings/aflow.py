@@ -48,7 +48,7 @@ from ...never_run import declare_never_run
 from ...precision import at_least_fp32, keep_fp32
 from ..invconv import InvertibleConv1x1
 from ..ops import ActNorm2d, ActNormConv2d, affine_subnet, split_half, sum_chw
-from .llflow import affine_params, coupling_opts
+from .llflow import affine_params
 
 AFLOW_HEAD_SEED = 20241211   # fixed seed of the non-official head initialisation (GLTG-AFlow's release date)
 MAP_EPS = 1e-4               # official: sigmoid(x + 2) + 0.0001 for the SAN and CSN maps
@@ -241,9 +241,9 @@ class AFlowCoupling(nn.Module):
     The official ``fFeatures`` and ``sp_att`` never run: declared, not built (models/never_run.py).
     """
 
-    def __init__(self, in_channels: int, cond_channels: int, opt: dict):
+    def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
         super().__init__()
-        hidden, self.eps = coupling_opts(opt)
+        hidden, self.eps = int(hidden_channels), float(eps)
         c1 = in_channels // 2
         c2 = in_channels - c1
         declare_never_run(self, "sp_att", lambda: SpatialMap(7))
@@ -268,18 +268,24 @@ def _step_seed(in_channels: int, cond_channels: int, has_coupling: bool) -> int:
 
 @FLOW_STEP_REGISTRY.register("AFlowStep")
 class AFlowStep(nn.Module):
-    """ActNorm -> invconv -> SAN (``sp_att``) -> CSN (``csn``) -> optional coupling (``affine``)."""
+    """ActNorm -> invconv -> SAN (``sp_att``) -> CSN (``csn``) -> optional coupling (``affine``).
 
-    def __init__(self, in_channels: int, cond_channels: int, coupling: str | None, opt: dict, rng=None):
+    ``width``: hidden width of SAN and CSN (the official step reads the coupling's ``hidden_channels`` for it; the
+    GLTG builder passes the same value).
+    """
+
+    def __init__(self, in_channels: int, cond_channels: int, coupling: str | None = None,
+                 coupling_kwargs: dict | None = None, rng: torch.Generator | None = None, width: int = 64):
         super().__init__()
         if in_channels % 2:
             raise OptionError(f"AFlowStep needs an even channel count, got {in_channels}")
-        width, _ = coupling_opts(opt)
+        width = int(width)
         self.actnorm = keep_fp32(ActNorm2d(in_channels))   # acts on the flow's state z: float32 (models/precision.py)
         self.invconv = InvertibleConv1x1(in_channels, rng)
         self.sp_att = SAN(in_channels, cond_channels, width)
         self.csn = CSN(in_channels, cond_channels, width)
-        self.affine = COUPLING_REGISTRY.get(coupling)(in_channels, cond_channels, opt) if coupling else None
+        self.affine = (COUPLING_REGISTRY.get(coupling)(in_channels, cond_channels, **(coupling_kwargs or {}))
+                       if coupling else None)
         self.reset_heads(torch.Generator().manual_seed(_step_seed(in_channels, cond_channels, coupling is not None)))
 
     @torch.no_grad()

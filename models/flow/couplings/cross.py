@@ -12,7 +12,7 @@ import torch.nn as nn
 from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY
 from ..ops import affine_subnet, split_half, sum_chw
-from .llflow import after_first_conv, affine_params, cond_first_convs, coupling_opts, z_part_first_conv
+from .llflow import after_first_conv, affine_params, cond_first_convs, z_part_first_conv
 
 UPT_DEFAULT_EPS = 3e-4
 
@@ -98,9 +98,9 @@ class CrossCoupling(nn.Module):
     log-det = sum of log of all four scales; reverse applies the exact inverses in reverse order.
     """
 
-    def __init__(self, in_channels: int, cond_channels: int, opt: dict):
+    def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = UPT_DEFAULT_EPS):
         super().__init__()
-        hidden, self.eps = coupling_opts(opt, default_hidden=64, default_eps=UPT_DEFAULT_EPS)
+        hidden, self.eps = int(hidden_channels), float(eps)
         c1 = in_channels // 2
         c2 = in_channels - c1
         self.in_channels = in_channels

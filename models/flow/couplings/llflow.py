@@ -12,12 +12,6 @@ from ...precision import at_least_fp32
 from ..ops import affine_subnet, split_cross, split_half, sum_chw
 
 
-def coupling_opts(opt: dict, default_hidden: int = 64, default_eps: float = 1e-4):
-    """Hidden width and scale epsilon from `network_G.flow.CondAffineSeparatedAndCond`."""
-    sub = ((opt.get("flow") or {}).get("CondAffineSeparatedAndCond") or {})
-    return int(sub.get("hidden_channels") or default_hidden), float(sub.get("eps") or default_eps)
-
-
 def affine_params(h: torch.Tensor, eps: float):
     """(shift, scale) from a subnet output: shift = even channels, scale = sigmoid(odd + 2) + eps.
 
@@ -32,9 +26,9 @@ def affine_params(h: torch.Tensor, eps: float):
 class CondAffineSeparatedAndCond(nn.Module):
     """z <- (z + t_f) * s_f from the conditioning; then z2 <- (z2 + t) * s from [z1, ft]."""
 
-    def __init__(self, in_channels: int, cond_channels: int, opt: dict):
+    def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
         super().__init__()
-        hidden, self.eps = coupling_opts(opt)
+        hidden, self.eps = int(hidden_channels), float(eps)
         self.c1 = in_channels // 2
         c2 = in_channels - self.c1
         self.fAffine = affine_subnet(self.c1 + cond_channels, 2 * c2, hidden)

@@ -6,7 +6,7 @@ Forward (z has C channels, z1 = first C//2, z2 = the rest; all scales are sigmoi
     3. extra affine:        [t2, s2]   = fAffine2(z1);       z2 <- (z2 + t2) * s2
 log-det = sum log s_f + sum log s1 + sum log s2; the reverse runs 3, 2, 1 with the inverse maps.
 Step 3 conditions on the same unchanged z1 as step 2, so 2+3 is one (richer) affine map of z2 (spec 3.3).
-Hidden width and eps come from `network_G.flow.CondAffineSeparatedAndCond` (defaults 64 and 1e-4).
+Hidden width and eps as LLFlow's coupling (`hidden_channels`, `eps`; defaults 64 and 1e-4).
 """
 from __future__ import annotations
 
@@ -14,18 +14,17 @@ import torch
 
 from utils.registry import COUPLING_REGISTRY
 from ..ops import affine_subnet, split_half, sum_chw
-from .llflow import CondAffineSeparatedAndCond, affine_params, coupling_opts
+from .llflow import CondAffineSeparatedAndCond, affine_params
 
 
 @COUPLING_REGISTRY.register("SNFlowCoupling")
 class SNFlowCoupling(CondAffineSeparatedAndCond):
     """LLFlow's coupling (`fFeatures`, `fAffine`) plus `fAffine2`, an affine coupling of z2 on z1 alone."""
 
-    def __init__(self, in_channels: int, cond_channels: int, opt: dict):
-        super().__init__(in_channels, cond_channels, opt)
-        hidden, _ = coupling_opts(opt)
+    def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
+        super().__init__(in_channels, cond_channels, hidden_channels, eps)
         c1 = in_channels // 2
-        self.fAffine2 = affine_subnet(c1, 2 * (in_channels - c1), hidden)
+        self.fAffine2 = affine_subnet(c1, 2 * (in_channels - c1), int(hidden_channels))
 
     def forward(self, z, logdet, ft, reverse: bool = False, cond=None):
         shift_f, scale_f, ha = self.conditional(ft) if cond is None else cond
