@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from utils.atomic import atomic_open
+from utils.paths import check_output_plan
 from utils.errors import CheckpointError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("lowlight_flow")
@@ -192,6 +193,7 @@ def main(argv=None):
     p.add_argument("src", help="weights to read (.pth / .safetensors)")
     p.add_argument("dst", help="file to write; .safetensors or any other suffix (torch format)")
     args = p.parse_args(argv)
+    check_output_plan([("dst", args.dst)], [("src", args.src)])
     n = convert(args.src, args.dst)
     print(f"{args.src} -> {args.dst}: {n} tensors")
 

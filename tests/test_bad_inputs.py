@@ -39,6 +39,7 @@ SCRIPTS = {name: load_script(name) for name in ("train.py", "test.py", "test_wit
                                                  "test_with_zeromaps.py", "Measure.py")}
 SCRIPTS["grid"] = importlib.import_module("engine.grid")
 SCRIPTS["synthesize"] = importlib.import_module("data.synthesize")
+SCRIPTS["retest"] = importlib.import_module("utils.retest")
 
 
 def _sets(items):
@@ -82,6 +83,8 @@ def w(tmp_path_factory):
     (d / "zmaps_bad").mkdir()
     (d / "zmaps_bad/z.png").write_bytes(b"\x89PNG broken")
     (d / "afile").write_text("a regular file where a folder is expected")
+    (d / "lowlink").symlink_to(d / "low", target_is_directory=True)   # another name for the input folder
+    (d / "report.html").symlink_to(d / "real.html")                    # dangling: what --html would write through
     # checkpoints: the tiny LLFlow, one with NaN weights, empty, text, and a pickle that runs code when unpickled
     net, _ = build_network(load_options(CONF, TINY_FLOW))
     save_generator(net, d / "tiny.pth")
@@ -169,10 +172,43 @@ CASES = [
          ("path.experiments_root", "afile")),
     Case("grid-out-under-file", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/afile/g.png"],
          ("afile/g.png", "is a file")),
-    Case("grid-out-is-folder", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/low"],
-         ("low", "folder")),
+    Case("grid-out-is-folder", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/same"],
+         ("same", "folder")),
     Case("grid-out-unknown-format", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{tmp}/g.xyz"],
          ("g.xyz", ".xyz")),
+    # -- outputs that collide with each other or with the inputs (checked before anything is written)
+    Case("measure-labels-same-file", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--label", "A B",
+                                                     "--pred", "{d}/high", "--label", "A_B", "--csv", "{tmp}/m.csv"],
+         ("'A B'", "'A_B'", "m_A_B.csv", "same path")),
+    Case("measure-csv-is-html", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--csv", "{tmp}/r",
+                                                "--html", "{tmp}/r"], ("--csv", "--html", "same path")),
+    Case("measure-csv-is-html-via-symlink", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--csv",
+                                                            "{d}/real.html", "--html", "{d}/report.html"],
+         ("real.html", "report.html", "same path")),
+    Case("test-out-is-input", T, _test_args("--input {d}/low --out {d}/low"), ("--out", "--input", "low")),
+    Case("test-out-is-input-via-symlink", T, _test_args("--input {d}/low --out {d}/lowlink"),
+         ("--out", "lowlink", "--input", "replace the inputs")),
+    Case("tricks-out-is-gt", "test_with_tricks.py", _test_args("--input {d}/low --gt {d}/high --out {d}/high"),
+         ("--out", "--gt", "high")),
+    Case("zeromaps-out-is-zeromaps", "test_with_zeromaps.py", _test_args("--input {d}/low --zeromaps {d}/zmaps_small "
+                                                                         "--out {d}/zmaps_small"),
+         ("--out", "--zeromaps", "zmaps_small")),
+    Case("synth-out-is-input-overwrite", "synthesize", ["--input", "{d}/low", "--out", "{d}/lowlink", "--overwrite"],
+         ("--out", "lowlink", "--input", "replace the inputs")),
+    Case("grid-out-is-input", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/lowlink"],
+         ("--out", "lowlink", "--low")),
+    # -- numeric flags: range checked while parsing, one line naming the flag and the allowed range
+    Case("retest-max-images-zero", "retest", ["--run", "{d}", "--max-images", "0"], ("--max-images", ">= 1", "0")),
+    Case("retest-max-images-negative", "retest", ["--run", "{d}", "--max-images", "-3"],
+         ("--max-images", ">= 1", "-3")),
+    Case("measure-crop-border-negative", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--crop-border",
+                                                         "-1"], ("--crop-border", ">= 0", "-1")),
+    Case("synth-steps-zero", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--steps", "0"],
+         ("--steps", ">= 1")),
+    Case("synth-seed-negative", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--seed", "-1"],
+         ("--seed", "in [0, 4294967295]")),
+    Case("zeromaps-seed-negative", "test_with_zeromaps.py", _test_args("--input {d}/low --generate 2 --seed -5"),
+         ("--seed", "-5")),
     # -- sizes
     Case("tiny-image-ssim", T, _test_args("--input {d}/tiny --gt {d}/tinygt --out {tmp}/o"),
          ("tinygt/a.png", "1x1", "7x7")),
