@@ -31,6 +31,8 @@ from tests.cli_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs/LLFlow/demo_tiny.yml"
+N2L = ROOT / "confs/N2LDiff/demo_tiny.yml"
+TINY_N2L = ["network_G.n2ldiff.dim_mults=[1,2]", "network_G.n2ldiff.timesteps=4"]
 DRBN = ROOT / "confs/DRBN/demo_tiny.yml"
 DRBN2 = ROOT / "confs/DRBN/demo_tiny_stage2.yml"
 TINY_FLOW = ["network_G.nf=8", "network_G.nb=1", "network_G.flow.K=1", "network_G.flow.stackRRDB.blocks=[0]",
@@ -93,6 +95,15 @@ def w(tmp_path_factory):
     torch.save(sd, d / "nan.pth")
     save_generator(build_network(load_options(DRBN))[0], d / "drbn.pth")
     (d / "empty.pth").write_bytes(b"")
+    torch.manual_seed(0)
+    save_generator(build_network(load_options(N2L, TINY_N2L))[0], d / "n2l.pth")
+    sd = read_state_dict(d / "n2l.pth")
+    torch.save({k: (v.clone().fill_(float("nan")) if k.startswith(("encoder.", "model.unet.")) else v)
+                for k, v in sd.items()}, d / "n2l_nan.pth")
+    noise = np.random.default_rng(0).standard_normal((2, 2, 3, 32, 32)).astype(np.float32)  # 2 steps, 2 images
+    noise[1, 1, 0, 5, 5] = np.nan
+    np.save(d / "noise_nan.npy", noise)
+    (d / "noise.txt").write_text("0.1 0.2 0.3\n")
     (d / "text.pth").write_text("weights: none\n")
     (d / "evil.pth").write_bytes(pickle.dumps(_Evil()))
     # configs
@@ -130,6 +141,15 @@ def _train_args(extra="", conf=CONF):
             "datasets.train.cache=false", "datasets.val=null", "train.val_freq=0", "use_tb_logger=false",
             "train.niter=2", "path.experiments_root={exp}"]
     return ["--opt", str(conf), *_sets((TINY_FLOW if conf == CONF else []) + data), *extra.split()]
+
+
+def _synth_n2l(extra=""):
+    args = ["--input", "{d}/low", "--out", "{tmp}/o", "--method", "n2ldiff", "--opt", str(N2L),
+            *_sets(TINY_N2L), "--steps", "2", "--model_path", "{d}/n2l.pth", *extra.split()]
+    if "--model_path" in extra.split():  # the last --model_path wins; keep one
+        i = args.index("--model_path")
+        del args[i:i + 2]
+    return args
 
 
 @dataclass
@@ -301,6 +321,12 @@ CASES = [
     Case("synth-n2ldiff-bad-checkpoint", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--method",
                                                         "n2ldiff", "--model_path", "{d}/empty.pth", "--opt",
                                                         str(CONF)], ("empty.pth",)),
+    Case("synth-n2ldiff-nan-noise", "synthesize", _synth_n2l("--replay-noise {d}/noise_nan.npy"),
+         ("noise_nan.npy", "NaN/inf", "low/b.png")),
+    Case("synth-n2ldiff-nan-weights", "synthesize", _synth_n2l("--model_path {d}/n2l_nan.pth"),
+         ("non-finite", "low/a.png", "n2l_nan.pth")),
+    Case("synth-n2ldiff-text-noise", "synthesize", _synth_n2l("--replay-noise {d}/noise.txt"),
+         ("noise.txt", "not a .npy file")),
     # -- zero-maps
     Case("zeromaps-none", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o"), ("--zeromaps",)),
     Case("zeromaps-missing", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o --zeromaps "
