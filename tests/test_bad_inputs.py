@@ -77,6 +77,8 @@ def w(tmp_path_factory):
         _img(d / sub / "a.png", 3, 40)
     (d / "corrupt").mkdir()
     (d / "corrupt/a.png").write_bytes(b"not a png at all")
+    _img(d / "fakeinput/a.png", 24, 32)
+    (d / "fakeinput/b.png").write_text("a text file named .png")
     _img(d / "gray16/a.png", 16, 16, dtype=np.uint16)
     _img(d / "mismatch/a.png", 16, 16)
     _img(d / "mismatch/b.png", 24, 32)
@@ -217,6 +219,14 @@ CASES = [
          ("--out", "lowlink", "--input", "replace the inputs")),
     Case("grid-out-is-input", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/lowlink"],
          ("--out", "lowlink", "--low")),
+    # -- every image a report page shows is decoded first
+    Case("html-input-not-an-image-inline", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--html",
+                                                           "{tmp}/r.html", "--input", "{d}/fakeinput",
+                                                           "--inline-images"],
+         ("fakeinput/b.png", "not a decodable image")),
+    Case("html-input-not-an-image-linked", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--html",
+                                                           "{tmp}/r.html", "--input", "{d}/fakeinput"],
+         ("fakeinput/b.png", "not a decodable image")),
     # -- numeric flags: range checked while parsing, one line naming the flag and the allowed range
     Case("retest-max-images-zero", "retest", ["--run", "{d}", "--max-images", "0"], ("--max-images", ">= 1", "0")),
     Case("retest-max-images-negative", "retest", ["--run", "{d}", "--max-images", "-3"],
