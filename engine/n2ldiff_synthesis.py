@@ -66,6 +66,10 @@ def run(opt: dict, args) -> None:
         raise OptionError(f"--input '{inp}' holds no images")
     out = Path(arg("out")) if arg("out") else Path(opt["path"]["results_root"]) / opt["name"]
     ckpt = check_path(arg("model_path") or opt.get("model_path"), "--model_path / model_path")
+    model = opt.get("model") or "LLFlow"
+    if model != "N2LDiff":  # else the mismatch would be blamed on the checkpoint
+        raise OptionError(f"config '{opt.get('opt_path') or '--opt'}' is a model: {model} config; the N2LDiff "
+                          f"synthesiser needs an N2LDiff one (model: N2LDiff, e.g. confs/N2LDiff/demo_tiny.yml)")
     net, notes = N2LDiffModel.build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)

@@ -34,6 +34,8 @@ def chromaticity(x: torch.Tensor) -> torch.Tensor:
 class FlowGenerator(nn.Module):
     """Encoder + conditional flow. `nll()` is the training direction, `reverse()` the enhancement."""
 
+    checkpoint_advice = "Check network_G (variant, nf/nb, flow.K, encoder sizes) against the checkpoint."
+
     def __init__(self, opt: dict, variant: Variant):
         super().__init__()
         for key in UNSUPPORTED_TRUE_KEYS:

@@ -97,6 +97,8 @@ def w(tmp_path_factory):
     torch.save(sd, d / "nan.pth")
     save_generator(build_network(load_options(DRBN))[0], d / "drbn.pth")
     (d / "empty.pth").write_bytes(b"")
+    save_generator(net, d / "tiny_st.safetensors")
+    (d / "tiny_st.safetensors").rename(d / "tiny_st.pth")
     torch.manual_seed(0)
     save_generator(build_network(load_options(N2L, TINY_N2L))[0], d / "n2l.pth")
     sd = read_state_dict(d / "n2l.pth")
@@ -300,7 +302,7 @@ CASES = [
     # -- checkpoints
     Case("ckpt-empty", T, _test_args("--input {d}/low --model_path {d}/empty.pth"), ("empty.pth",)),
     Case("ckpt-text", T, _test_args("--input {d}/low --model_path {d}/text.pth"), ("text.pth",)),
-    Case("ckpt-pickle-code", T, _test_args("--input {d}/low --model_path {d}/evil.pth"), ("evil.pth",)),
+    Case("ckpt-pickle-code", T, _test_args("--input {d}/low --model_path {d}/evil.pth"), ("evil.pth", "never unpickled")),
     Case("ckpt-missing", T, _test_args("--input {d}/low --model_path {d}/none.pth"), ("none.pth",)),
     Case("ckpt-other-model", T, ["--opt", str(CONF), "--input", "{d}/low", "--model_path", "{d}/tiny.pth"],
          ("tiny.pth", "does not match")),
@@ -330,13 +332,23 @@ CASES = [
     Case("synth-corrupt-input", "synthesize", ["--input", "{d}/corrupt", "--out", "{tmp}/o"], ("corrupt/a.png",)),
     Case("synth-n2ldiff-bad-checkpoint", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--method",
                                                         "n2ldiff", "--model_path", "{d}/empty.pth", "--opt",
-                                                        str(CONF)], ("empty.pth",)),
+                                                        str(N2L)], ("empty.pth",)),
     Case("synth-n2ldiff-nan-noise", "synthesize", _synth_n2l("--replay-noise {d}/noise_nan.npy"),
          ("noise_nan.npy", "NaN/inf", "low/b.png")),
     Case("synth-n2ldiff-nan-weights", "synthesize", _synth_n2l("--model_path {d}/n2l_nan.pth"),
          ("non-finite", "low/a.png", "n2l_nan.pth")),
     Case("synth-n2ldiff-text-noise", "synthesize", _synth_n2l("--replay-noise {d}/noise.txt"),
          ("noise.txt", "not a .npy file")),
+    # -- messages that name what is actually wrong, for the method at hand
+    Case("synth-n2ldiff-flow-config", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--method", "n2ldiff",
+                                                     "--model_path", "{d}/n2l.pth", "--opt", str(CONF)],
+         ("LLFlow/demo_tiny.yml", "model: LLFlow", "needs an N2LDiff")),
+    Case("drbn-shape-advice", T, _drbn_test_args("--input {d}/low --out {tmp}/o --set network_G.drbn.width=16"),
+         ("drbn.pth", "set network_G.drbn")),
+    Case("n2ldiff-shape-advice", "synthesize", _synth_n2l("--set network_G.n2ldiff.dim=16"),
+         ("n2l.pth", "network_G.n2ldiff (dim")),
+    Case("ckpt-safetensors-named-pth", T, _test_args("--input {d}/low --model_path {d}/tiny_st.pth"),
+         ("tiny_st.pth", "safetensors file", "rename")),
     # -- zero-maps
     Case("zeromaps-none", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o"), ("--zeromaps",)),
     Case("zeromaps-missing", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o --zeromaps "
