@@ -42,6 +42,8 @@ SCRIPTS = {name: load_script(name) for name in ("train.py", "test.py", "test_wit
 SCRIPTS["grid"] = importlib.import_module("engine.grid")
 SCRIPTS["synthesize"] = importlib.import_module("data.synthesize")
 SCRIPTS["retest"] = importlib.import_module("utils.retest")
+SCRIPTS["convert"] = importlib.import_module("models.checkpoint")
+SCRIPTS["export_official"] = importlib.import_module("engine.export_official")
 
 
 def _sets(items):
@@ -221,6 +223,9 @@ CASES = [
          ("--out", "lowlink", "--input", "replace the inputs")),
     Case("grid-out-is-input", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/lowlink"],
          ("--out", "lowlink", "--low")),
+    Case("convert-dst-is-src", "convert", ["{d}/tiny.pth", "{d}/tiny.pth"], ("dst", "src", "tiny.pth")),
+    Case("export-official-out-is-checkpoint", "export_official", _test_args("--out {d}/tiny.pth"),
+         ("--out", "--model_path", "tiny.pth")),
     # -- every image a report page shows is decoded first
     Case("html-input-not-an-image-inline", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--html",
                                                            "{tmp}/r.html", "--input", "{d}/fakeinput",
