@@ -250,6 +250,10 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     if model.needs_pairs and not getattr(unwrap_subset(train_set), "paired", True):
         raise OptionError(f"datasets.train.dataset {opt['datasets']['train'].get('dataset')} has no reference "
                           f"images, but {type(model).__name__} trains on low/reference pairs")
+    unpaired_why = None if getattr(unwrap_subset(train_set), "paired", True) else reads_test_data(train_set)
+    if unpaired_why:
+        raise OptionError(f"datasets.train is test data ({unpaired_why}): unpaired training images must not come "
+                          f"from a test split")
     why = reads_test_data(val_set) if val_set is not None and rank == 0 else None
     if why:  # official configs validate on the test set: said, not refused (utils.retest refuses it)
         log.warning("datasets.val is test data (%s): best_psnr_G.pth is then chosen on the test set, which inflates "

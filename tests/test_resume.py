@@ -52,7 +52,10 @@ def _rel(conf: Path) -> str:
 
 def test_every_registered_method_has_a_demo_config():
     covered = {_model_of(c) for c in DEMOS}
-    missing = [m for m in MODEL_REGISTRY.keys() if m not in covered]
+    # the package's methods (other test files register toy models of their own)
+    ours = [m for m in MODEL_REGISTRY.keys() if MODEL_REGISTRY.get(m).__module__ in MODEL_MODULES]
+    assert {"DRBN", "DRBNRecompose", "LLFlow", "N2LDiff", "UPTFlow"} <= set(ours)
+    missing = [m for m in ours if m not in covered]
     assert not missing, f"registered methods without a confs/*/demo_tiny*.yml (not covered by the resume test): {missing}"
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from data.demo import ensure_demo_data
 from data.loader import create_dataset
 from data.semi_dataset import check_unpaired_sources
 from data.split_guard import known_test_folder, reads_test_data
 from engine.trainer import train
+from models.base_model import BaseModel
 from options.options import OptionError, load_options
+from utils.registry import MODEL_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs/LLFlow/demo_tiny.yml"
@@ -77,3 +80,47 @@ def test_retest_refuses_eval15_declared_as_train_and_training_says_so(tmp_path):
     assert "WARNING datasets.val is test data" in log and "eval15" in log
     with pytest.raises(OptionError, match="datasets.val is test data.*eval15"):
         retest(run)
+
+
+class _Unpaired(torch.nn.Module):
+    pad_multiple, aux_input = 1, None
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(()))
+
+    def enhance(self, lq, aux=None, heat=0.0):
+        return lq * self.gain
+
+
+@MODEL_REGISTRY.register("ToyUnpairedSplitGuard")
+class _ToyUnpaired(BaseModel):
+    """A method that trains without references (none of the package's does yet)."""
+    needs_pairs = False
+
+    def __init__(self, opt, device, rank=0, world_size=1):
+        super().__init__(opt, device, rank, world_size)
+        self.g = _Unpaired()
+        self.optimizers["G"] = torch.optim.SGD(self.g.parameters(), lr=0.1)
+
+    @classmethod
+    def build_network(cls, opt, checkpoint=None):
+        return _Unpaired(), []
+
+    def networks(self):
+        return {"G": self.g}
+
+    def optimize(self, batch):
+        loss = (self.g.enhance(batch["LQ"]).mean() - 0.5) ** 2
+        return {"loss": loss.item(), **self.step_optimizer(loss, "G", self.g.parameters())}
+
+
+def test_unpaired_training_data_from_a_test_folder_is_refused(tmp_path):
+    root = ensure_demo_data()
+    sets = ["model=ToyUnpairedSplitGuard", "datasets.train.dataset=UnpairedFolder", "datasets.val=null",
+            "train.val_freq=0", "use_tb_logger=false", "train.niter=1", "datasets.train.GT_size=16",
+            "datasets.train.batch_size=1", f"path.experiments_root={tmp_path}/exp"]
+    bad = load_options(CONF, sets + [f"datasets.train.dataroot_LQ={root}/eval15/low"], is_train=True)
+    with pytest.raises(OptionError, match="datasets.train is test data.*eval15"):
+        train(bad, argv=["test"])
+    train(load_options(CONF, sets + [f"datasets.train.dataroot_LQ={root}/our485/low"], is_train=True), argv=["test"])
