@@ -92,10 +92,23 @@ def method_files(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("conf", DEMOS, ids=_rel)
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(conf, tmp_path, method_files, monkeypatch):
+    extra = [*SHRINK.get(_rel(conf), []), *(method_files if _model_of(conf) == "DRBNRecompose" else [])]
+    _check_resume(conf, extra, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_stage2_resume_with_the_official_stage1_weights_and_vgg16(shared_dir, tmp_path, monkeypatch):
+    """The reported case: DRBN stage 2 on the official stage-1 DRBN and the real VGG16 trunk."""
+    conf = ROOT / "confs/DRBN/demo_tiny_stage2.yml"
+    _check_resume(conf, ["datasets.train.GT_size=32", "network_G.drbn=null",
+                         f"path.pretrain_stage1={shared_dir / 'weights/drbn/model_s1_cpu.pt'}",
+                         f"path.vgg16_features={shared_dir / 'weights/vgg16_features.pth'}"], tmp_path, monkeypatch)
+
+
+def _check_resume(conf: Path, extra: list, tmp_path, monkeypatch):
     ensure_demo_data()
     model = _model_of(conf)
-    extra = [*COMMON, *SHRINK.get(_rel(conf), []),
-             *(method_files if model == "DRBNRecompose" else [])]
+    extra = [*COMMON, *extra]
 
     def opt(root):
         return load_options(conf, [f"path.experiments_root={root}", *extra], is_train=True)
