@@ -73,5 +73,4 @@ def in_range(lo=None, hi=None):
                     raise OptionError(f"{option_string or self.dest} must be {allowed}, got {v:g}")
             setattr(namespace, self.dest, values)
 
-    InRange.allowed = allowed
     return InRange
