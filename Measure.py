@@ -50,9 +50,10 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.cli import call_cli  # noqa: E402
+from utils.cli import call_cli, in_range  # noqa: E402
 from utils.devices import pick_device  # noqa: E402
-from utils.paths import prepare_file  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.paths import check_output_plan, prepare_file  # noqa: E402
 from utils.reports import write_csv, write_json  # noqa: E402
 from utils.metrics import (GT_MEAN_MODES, NO_REF_METRICS, PSNR_MODES, QUANTISATIONS, SSIM_PROTOCOLS,  # noqa: E402
                            LPIPSMetric, LPIPSUnavailable, MetricAggregator, Protocol, evaluate_pair, size_problem)
@@ -173,6 +174,19 @@ def per_method_path(path, label: str) -> Path:
     return p.with_name(f"{p.stem}_{re.sub(r'[^A-Za-z0-9._-]', '_', label)}{p.suffix}")
 
 
+def output_files(args, labels: List[str]) -> List[Tuple[str, Optional[str], Path]]:
+    """(flag, method label or None, path) of every file the command writes: one CSV/JSON per method when several."""
+    several = len(labels) > 1
+    files = []
+    for key in ("csv", "json"):
+        if getattr(args, key, None):
+            files += ([(key, label, per_method_path(getattr(args, key), label)) for label in labels] if several
+                      else [(key, None, Path(getattr(args, key)))])
+    if args.html:
+        files.append(("html", None, Path(args.html)))
+    return files
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="Measure.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(LLFlow test.py's exact formula); 'plain' = RGB-mean ratio. Default none")
     p.add_argument("--quantisation", default="truncate", choices=QUANTISATIONS,
                    help="how a GT-mean corrected prediction is turned back into uint8 (official scripts truncate)")
-    p.add_argument("--crop-border", type=int, default=0, metavar="N",
+    p.add_argument("--crop-border", type=int, default=0, metavar="N", action=in_range(0),
                    help="shave N pixels from every side of prediction and reference before every metric "
                         "(DRBN's protocol: 10). Default 0; written into the protocol line")
     p.add_argument("--lpips", action="store_true", help="also compute LPIPS (AlexNet, v0.1)")
@@ -212,8 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args) -> None:
-    if args.crop_border < 0:
-        raise MeasureError(f"--crop-border must be >= 0, got {args.crop_border}")
     if args.gt is None and not args.no_ref:
         raise MeasureError("--gt is required unless only no-reference metrics are asked for (--no-ref niqe)")
     if args.input and not args.html:
@@ -268,14 +280,17 @@ def measure(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     _check_args(args)
-    for key in ("csv", "json", "html"):  # before measuring: a bad output path should not cost the whole run
-        if getattr(args, key, None):
-            prepare_file(getattr(args, key), f"--{key}")
+    labels = method_labels(args.pred, args.label)
+    outputs = output_files(args, labels)
+    # before measuring: a bad or colliding output path should not cost the whole run
+    check_output_plan([(f"--{key}" + (f" of '{label}'" if label else ""), path) for key, label, path in outputs],
+                      [("--gt", args.gt), ("--input", args.input), *(("--pred", p) for p in args.pred)])
+    for key, _, path in outputs:
+        prepare_file(path, f"--{key}")
     protocol = Protocol(psnr=args.psnr, ssim=args.ssim, gt_mean=args.gt_mean, quantisation=args.quantisation,
                         lpips=bool(args.lpips or args.lpips_backbone), crop_border=args.crop_border,
                         no_ref=tuple(dict.fromkeys(args.no_ref)), full_ref=args.gt is not None)
     device = str(pick_device(args.device)) if protocol.full_ref and protocol.lpips else args.device
-    labels = method_labels(args.pred, args.label)
     matched = _common_pairs(args.gt, args.pred, labels, log)
     lpips = _open_lpips(protocol, args.lpips_backbone, device, log)
     results = []

@@ -14,8 +14,8 @@ import logging
 from data.image_io import list_images, read_rgb
 from data.zeromap import fit_zero_map, inject_zero_map, write_zero_map_set
 from options.options import add_common_args, check_path, load_options
-from utils.cli import run_cli
-from utils.paths import prepare_dir
+from utils.cli import in_range, run_cli
+from utils.paths import check_output_plan, prepare_dir
 from utils.logging_setup import setup_cli_logging
 from engine.evaluate import add_test_args, resolve_io, run
 from utils.errors import OptionError
@@ -28,16 +28,15 @@ def main(argv=None):
     parser.add_argument("--zeromaps", help="zero-map folder (overrides dataroot_zeromaps)")
     parser.add_argument("--size-mismatch", default="error", choices=["resize", "error"],
                         help="a zero-map of another size is resized (nearest) or rejected")
-    parser.add_argument("--generate", type=int, default=0, help="synthesise N zero-maps when none are given")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --generate")
+    parser.add_argument("--generate", type=int, default=0, action=in_range(0), help="synthesise N zero-maps when none are given")
+    parser.add_argument("--seed", type=int, default=0, action=in_range(0, 2**32 - 1), help="seed of --generate")
     args = parser.parse_args(argv)
     setup_cli_logging()
     opt = load_options(args.opt, args.overrides)
-    if args.generate < 0:
-        raise OptionError(f"--generate must be a number of zero-maps >= 1, got {args.generate}")
     zdir = args.zeromaps or opt.get("dataroot_zeromaps")
     if zdir:
         zdir = check_path(zdir, "--zeromaps / dataroot_zeromaps")
+        check_output_plan([("--out", resolve_io(opt, args)[2])], [("--zeromaps", zdir)])
     elif args.generate > 0:
         inp, _, out, _ = resolve_io(opt, args)
         first = read_rgb(list_images(inp)[0])

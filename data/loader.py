@@ -40,6 +40,7 @@ def create_train_loader(dataset, phase_opt: dict, seed: int, rank: int = 0, worl
         raise OptionError(f"train set has {len(dataset)} pairs, fewer than one batch of {batch} per process "
                           f"(datasets.train.batch_size)")
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, collate_fn=collate_same_size,
+                        generator=sampler.loader_generator,  # not the global RNG (bit-exact resume, data/sampler.py)
                         num_workers=int(phase_opt.get("n_workers") or 0), persistent_workers=False,
                         pin_memory=bool(phase_opt.get("pin_memory")))
     return loader, sampler

@@ -11,9 +11,18 @@ class EpochSampler(Sampler):
         self.n, self.seed, self.shuffle, self.rank, self.world = n, int(seed), shuffle, rank, world_size
         self.epoch, self.skip = 0, 0
         self.per_rank = n // world_size
+        # The DataLoader built on this sampler draws its workers' base seed from this generator when an epoch's
+        # iterator is created. Left to the global torch RNG, that draw would be saved in a training state taken
+        # mid-epoch and made a second time after the resume, shifting every later torch.rand* of the training step.
+        self.loader_generator = torch.Generator()
+        self._reseed_loader()
 
     def set_epoch(self, epoch: int, skip_samples: int = 0):
         self.epoch, self.skip = int(epoch), int(skip_samples)
+        self._reseed_loader()
+
+    def _reseed_loader(self):
+        self.loader_generator.manual_seed((self.seed * 1000003 + self.epoch) * 4099 + self.rank)
 
     def __iter__(self):
         if self.shuffle:

@@ -8,7 +8,6 @@ the config, or whose path names an official test split.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import cv2
@@ -20,22 +19,10 @@ from utils.errors import OptionError
 from utils.registry import DATASET_REGISTRY
 
 from .image_io import list_images, read_rgb
+from .split_guard import check_not_test_folder
 from .preprocess import paired_flip_rot, paired_random_crop, to_tensor01
 
 UNPAIRED_KEYS = ("dataroot_unpaired_LQ", "dataroot_HQ")
-# Folder-name tokens of official test splits (LOL eval15 / Test / *_test, and the unpaired benchmarks
-# LIME, NPE, VV, DICM, MEF that DRBN's other-datasets branch trained on).
-TEST_SPLIT_TOKENS = {"test", "tests", "testing", "eval15", "eval", "lime", "npe", "vv", "dicm", "mef"}
-
-
-def _test_token(path: Path) -> str | None:
-    # the folder and its parent only (LOL-v2 .../Test/Low, LOL-v1 eval15/low, Our_low_test, LIME), so that where
-    # a project or a temporary folder lives does not matter
-    for part in path.parts[-2:]:
-        for tok in re.split(r"[^a-z0-9]+", part.lower()):
-            if tok in TEST_SPLIT_TOKENS:
-                return part
-    return None
 
 
 def _related(a: Path, b: Path) -> bool:
@@ -49,7 +36,8 @@ def check_unpaired_sources(opt: dict) -> None:
     Test folders are ``dataroot_LQ`` / ``dataroot_GT`` of every ``datasets.<phase>`` but train and holdout
     validation, the top-level ``dataroot_LR``, ``dataroot_test`` and ``dataroot_GT`` (refused when equal, inside or
     containing), and those phases' layout ``root`` (refused when equal or containing). Any folder whose own name or
-    parent's name has a test-split token (test, eval15, LIME, ...) is refused too.
+    parent's name has a test-split token, or that is a published SDSD/SID/SMID test video, is refused too
+    (data/split_guard.py, the rule every checkpoint selection uses).
     """
     phases = opt.get("datasets") or {}
     train = phases.get("train") or {}
@@ -73,10 +61,7 @@ def check_unpaired_sources(opt: dict) -> None:
             tkey, tp = hits[0]
             raise OptionError(f"option 'datasets.train.{key}' ('{value}') overlaps the test data of '{tkey}' "
                               f"('{tp}'): unpaired training images must not come from a test split")
-        part = _test_token(p)
-        if part is not None:
-            raise OptionError(f"option 'datasets.train.{key}' ('{value}') looks like a test split (folder '{part}'): "
-                              f"unpaired training images must not come from a test split")
+        check_not_test_folder(p, f"datasets.train.{key}", "unpaired training images")
 
 
 def _fit_crop(img: np.ndarray, size: int) -> np.ndarray:

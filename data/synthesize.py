@@ -25,8 +25,9 @@ import numpy as np
 from data.image_io import IMAGE_EXTENSIONS, list_images, read_rgb, write_rgb
 from data.synthesis.physics import PhysicsConfig, load_physics_config, synthesize
 from options.options import load_options
+from utils.cli import in_range
 from utils.errors import ImageError, OptionError
-from utils.paths import prepare_dir
+from utils.paths import check_output_plan, prepare_dir
 
 log = logging.getLogger("lowlight_flow")
 DEFAULT_PHYSICS = Path(__file__).resolve().parents[1] / "confs" / "synthesis" / "physics_LOL.yml"
@@ -43,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "n2ldiff: the model config")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="n2ldiff: override a config value (repeatable)")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--seed", type=int, default=0, action=in_range(0, 2**32 - 1), help="random seed (default 0)")
     ap.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     ap.add_argument("--model_path", help="n2ldiff: trained N2LDiff checkpoint")
-    ap.add_argument("--steps", type=int, help="n2ldiff: sampling steps")
+    ap.add_argument("--steps", type=int, action=in_range(1), help="n2ldiff: sampling steps")
     ap.add_argument("--replay-noise", dest="replay_noise", help="n2ldiff: .npy of noise to replay")
     ap.add_argument("--device", help="n2ldiff: cpu, cuda, cuda:1 ... (default: auto)")
     return ap
@@ -135,6 +136,8 @@ def main(argv=None):
         opt = load_options(args.opt, args.overrides)
     files = list_inputs(args.input)
     out = Path(args.out)
+    check_output_plan([("--out", out)], [("--input", args.input), ("--model_path", args.model_path),
+                                         ("--replay-noise", args.replay_noise), ("--opt", args.opt)])
     check_out(files, out, args.overwrite)
     prepare_dir(out, "--out")
     if method == "physics":

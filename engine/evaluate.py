@@ -19,8 +19,9 @@ from models.build import build_network
 from options.options import check_path
 from options.validate import NONNEG
 from utils import metrics
+from utils.cli import in_range
 from utils.pairing import index_by, pair_by_key
-from utils.paths import prepare_dir
+from utils.paths import check_output_plan, prepare_dir
 from utils.reports import write_csv, write_json
 from models.precision import resolve_dtype
 from utils.errors import ImageError, NonFiniteError, OptionError
@@ -131,8 +132,8 @@ def add_test_args(parser):
     parser.add_argument("--input", help="low-light input folder (overrides dataroot_LR / dataroot_test)")
     parser.add_argument("--gt", help="reference folder (overrides dataroot_GT); enables metrics")
     parser.add_argument("--out", help="output folder (default results/<name>)")
-    parser.add_argument("--heat", type=float, help="latent temperature (overrides heat; 0 = deterministic)")
-    parser.add_argument("--tile", type=int, help="layer-wise tile size in pixels, same output as the full frame "
+    parser.add_argument("--heat", type=float, action=in_range(0), help="latent temperature (overrides heat; 0 = deterministic)")
+    parser.add_argument("--tile", type=int, action=in_range(0), help="layer-wise tile size in pixels, same output as the full frame "
                         "(overrides inference.tile; default: automatic above inference.max_memory; 0: never)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
@@ -166,6 +167,8 @@ def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
     gt = check_path(gt, "--gt / dataroot_GT") if gt else None
     ckpt = check_path(args.model_path or opt.get("model_path"), "--model_path / model_path")
     out = Path(args.out) if args.out else Path(opt["path"]["results_root"]) / opt["name"]
+    check_output_plan([("--out" if args.out else "path.results_root/name", out)],
+                      [("--input", inp), ("--gt", gt), ("--model_path", ckpt)])
     return inp, gt, out, ckpt
 
 

@@ -20,6 +20,7 @@ from models.checkpoint import atomic_save
 from models.never_run import added_keys, never_run_shapes, official_state_dict
 from options.options import add_common_args, load_options
 from utils.cli import run_cli
+from utils.paths import check_output_plan
 from utils.logging_setup import setup_cli_logging
 
 log = logging.getLogger("lowlight_flow")
@@ -49,6 +50,7 @@ def main(argv=None):
     parser.add_argument("--model_path", required=True, help="our checkpoint (or an official one)")
     parser.add_argument("--out", required=True, help="where to write the official-layout .pth")
     args = parser.parse_args(argv)
+    check_output_plan([("--out", args.out)], [("--model_path", args.model_path), ("--opt", args.opt)])
     setup_cli_logging()
     opt = load_options(args.opt, args.overrides)
     export_official(opt, args.model_path, args.out)

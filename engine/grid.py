@@ -12,6 +12,7 @@ from torchvision.utils import make_grid as tv_make_grid
 
 from data.image_io import list_images, read_rgb, write_rgb
 from utils.pairing import pair_by_key
+from utils.paths import check_output_plan
 
 GAP = 4
 
@@ -58,6 +59,7 @@ def main(argv=None):
     ap.add_argument("--gt")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    check_output_plan([("--out", args.out)], [("--low", args.low), ("--pred", args.pred), ("--gt", args.gt)])
     write_rgb(args.out, make_grid(args.low, args.pred, args.gt))
     print(f"grid written to {args.out} (columns: input | output" + (" | reference)" if args.gt else ")"))
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from data.image_io import list_images, read_rgb, write_rgb
 from engine.inference import pad_image, pick_device
 from options.options import check_path
+from utils.errors import NonFiniteError, OptionError
 from utils.metrics import quantise
 
 from models.n2ldiff.network import seed_for
@@ -33,6 +34,10 @@ log = logging.getLogger("lowlight_flow")
 def _replay_noise(path, steps: int, sizes: list[tuple[int, int]], files: list[Path]):
     """The replay array (memory-mapped), checked against what the run needs; one-line errors otherwise."""
     p = check_path(str(path), "--replay-noise")
+    with open(p, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":  # numpy would blame pickling for any other file
+            raise OptionError(f"--replay-noise '{p}' is not a .npy file (no NumPy header): save the noise array "
+                              f"with numpy.save")
     try:
         noise = np.load(p, mmap_mode="r", allow_pickle=False)
     except Exception as e:
@@ -62,6 +67,10 @@ def run(opt: dict, args) -> None:
         raise OptionError(f"--input '{inp}' holds no images")
     out = Path(arg("out")) if arg("out") else Path(opt["path"]["results_root"]) / opt["name"]
     ckpt = check_path(arg("model_path") or opt.get("model_path"), "--model_path / model_path")
+    model = opt.get("model") or "LLFlow"
+    if model != "N2LDiff":  # else the mismatch would be blamed on the checkpoint
+        raise OptionError(f"config '{opt.get('opt_path') or '--opt'}' is a model: {model} config; the N2LDiff "
+                          f"synthesiser needs an N2LDiff one (model: N2LDiff, e.g. confs/N2LDiff/demo_tiny.yml)")
     net, notes = N2LDiffModel.build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
@@ -86,6 +95,9 @@ def run(opt: dict, args) -> None:
         h, w = img.shape[:2]
         x = torch.from_numpy(np.ascontiguousarray(pad_image(img, net.pad_multiple, "reflect")))
         x = x.permute(2, 0, 1)[None].float().div_(255.0).to(device)
+        if noise is not None and not np.isfinite(noise[:, i:i + 1]).all():
+            raise NonFiniteError(f"--replay-noise '{arg('replay_noise')}' holds NaN/inf in the noise of {f} "
+                                 f"(image {i} in listing order)")
         with torch.inference_mode():
             if noise is not None:
                 y = net.sample(x, noise=noise[:, i:i + 1], steps=steps, progress=True)
@@ -93,4 +105,8 @@ def run(opt: dict, args) -> None:
                 g = torch.Generator().manual_seed(seed_for(seed, i))
                 y = net.sample(x, generator=g, steps=steps, progress=True)
         y = y[0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()
+        if not np.isfinite(y).all():  # written, it would be a black image and exit 0
+            raise NonFiniteError(f"the sampler produced non-finite values (NaN/inf) for {f}: check checkpoint "
+                                 f"'{ckpt}' (NaN/inf weights?)"
+                                 + (f" and --replay-noise '{arg('replay_noise')}'" if noise is not None else ""))
         write_rgb(out / f"{f.stem}.png", quantise(y, "truncate"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from natsort import natsorted
 
+from data.split_guard import reads_test_data
 from models.build import build_network
 from options.options import load_options
 from utils import metrics
@@ -21,7 +22,7 @@ from utils.atomic import atomic_open
 from utils.errors import OptionError
 from .evaluate import evaluate, make_scorer
 from .inference import Enhancer
-from .trainer import build_datasets, unwrap_subset, val_items
+from .trainer import build_datasets, val_items
 
 log = logging.getLogger("lowlight_flow")
 CKPT = re.compile(r"^(\d+)_(G|G_ema)\.pth$")
@@ -47,14 +48,15 @@ def retest(run_dir, device: str | None = None, max_images: int | None = None) ->
     ckpts = list_checkpoints(run / "models")
     if not ckpts:
         raise OptionError(f"--run {run}: no step checkpoints (<step>_G.pth) in {run / 'models'}")
-    if (opt["datasets"].get("val") or {}).get("holdout") is None:
-        probe, _ = build_network(opt)
-        _, val = build_datasets(opt, getattr(probe, "aux_input", None))
-        if val is None:
-            raise OptionError(f"{conf}: no datasets.val; retest selects checkpoints on a validation split only")
-        if not getattr(unwrap_subset(val), "train_split", True):
-            raise OptionError(f"{conf}: datasets.val reads a test split; choosing a checkpoint on the test set "
-                              f"inflates the reported numbers. Set datasets.val.holdout: N (held-out training pairs)")
+    # a holdout is checked too: `split: train` over a test folder is still the test set
+    probe, _ = build_network(opt)
+    _, val = build_datasets(opt, getattr(probe, "aux_input", None))
+    if val is None:
+        raise OptionError(f"{conf}: no datasets.val; retest selects checkpoints on a validation split only")
+    why = reads_test_data(val)
+    if why:
+        raise OptionError(f"{conf}: datasets.val is test data ({why}); choosing a checkpoint on the test set "
+                          f"inflates the reported numbers. Set datasets.val.holdout: N (held-out training pairs)")
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
     rows, protocol = [], None

@@ -17,6 +17,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from data.loader import create_dataset, create_train_loader
+from data.split_guard import reads_test_data
 from models.checkpoint import atomic_save, read_state_dict, safe_load, save_generator
 from models.base_model import BaseModel
 from models.build import model_class
@@ -249,6 +250,14 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     if model.needs_pairs and not getattr(unwrap_subset(train_set), "paired", True):
         raise OptionError(f"datasets.train.dataset {opt['datasets']['train'].get('dataset')} has no reference "
                           f"images, but {type(model).__name__} trains on low/reference pairs")
+    unpaired_why = None if getattr(unwrap_subset(train_set), "paired", True) else reads_test_data(train_set)
+    if unpaired_why:
+        raise OptionError(f"datasets.train is test data ({unpaired_why}): unpaired training images must not come "
+                          f"from a test split")
+    why = reads_test_data(val_set) if val_set is not None and rank == 0 else None
+    if why:  # official configs validate on the test set: said, not refused (utils.retest refuses it)
+        log.warning("datasets.val is test data (%s): best_psnr_G.pth is then chosen on the test set, which inflates "
+                    "reported numbers; datasets.val.holdout: N validates on held-out training pairs instead", why)
     topt = opt["datasets"]["train"]
     _check_crop_sizes(topt, model.eval_network())
     batch = int(topt.get("batch_size") or 1)

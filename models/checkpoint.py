@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from utils.atomic import atomic_open
+from utils.paths import check_output_plan
 from utils.errors import CheckpointError
 
 log = logging.getLogger("lowlight_flow")
@@ -29,16 +30,32 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{what} '{path}' not found")
+    if _looks_like_safetensors(p):
+        raise CheckpointError(f"{what} '{path}' is a safetensors file named '{p.suffix}': rename it to "
+                              f"'{p.stem}{SAFETENSORS_SUFFIX}' (the format is chosen by the name)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad files: refuse any of them
         first = (str(e).strip().splitlines() or ["empty or truncated file"])[0]
+        if "Weights only load failed" in first:  # torch's advice (weights_only=False) would run the file's code
+            first = ("it holds pickled Python objects besides tensors, and such files are never unpickled "
+                     "(weights_only loading); re-save only the state dict (or a training state of this framework)")
         raise CheckpointError(f"cannot read {what} '{path}': {type(e).__name__}: {first}") from None
 
 
 SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _looks_like_safetensors(p: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that many bytes of JSON starting with '{'."""
+    with open(p, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n < p.stat().st_size
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
@@ -78,11 +95,13 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, source: str = "checkpoint") -> list[str]:
+def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, source: str = "checkpoint",
+                 advice: str | None = None) -> list[str]:
     """Copy `state` into `model`. Returns notes (e.g. keys a module initialises itself); raises on real mismatches.
 
     Modules may define `optional_checkpoint_keys()` (names relative to themselves that official checkpoints lack and
     that they initialise deterministically) and `explain_checkpoint_mismatch(state, prefix)` (one sentence, or None).
+    A mismatch ends with `advice`, else the model's `checkpoint_advice` (which config keys set its shapes).
     Tensors of official modules that never run (models/never_run.py) are dropped, with one note saying how many.
     """
     from .never_run import never_run_index
@@ -127,8 +146,10 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
     if strict and unexpected:
         problems.append(f"{len(unexpected)} checkpoint tensors are unknown to the model, e.g. {', '.join(unexpected[:5])}")
     if problems:
+        advice = advice or getattr(model, "checkpoint_advice", None) or (
+            "Check that the config's model: and network_G are those the checkpoint was trained with.")
         raise CheckpointError(f"{source} does not match the model built from the config: " + "; ".join(problems)
-                              + ". Check network_G (variant, nf/nb, flow.K, encoder sizes) against the checkpoint.")
+                              + ". " + advice)
     bad = [k for k, v in state.items() if k in own and v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         # Loud, not fatal: a NaN in a tensor the forward pass never reads is harmless; the test scripts refuse
@@ -192,6 +213,7 @@ def main(argv=None):
     p.add_argument("src", help="weights to read (.pth / .safetensors)")
     p.add_argument("dst", help="file to write; .safetensors or any other suffix (torch format)")
     args = p.parse_args(argv)
+    check_output_plan([("dst", args.dst)], [("src", args.src)])
     n = convert(args.src, args.dst)
     print(f"{args.src} -> {args.dst}: {n} tensors")
 

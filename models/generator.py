@@ -43,6 +43,8 @@ class FlowGenerator(nn.Module):
     :meth:`from_options` translates a config (ours or an official YAML) into these arguments.
     """
 
+    checkpoint_advice = "Check network_G (variant, nf/nb, flow.K, encoder sizes) against the checkpoint."
+
     def __init__(self, variant: Variant | str = "llflow", K: int = 12, L: int = 3, n_noaffine: int = 2,
                  cond_channels: int | None = None, encoder_kwargs: dict | None = None,
                  coupling_kwargs: dict | None = None, step_kwargs: dict | None = None,

@@ -31,6 +31,8 @@ from tests.cli_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "confs/LLFlow/demo_tiny.yml"
+N2L = ROOT / "confs/N2LDiff/demo_tiny.yml"
+TINY_N2L = ["network_G.n2ldiff.dim_mults=[1,2]", "network_G.n2ldiff.timesteps=4"]
 DRBN = ROOT / "confs/DRBN/demo_tiny.yml"
 DRBN2 = ROOT / "confs/DRBN/demo_tiny_stage2.yml"
 TINY_FLOW = ["network_G.nf=8", "network_G.nb=1", "network_G.flow.K=1", "network_G.flow.stackRRDB.blocks=[0]",
@@ -39,6 +41,9 @@ SCRIPTS = {name: load_script(name) for name in ("train.py", "test.py", "test_wit
                                                  "test_with_zeromaps.py", "Measure.py")}
 SCRIPTS["grid"] = importlib.import_module("engine.grid")
 SCRIPTS["synthesize"] = importlib.import_module("data.synthesize")
+SCRIPTS["retest"] = importlib.import_module("utils.retest")
+SCRIPTS["convert"] = importlib.import_module("models.checkpoint")
+SCRIPTS["export_official"] = importlib.import_module("engine.export_official")
 
 
 def _sets(items):
@@ -74,6 +79,8 @@ def w(tmp_path_factory):
         _img(d / sub / "a.png", 3, 40)
     (d / "corrupt").mkdir()
     (d / "corrupt/a.png").write_bytes(b"not a png at all")
+    _img(d / "fakeinput/a.png", 24, 32)
+    (d / "fakeinput/b.png").write_text("a text file named .png")
     _img(d / "gray16/a.png", 16, 16, dtype=np.uint16)
     _img(d / "mismatch/a.png", 16, 16)
     _img(d / "mismatch/b.png", 24, 32)
@@ -82,6 +89,8 @@ def w(tmp_path_factory):
     (d / "zmaps_bad").mkdir()
     (d / "zmaps_bad/z.png").write_bytes(b"\x89PNG broken")
     (d / "afile").write_text("a regular file where a folder is expected")
+    (d / "lowlink").symlink_to(d / "low", target_is_directory=True)   # another name for the input folder
+    (d / "report.html").symlink_to(d / "real.html")                    # dangling: what --html would write through
     # checkpoints: the tiny LLFlow, one with NaN weights, empty, text, and a pickle that runs code when unpickled
     net, _ = build_network(load_options(CONF, TINY_FLOW))
     save_generator(net, d / "tiny.pth")
@@ -90,6 +99,17 @@ def w(tmp_path_factory):
     torch.save(sd, d / "nan.pth")
     save_generator(build_network(load_options(DRBN))[0], d / "drbn.pth")
     (d / "empty.pth").write_bytes(b"")
+    save_generator(net, d / "tiny_st.safetensors")
+    (d / "tiny_st.safetensors").rename(d / "tiny_st.pth")
+    torch.manual_seed(0)
+    save_generator(build_network(load_options(N2L, TINY_N2L))[0], d / "n2l.pth")
+    sd = read_state_dict(d / "n2l.pth")
+    torch.save({k: (v.clone().fill_(float("nan")) if k.startswith(("encoder.", "model.unet.")) else v)
+                for k, v in sd.items()}, d / "n2l_nan.pth")
+    noise = np.random.default_rng(0).standard_normal((2, 2, 3, 32, 32)).astype(np.float32)  # 2 steps, 2 images
+    noise[1, 1, 0, 5, 5] = np.nan
+    np.save(d / "noise_nan.npy", noise)
+    (d / "noise.txt").write_text("0.1 0.2 0.3\n")
     (d / "text.pth").write_text("weights: none\n")
     (d / "evil.pth").write_bytes(pickle.dumps(_Evil()))
     # configs
@@ -127,6 +147,15 @@ def _train_args(extra="", conf=CONF):
             "datasets.train.cache=false", "datasets.val=null", "train.val_freq=0", "use_tb_logger=false",
             "train.niter=2", "path.experiments_root={exp}"]
     return ["--opt", str(conf), *_sets((TINY_FLOW if conf == CONF else []) + data), *extra.split()]
+
+
+def _synth_n2l(extra=""):
+    args = ["--input", "{d}/low", "--out", "{tmp}/o", "--method", "n2ldiff", "--opt", str(N2L),
+            *_sets(TINY_N2L), "--steps", "2", "--model_path", "{d}/n2l.pth", *extra.split()]
+    if "--model_path" in extra.split():  # the last --model_path wins; keep one
+        i = args.index("--model_path")
+        del args[i:i + 2]
+    return args
 
 
 @dataclass
@@ -169,10 +198,54 @@ CASES = [
          ("path.experiments_root", "afile")),
     Case("grid-out-under-file", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/afile/g.png"],
          ("afile/g.png", "is a file")),
-    Case("grid-out-is-folder", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/low"],
-         ("low", "folder")),
+    Case("grid-out-is-folder", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/same"],
+         ("same", "folder")),
     Case("grid-out-unknown-format", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{tmp}/g.xyz"],
          ("g.xyz", ".xyz")),
+    # -- outputs that collide with each other or with the inputs (checked before anything is written)
+    Case("measure-labels-same-file", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--label", "A B",
+                                                     "--pred", "{d}/high", "--label", "A_B", "--csv", "{tmp}/m.csv"],
+         ("'A B'", "'A_B'", "m_A_B.csv", "same path")),
+    Case("measure-csv-is-html", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--csv", "{tmp}/r",
+                                                "--html", "{tmp}/r"], ("--csv", "--html", "same path")),
+    Case("measure-csv-is-html-via-symlink", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--csv",
+                                                            "{d}/real.html", "--html", "{d}/report.html"],
+         ("real.html", "report.html", "same path")),
+    Case("test-out-is-input", T, _test_args("--input {d}/low --out {d}/low"), ("--out", "--input", "low")),
+    Case("test-out-is-input-via-symlink", T, _test_args("--input {d}/low --out {d}/lowlink"),
+         ("--out", "lowlink", "--input", "replace the inputs")),
+    Case("tricks-out-is-gt", "test_with_tricks.py", _test_args("--input {d}/low --gt {d}/high --out {d}/high"),
+         ("--out", "--gt", "high")),
+    Case("zeromaps-out-is-zeromaps", "test_with_zeromaps.py", _test_args("--input {d}/low --zeromaps {d}/zmaps_small "
+                                                                         "--out {d}/zmaps_small"),
+         ("--out", "--zeromaps", "zmaps_small")),
+    Case("synth-out-is-input-overwrite", "synthesize", ["--input", "{d}/low", "--out", "{d}/lowlink", "--overwrite"],
+         ("--out", "lowlink", "--input", "replace the inputs")),
+    Case("grid-out-is-input", "grid", ["--low", "{d}/low", "--pred", "{d}/high", "--out", "{d}/lowlink"],
+         ("--out", "lowlink", "--low")),
+    Case("convert-dst-is-src", "convert", ["{d}/tiny.pth", "{d}/tiny.pth"], ("dst", "src", "tiny.pth")),
+    Case("export-official-out-is-checkpoint", "export_official", _test_args("--out {d}/tiny.pth"),
+         ("--out", "--model_path", "tiny.pth")),
+    # -- every image a report page shows is decoded first
+    Case("html-input-not-an-image-inline", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--html",
+                                                           "{tmp}/r.html", "--input", "{d}/fakeinput",
+                                                           "--inline-images"],
+         ("fakeinput/b.png", "not a decodable image")),
+    Case("html-input-not-an-image-linked", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--html",
+                                                           "{tmp}/r.html", "--input", "{d}/fakeinput"],
+         ("fakeinput/b.png", "not a decodable image")),
+    # -- numeric flags: range checked while parsing, one line naming the flag and the allowed range
+    Case("retest-max-images-zero", "retest", ["--run", "{d}", "--max-images", "0"], ("--max-images", ">= 1", "0")),
+    Case("retest-max-images-negative", "retest", ["--run", "{d}", "--max-images", "-3"],
+         ("--max-images", ">= 1", "-3")),
+    Case("measure-crop-border-negative", "Measure.py", ["--gt", "{d}/high", "--pred", "{d}/low", "--crop-border",
+                                                         "-1"], ("--crop-border", ">= 0", "-1")),
+    Case("synth-steps-zero", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--steps", "0"],
+         ("--steps", ">= 1")),
+    Case("synth-seed-negative", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--seed", "-1"],
+         ("--seed", "in [0, 4294967295]")),
+    Case("zeromaps-seed-negative", "test_with_zeromaps.py", _test_args("--input {d}/low --generate 2 --seed -5"),
+         ("--seed", "-5")),
     # -- sizes
     Case("tiny-image-ssim", T, _test_args("--input {d}/tiny --gt {d}/tinygt --out {tmp}/o"),
          ("tinygt/a.png", "1x1", "7x7")),
@@ -234,7 +307,7 @@ CASES = [
     # -- checkpoints
     Case("ckpt-empty", T, _test_args("--input {d}/low --model_path {d}/empty.pth"), ("empty.pth",)),
     Case("ckpt-text", T, _test_args("--input {d}/low --model_path {d}/text.pth"), ("text.pth",)),
-    Case("ckpt-pickle-code", T, _test_args("--input {d}/low --model_path {d}/evil.pth"), ("evil.pth",)),
+    Case("ckpt-pickle-code", T, _test_args("--input {d}/low --model_path {d}/evil.pth"), ("evil.pth", "never unpickled")),
     Case("ckpt-missing", T, _test_args("--input {d}/low --model_path {d}/none.pth"), ("none.pth",)),
     Case("ckpt-other-model", T, ["--opt", str(CONF), "--input", "{d}/low", "--model_path", "{d}/tiny.pth"],
          ("tiny.pth", "does not match")),
@@ -264,7 +337,23 @@ CASES = [
     Case("synth-corrupt-input", "synthesize", ["--input", "{d}/corrupt", "--out", "{tmp}/o"], ("corrupt/a.png",)),
     Case("synth-n2ldiff-bad-checkpoint", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--method",
                                                         "n2ldiff", "--model_path", "{d}/empty.pth", "--opt",
-                                                        str(CONF)], ("empty.pth",)),
+                                                        str(N2L)], ("empty.pth",)),
+    Case("synth-n2ldiff-nan-noise", "synthesize", _synth_n2l("--replay-noise {d}/noise_nan.npy"),
+         ("noise_nan.npy", "NaN/inf", "low/b.png")),
+    Case("synth-n2ldiff-nan-weights", "synthesize", _synth_n2l("--model_path {d}/n2l_nan.pth"),
+         ("non-finite", "low/a.png", "n2l_nan.pth")),
+    Case("synth-n2ldiff-text-noise", "synthesize", _synth_n2l("--replay-noise {d}/noise.txt"),
+         ("noise.txt", "not a .npy file")),
+    # -- messages that name what is actually wrong, for the method at hand
+    Case("synth-n2ldiff-flow-config", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--method", "n2ldiff",
+                                                     "--model_path", "{d}/n2l.pth", "--opt", str(CONF)],
+         ("LLFlow/demo_tiny.yml", "model: LLFlow", "needs an N2LDiff")),
+    Case("drbn-shape-advice", T, _drbn_test_args("--input {d}/low --out {tmp}/o --set network_G.drbn.width=16"),
+         ("drbn.pth", "set network_G.drbn")),
+    Case("n2ldiff-shape-advice", "synthesize", _synth_n2l("--set network_G.n2ldiff.dim=16"),
+         ("n2l.pth", "network_G.n2ldiff (dim")),
+    Case("ckpt-safetensors-named-pth", T, _test_args("--input {d}/low --model_path {d}/tiny_st.pth"),
+         ("tiny_st.pth", "safetensors file", "rename")),
     # -- zero-maps
     Case("zeromaps-none", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o"), ("--zeromaps",)),
     Case("zeromaps-missing", "test_with_zeromaps.py", _test_args("--input {d}/low --out {tmp}/o --zeromaps "

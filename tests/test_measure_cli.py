@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -227,3 +228,34 @@ def test_no_gt_without_no_ref_is_an_error(tmp_path, capsys):
     (tmp_path / "p").mkdir()
     assert Measure.main(["--pred", str(tmp_path / "p"), "--no-progress"]) == 2
     assert "--gt is required" in capsys.readouterr().err
+
+
+def test_niqe_undefined_for_a_flat_image_is_said_by_name_and_the_mean_counts(tmp_path, capsys, caplog, monkeypatch):
+    """NIQE of a black image is NaN: it is 'undefined' for that image (CSV, JSON, a warning), never a silent NaN,
+    and the mean says it was taken over the other images only."""
+    import skimage.data
+    from tests.test_niqe import BASICSR_VALUES
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    name = next(iter(BASICSR_VALUES))
+    img = getattr(skimage.data, name)()[:, :, ::-1]
+    cv2.imwrite(str(pred / f"{name}.png"), img)
+    cv2.imwrite(str(pred / "black.png"), np.zeros_like(img))
+    out_csv, out_json = tmp_path / "n.csv", tmp_path / "n.json"
+    # CLIs run in-process earlier may have set up the project logger without propagation: let caplog see it.
+    monkeypatch.setattr(logging.getLogger("lowlight_flow"), "propagate", True)
+    # CLIs run in-process earlier may have set up the project logger without propagation: let caplog see it.
+    monkeypatch.setattr(logging.getLogger("lowlight_flow"), "propagate", True)
+    assert Measure.main(["--pred", str(pred), "--no-ref", "niqe", "--csv", str(out_csv), "--json", str(out_json),
+                         "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert any("NIQE is undefined for black.png" in r.getMessage() for r in caplog.records)
+    assert "RuntimeWarning" not in cap.err
+    assert "over 1 of 2 images; undefined for black.png" in cap.out
+    res = json.loads(out_json.read_text())
+    assert res["count"] == 2 and res["counts"]["niqe"] == 1 and res["undefined"] == {"niqe": ["black.png"]}
+    assert res["niqe"] == pytest.approx(BASICSR_VALUES[name], abs=1e-3)
+    assert {r["name"]: r["niqe"] for r in res["per_image"]}["black.png"] is None
+    rows = {r["name"]: r["niqe"] for r in csv.DictReader(out_csv.read_text().splitlines()[1:])}
+    assert rows["black.png"] == "undefined" and float(rows[f"{name}.png"]) == pytest.approx(BASICSR_VALUES[name],
+                                                                                             abs=1e-3)

@@ -5,10 +5,12 @@ other exception is a bug and keeps its traceback. Ctrl-C prints one line and exi
 """
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 
-from utils.errors import UserError, user_message
+from utils.errors import OptionError, UserError, user_message
 from utils.runtime import keep_freed_memory
 
 
@@ -49,3 +51,26 @@ def run_cli(main, argv=None):
     if code:
         sys.exit(code)
     return code
+
+
+def in_range(lo=None, hi=None):
+    """argparse ``action=`` for a numeric flag (``type=int`` or ``float``, any ``nargs``) that must lie in
+    [lo, hi] (either end None: open) and be finite: a value outside is a one-line OptionError naming the flag and
+    the allowed range (``error: --max-images must be >= 1, got 0``), raised while the command line is parsed."""
+    if lo is None and hi is None:
+        allowed = "a finite number"
+    elif hi is None:
+        allowed = f">= {lo}"
+    elif lo is None:
+        allowed = f"<= {hi}"
+    else:
+        allowed = f"in [{lo}, {hi}]"
+
+    class InRange(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for v in values if isinstance(values, (list, tuple)) else [values]:
+                if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+                    raise OptionError(f"{option_string or self.dest} must be {allowed}, got {v:g}")
+            setattr(namespace, self.dest, values)
+
+    return InRange

@@ -13,6 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils.cli import in_range
+from utils.paths import check_output_plan
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -23,10 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_common_args(argparse.ArgumentParser(prog="python -m utils.export_onnx", description=__doc__.split("\n\n")[0]))
     p.add_argument("--model_path", help="checkpoint (.pth or .safetensors; overrides model_path in the config)")
     p.add_argument("--out", required=True, help="ONNX file to write")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None, action=in_range(1),
                    help="size of the traced example (rounded up to the model's pad multiple; default 96 128); "
                         "the graph accepts any size that is a multiple of the pad multiple")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=17, action=in_range(7), help="ONNX opset (default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check at another size")
     return p
 
@@ -41,6 +44,7 @@ def main(argv=None):
     opt = load_options(args.opt, args.overrides)
     ckpt = args.model_path or opt.get("model_path")
     ckpt = str(check_path(ckpt, "--model_path / model_path")) if ckpt else None
+    check_output_plan([("--out", args.out)], [("--model_path", ckpt), ("--opt", args.opt)])
     info = export_onnx(opt, ckpt, args.out, size=tuple(args.size or DEFAULT_SIZE), opset=args.opset,
                        check=not args.no_check)  # ExportError is a UserError: run_cli prints it as one line
     ins = ", ".join(f"{k} {v}" for k, v in info["inputs"].items())

@@ -49,6 +49,7 @@ nothing is ever downloaded. When none is available, :class:`LPIPSUnavailable` sa
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -531,9 +532,14 @@ def _std(values: List[float]) -> Optional[float]:
 class MetricAggregator:
     """Collects per-image results; ``means()`` averages per-image values (PSNR is a mean of per-image dB values,
     as every LLIE test script does). LPIPS is averaged over the images that have it. The metrics are
-    ``protocol.metric_keys`` (psnr, ssim, lpips for a full-reference protocol, then the no-reference ones)."""
+    ``protocol.metric_keys`` (psnr, ssim, lpips for a full-reference protocol, then the no-reference ones).
+
+    A metric that is undefined for an image (NaN, e.g. NIQE of a flat image; any non-finite value but PSNR's +inf
+    for identical images) is stored as None, listed by image in ``undefined`` with a warning, and the means say
+    over how many images they were taken."""
     protocol: Protocol = DEFAULT_PROTOCOL
     rows: List[Dict[str, Any]] = field(default_factory=list)
+    undefined: Dict[str, List[str]] = field(default_factory=dict)
 
     @property
     def keys(self) -> Tuple[str, ...]:
@@ -541,8 +547,19 @@ class MetricAggregator:
 
     def add(self, name: str, result: Dict[str, Any]) -> None:
         row = {"name": name}
-        row.update({k: result.get(k) for k in self.keys})
+        for k in self.keys:
+            v = result.get(k)
+            if v is not None and not math.isfinite(float(v)) and not (k == "psnr" and v == math.inf):
+                logging.getLogger("lowlight_flow").warning("%s is undefined for %s (%s): left out of its mean",
+                                                           k.upper(), name, v)
+                self.undefined.setdefault(k, []).append(name)
+                v = None
+            row[k] = v
         self.rows.append(row)
+
+    def counts(self) -> Dict[str, int]:
+        """Per metric: over how many images its mean is taken."""
+        return {k: len(self._values(k)) for k in self.keys}
 
     @property
     def count(self) -> int:
@@ -567,6 +584,9 @@ class MetricAggregator:
         with np.errstate(invalid="ignore"):
             out["std"] = self.stds()
         out["count"] = self.count
+        out["counts"] = self.counts()
+        if self.undefined:
+            out["undefined"] = {k: list(v) for k, v in self.undefined.items()}
         out["protocol"] = self.protocol.as_dict()
         if "lpips" in self.keys and out["lpips"] is None:
             out["lpips_unavailable_reason"] = lpips_unavailable_reason or (
@@ -575,10 +595,17 @@ class MetricAggregator:
         return out
 
     def format_means(self) -> str:
-        m = self.means()
-        fmt = lambda v, d: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
+        m, counts = self.means(), self.counts()
+
+        def fmt(k, d, unit=""):
+            s = "n/a" if m[k] is None else f"{m[k]:.{d}f}{unit}"
+            if k in self.undefined:
+                names = self.undefined[k]
+                s += (f" (over {counts[k]} of {self.count} images; undefined for {', '.join(names[:3])}"
+                      + (" ..." if len(names) > 3 else "") + ")")
+            return s
         parts = []
         if self.protocol.full_ref:
-            parts.append(f"PSNR {fmt(m['psnr'], 3)} dB  SSIM {fmt(m['ssim'], 4)}  LPIPS {fmt(m['lpips'], 4)}")
-        parts += [f"{k.upper()} {fmt(m[k], 4)}" for k in self.protocol.no_ref]
+            parts.append(f"PSNR {fmt('psnr', 3, ' dB')}  SSIM {fmt('ssim', 4)}  LPIPS {fmt('lpips', 4)}")
+        parts += [f"{k.upper()} {fmt(k, 4)}" for k in self.protocol.no_ref]
         return "  ".join(parts) + f"  (n={self.count}; {self.protocol.describe()})"

@@ -24,6 +24,7 @@ BasicSR's ``calculate_niqe``) and BasicSR's float32 code 5.72956: one alpha of o
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -149,7 +150,8 @@ def niqe_gray(img: np.ndarray, mu_p: np.ndarray | None = None, cov_p: np.ndarray
         if scale == 1:
             im = imresize_half(im)
     f = np.concatenate(feats, axis=1)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (flat image): NIQE is NaN, said later
         mu_d = np.nanmean(f, axis=0)
     clean = f[~np.isnan(f).any(axis=1)]
     if len(clean) < 2:

@@ -39,3 +39,33 @@ def prepare_file(path, key: str) -> Path:
     if p.exists() and not os.access(p, os.W_OK):
         raise OutputError(f"{key}: file '{p}' is not writable")
     return p
+
+
+def check_output_plan(outputs, inputs=()) -> None:
+    """Before anything is written: no two outputs share a path, and no output is one of the inputs.
+
+    `outputs` and `inputs` are (label, path) pairs (a label names the flag or key, e.g. ``"--csv"``); paths are
+    compared resolved (symlinks followed, also for paths that do not exist yet). An output folder that is an input
+    folder is refused too: the command would write files named like the inputs into it. One-line OutputError
+    naming both. ``--overwrite`` flags never lift this: they only ever replace a command's earlier outputs.
+    """
+    seen: dict[Path, tuple[str, str]] = {}
+    for label, path in outputs:
+        if path is None:
+            continue
+        real = Path(path).resolve()
+        if real in seen:
+            other, other_path = seen[real]
+            raise OutputError(f"{label} '{path}' and {other} '{other_path}' are the same path"
+                              + (f" ('{real}')" if str(real) not in (str(path), str(other_path)) else "")
+                              + ": one output would overwrite the other")
+        seen[real] = (label, str(path))
+    for label, path in inputs:
+        if path is None:
+            continue
+        real = Path(path).resolve()
+        if real in seen:
+            out_label, out_path = seen[real]
+            raise OutputError(f"{out_label} '{out_path}' is the input {label} '{path}'"
+                              + (f" ('{real}')" if str(real) not in (str(path), out_path) else "")
+                              + ": writing there would replace the inputs; choose another output location")

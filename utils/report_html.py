@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from typing import Dict, List, Optional
 from urllib.parse import quote
 
 import cv2
+import numpy as np
 
+from utils.errors import ImageError
 from utils.metrics import HIGHER_IS_BETTER, MetricAggregator, Protocol
 
 # file types Chromium, Firefox and Safari all display in <img>
@@ -47,9 +50,30 @@ class ReportItem:
     input: Optional[Path] = None
 
 
+def _check_decodes(path: Path, data: bytes) -> None:
+    """ImageError naming `path` when its bytes are not an image (the page would show a broken picture)."""
+    if path.suffix.lower() == ".gif":  # OpenCV reads no GIF
+        from PIL import Image, UnidentifiedImageError
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+            return
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            pass
+    elif cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None:
+        return
+    raise ImageError(f"{path}: not a decodable image ({len(data)} bytes); the report would show it as a broken "
+                     f"picture")
+
+
 def _image_src(path: Path, base: Path, inline: bool) -> str:
-    """A relative URL from the page's folder, or a data URI (inline, unshowable type, or no relative path)."""
+    """A relative URL from the page's folder, or a data URI (inline, unshowable type, or no relative path).
+
+    Every image is decoded first, linked or embedded: one that is not an image is an ImageError naming it."""
     mime = _BROWSER_TYPES.get(path.suffix.lower())
+    if mime is not None:
+        data = path.read_bytes()
+        _check_decodes(path, data)
     if not inline and mime is not None:
         try:
             rel = os.path.relpath(path.resolve(), base.resolve())
@@ -60,10 +84,8 @@ def _image_src(path: Path, base: Path, inline: bool) -> str:
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         ok, buf = cv2.imencode(".png", img) if img is not None else (False, None)
         if not ok:
-            raise ValueError(f"{path}: cannot be re-encoded as PNG for the report")
+            raise ImageError(f"{path}: not a decodable image; cannot be re-encoded as PNG for the report")
         data, mime = buf.tobytes(), "image/png"
-    else:
-        data = path.read_bytes()
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 

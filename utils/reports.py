@@ -43,5 +43,7 @@ def write_csv(path, agg) -> None:
         keys = list(getattr(agg, "keys", COLUMNS))
         w = csv.writer(f)
         w.writerow(["name", *keys])
+        undefined = {k: set(v) for k, v in (getattr(agg, "undefined", None) or {}).items()}
         for r in agg.rows:
-            w.writerow([r["name"]] + ["" if r.get(k) is None else repr(float(r[k])) for k in keys])
+            w.writerow([r["name"]] + ["undefined" if r["name"] in undefined.get(k, ()) else
+                                      "" if r.get(k) is None else repr(float(r[k])) for k in keys])

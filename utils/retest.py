@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from utils.cli import in_range
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a training run folder (experiments/<name>)")
     ap.add_argument("--device", help="cpu, cuda, ... (default: the config's inference.device)")
-    ap.add_argument("--max-images", type=int, help="evaluate only the first N validation images")
+    ap.add_argument("--max-images", type=int, action=in_range(1), help="evaluate only the first N validation images")
     args = ap.parse_args(argv)
     from engine.retest import retest  # the engine sits above utils/: imported only when the CLI runs
     from utils.logging_setup import setup_cli_logging

@@ -30,7 +30,9 @@ import yaml
 
 from data.base_dataset import pair_files
 from data.image_io import list_images, read_rgb
+from utils.cli import in_range
 from utils.errors import ImageError, OptionError
+from utils.paths import check_output_plan
 
 from .physics import PhysicsConfig
 from .srgb import code_step_linear, decode_uint8
@@ -198,11 +200,12 @@ def main(argv=None):
     ap.add_argument("--low", required=True, help="folder of real low-light images")
     ap.add_argument("--high", required=True, help="folder of their normal-light partners (same file stems)")
     ap.add_argument("--out", required=True, help="synthesis YAML to write")
-    ap.add_argument("--first", type=int, help="use only the first N pairs in natural-sort order (default: all)")
-    ap.add_argument("--quantiles", type=float, nargs=2, default=(0.1, 0.9), metavar=("LO", "HI"),
+    ap.add_argument("--first", type=int, action=in_range(1), help="use only the first N pairs in natural-sort order (default: all)")
+    ap.add_argument("--quantiles", type=float, nargs=2, default=(0.1, 0.9), metavar=("LO", "HI"), action=in_range(0, 1),
                     help="range = these quantiles of the per-pair estimates (default 0.1 0.9; 0 1 = min/max)")
-    ap.add_argument("--min-count", type=int, default=64, help="pixels needed in an intensity group (default 64)")
+    ap.add_argument("--min-count", type=int, default=64, action=in_range(1), help="pixels needed in an intensity group (default 64)")
     args = ap.parse_args(argv)
+    check_output_plan([("--out", args.out)], [("--low", args.low), ("--high", args.high)])
     from tqdm import tqdm
     fits = fit_folders(args.low, args.high, args.first, args.min_count,
                        progress=lambda x: tqdm(x, desc="fit", unit="pair"))

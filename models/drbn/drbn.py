@@ -87,6 +87,9 @@ class DRBN(nn.Module):
     The sizes default to the official ones (557,668 parameters); smaller ones are for tiny demo/test configs.
     """
 
+    checkpoint_advice = ("Check network_G.drbn (width, growth, n_layers, recurrences) and that the checkpoint is "
+                         "a stage-1 DRBN.")
+
     pad_multiple = 4
     aux_input = None
     uses_heat = False  # deterministic: a non-zero --heat is refused instead of silently ignored

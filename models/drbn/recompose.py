@@ -34,6 +34,8 @@ def bands_from_drbn(res1: torch.Tensor, res2: torch.Tensor, res4: torch.Tensor):
 class BandRecomposer(nn.Module):
     """Per-pixel band weights from cat(lq, band differences); the official RECOMPOSE net."""
 
+    checkpoint_advice = "The checkpoint should be a band-recomposition net (official model_R_*.pt)."
+
     def __init__(self, colors: int = 3, width: int = 16, growth: int = 8, n_layers: int = 4):
         super().__init__()
         self.colors = colors
@@ -58,6 +60,9 @@ class BandRecomposer(nn.Module):
 @ARCH_REGISTRY.register("DRBNRecompose")
 class DRBNRecompose(nn.Module):
     """Stage-2 network: the stage-1 `drbn` and the `recompose` net (a checkpoint holds `drbn.*` and `recompose.*`)."""
+
+    checkpoint_advice = ("Check network_G.drbn (width, growth, n_layers, recurrences) against the checkpoint's "
+                         "drbn.* tensors.")
 
     pad_multiple = 4
     aux_input = None

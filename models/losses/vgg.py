@@ -33,7 +33,8 @@ def load_vgg16_features(path: str | None, option: str = "path.vgg16_features") -
     state = read_state_dict(path)
     state = {k[len("features."):] if k.startswith("features.") else k: v for k, v in state.items()
              if not k.startswith("classifier.")}
-    load_weights(trunk, state, strict=True, source=f"VGG16 weights '{path}'")
+    load_weights(trunk, state, strict=True, source=f"VGG16 weights '{path}'",
+                 advice="It must hold torchvision's VGG16 features.* (13 convolutions), not another network.")
     trunk.eval()
     for p in trunk.parameters():
         p.requires_grad_(False)

@@ -37,6 +37,8 @@ class N2LDiffNet(nn.Module):
     this sampler and is ignored.
     """
 
+    checkpoint_advice = "Check network_G.n2ldiff (dim, dim_mults, timesteps, ...) against the checkpoint."
+
     aux_input = None
     uses_heat = False
 
