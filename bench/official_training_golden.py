@@ -1,0 +1,201 @@
+"""Goldens of the OFFICIAL LLFlow trainer, step by step, for tests/test_training_equivalence.py.
+
+python bench/official_training_golden.py --official PATH_TO_LLFLOW_CHECKOUT [--site DIR] [--shared ../shared]
+                                         [--out tests/golden_training/llflow]
+
+PATH is a checkout of wyf0912/LLFlow (its `code/` folder is used); nothing of it is copied here. The official code
+runs in a subprocess of its own (bench/_official.py: its code folder first on sys.path, `.cuda()` a no-op), float32,
+one thread, through its own classes: its option parser on the committed small config
+(tests/golden_training/llflow/config.yml: LOL-pc.yml at small widths, 40 steps, warm-up 6, milestones 20/30/36/38,
+train_RRDB_delay 0.5), `models.create_model` (LLFlowModel: its Adam param groups, MultiStepLR_Restart, GradScaler),
+and the lines of its train.py loop that matter, in its order: for step 1, 2, ...: `feed_data`,
+`update_learning_rate(step, warmup_iter)` (scheduler step, then the warm-up lr), and `optimize_parameters(step)`
+except at step 1 (train.py skips the update there). The official LLFlow's `gc` (growth channels, a constructor
+default the YAML cannot set) is set to the config's `network_G.gc` by replacing that default.
+
+Identical inputs on both sides:
+- weights: our generator built from the config (seed 0), every parameter + N(0, 0.01) (no zero-initialised layer is
+  an identity), ActNorm bias/logs zeroed (so both sides data-initialise them on their first update, as a fresh run
+  does), rounded to float16 so that the file is small; both sides load these values as float32.
+- batches: the official LoL_Dataset (train split) on real LOL-v1 pairs (../shared/data/LOL-v1-mini), seed 0: the
+  uint8 crops it converts (after its crop and flip) are recorded, and each batch is rebuilt from them exactly as the
+  dataset does (ToTensor, log(clamp(x + 1e-3, 1e-3)), histogram-equalised concat); the script checks that the rebuilt
+  tensors equal the dataset's bit for bit. 4 batches of 2, cycled over the 40 steps.
+- python's `random` (LLFlow's 20% GT colour-map prior) seeded 0 before step 1 on both sides.
+
+Written to --out: weights.pt (float16), batches.pt (uint8 crops), steps.json (per step: loss, lr of each param
+group, which of `grad_sets` (names that received a gradient) it had; the param groups' names, weight decay and betas), grads.pt (float32: the
+gradient of every tensor at the first update, official step 2). The official model runs unwrapped, as it does
+with one GPU (gpu_ids [0]); see docs/training-equivalence.md for its DataParallel path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench._official import cuda_shim, enter_official  # noqa: E402
+from tests.training_replay import GOLDEN, SEED, batch_at, rebuild_batch  # noqa: E402
+
+N_BATCHES = 4
+
+
+# -- weights (our side builds them; the official side loads them) --------------------------------------------------
+def make_weights(config: Path):
+    import torch
+    from models.build import build_generator
+    from options.options import load_options
+    opt = load_options(config, [], is_train=True)
+    torch.manual_seed(SEED)
+    net, _ = build_generator(opt)
+    g = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+        for m in net.modules():
+            if hasattr(m, "inited"):     # ActNorm: data-initialised at the first update on both sides
+                m.bias.zero_()
+                m.logs.zero_()
+    return {k: v.to(torch.float16) for k, v in net.state_dict().items()}
+
+
+# -- the official side -----------------------------------------------------------------------------------------------
+def _official_child(args):
+    import numpy as np
+    import torch
+    torch.set_num_threads(1)
+    code = Path(args.official).resolve() / "code"
+    enter_official(code, args.site)
+    cuda_shim(torch)
+    os.chdir(args.workdir)   # its option parser and model write nothing we keep; keep them out of the repository
+    import options.options as option
+    from models import create_model
+    from models.modules import LLFlow_arch
+    from data.LoL_dataset import LoL_Dataset
+
+    cfg = Path(args.config)
+    opt = option.parse(str(cfg), is_train=True)
+    import yaml
+    gc = yaml.safe_load(cfg.read_text())["network_G"].get("gc", 32)
+    d = list(LLFlow_arch.LLFlow.__init__.__defaults__)
+    d[0] = gc                                             # (gc=32, scale=4, K=None, opt=None, step=None)
+    LLFlow_arch.LLFlow.__init__.__defaults__ = tuple(d)
+    opt["dist"], opt["gpu_ids"] = False, None    # one device (the CPU): netG is not wrapped, as with gpu_ids [0]
+    opt["datasets"]["train"]["root"] = str(Path(args.shared) / "data" / "LOL-v1-mini")
+    opt = option.dict_to_nonedict(opt)
+
+    # batches: the official dataset's own crops, recorded where it converts them
+    ds = LoL_Dataset(opt=opt["datasets"]["train"], train=True, all_opt=opt)
+    seen, convert = [], ds.to_tensor
+    ds.to_tensor = lambda a: (seen.append(np.array(a)), convert(a))[1]
+    random.seed(SEED)
+    np.random.seed(SEED)
+    order = np.random.permutation(len(ds))[: 2 * N_BATCHES]
+    crops, names = [], []
+    for i in order:
+        seen.clear()
+        item = ds[int(i)]
+        hr, lr, his = seen
+        crops.append({"hr": hr, "lr": lr, "his": his, "item": item})
+        names.append(item["LQ_path"])
+    batches_u8 = []
+    for b in range(N_BATCHES):
+        part = crops[2 * b: 2 * b + 2]
+        u8 = {k: torch.from_numpy(np.stack([c[k] for c in part])) for k in ("hr", "lr", "his")}
+        rebuilt = rebuild_batch(u8)
+        for key in ("LQ", "GT"):
+            official = torch.stack([c["item"][key] for c in part])
+            assert torch.equal(rebuilt[key], official), f"rebuilt batch {b} {key} differs from the dataset's"
+        batches_u8.append(u8)
+    batches = [rebuild_batch(u) for u in batches_u8]
+
+    model = create_model(opt, 0)
+    net = model.netG
+    inner = model.get_module(net)
+    sd = {k: v.float() for k, v in torch.load(args.weights, weights_only=True).items()}
+    own = set(inner.state_dict())
+    missing, unexpected = sorted(own - set(sd)), sorted(set(sd) - own)
+    inner.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    # tensors of modules the official forward never runs (our generator does not build them; models/never_run.py)
+    # keep their official initialisation: checked below to receive no gradient
+    for m in inner.modules():            # a fresh official model: ActNorm initialises on its first training forward
+        if hasattr(m, "inited"):
+            m.inited = False
+
+    def pname(n):
+        return n[len("module."):] if n.startswith("module.") else n
+    ids = {id(p): pname(n) for n, p in net.named_parameters()}
+    groups = [{"names": [ids[id(p)] for p in g["params"]], "weight_decay": g["weight_decay"],
+               "betas": list(g["betas"]), "eps": g["eps"]} for g in model.optimizer_G.param_groups]
+    warmup = opt["train"]["warmup_iter"]
+    steps, grads = [], None
+    random.seed(SEED)
+    for step in range(1, args.steps + 1):
+        model.feed_data(batch_at(batches, step))
+        model.update_learning_rate(step, warmup_iter=warmup)
+        rec = {"step": step, "lr": [g["lr"] for g in model.optimizer_G.param_groups]}
+        if step < 2:                         # train.py: `if current_step < 2: nll = 0` (no update)
+            rec.update(loss=None, grad=[])
+        else:
+            rec["loss"] = model.optimize_parameters(step)
+            rec["grad"] = sorted(pname(n) for n, p in net.named_parameters() if p.grad is not None)
+            assert not set(missing) & set(rec["grad"]), "a tensor that we do not build received a gradient"
+            if grads is None:
+                grads = {pname(n): p.grad.detach().clone() for n, p in net.named_parameters() if p.grad is not None}
+            # the groups as they are now (the official encoder delay would append to group 1)
+            rec["group_sizes"] = [len(g["params"]) for g in model.optimizer_G.param_groups]
+        steps.append(rec)
+    distinct = []                            # the sets of names with a gradient, once each; steps point to them
+    for rec in steps:
+        if rec["grad"] not in distinct:
+            distinct.append(rec["grad"])
+        rec["grad"] = distinct.index(rec["grad"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(grads, out / "grads.pt")
+    torch.save(batches_u8, out / "batches.pt")
+    meta = {"official_commit": args.commit, "images": names, "groups": groups, "grad_sets": distinct, "steps": steps,
+            "not_built_here": missing, "not_official": unexpected, "torch": torch.__version__, "threads": 1}
+    (out / "steps.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--official", required=True, help="path to a checkout of wyf0912/LLFlow")
+    ap.add_argument("--site", help="folder put on the official side's sys.path for its extra packages")
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"), help="folder holding data/LOL-v1-mini")
+    ap.add_argument("--out", default=str(GOLDEN))
+    ap.add_argument("--steps", type=int, default=40)
+    for hidden in ("--weights", "--config", "--workdir", "--commit"):
+        ap.add_argument(hidden, help=argparse.SUPPRESS)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return _official_child(args)
+    import tempfile
+    import torch
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = GOLDEN / "config.yml"
+    torch.save(make_weights(config), out / "weights.pt")
+    commit = subprocess.run(["git", "-C", args.official, "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="official_training_") as tmp:
+        cmd = [sys.executable, __file__, "--child", "--official", args.official, "--shared", args.shared,
+               "--out", str(out), "--steps", str(args.steps), "--weights", str(out / "weights.pt"),
+               "--config", str(config), "--workdir", tmp, "--commit", commit]
+        cmd += ["--site", args.site] if args.site else []
+        r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp)
+        if r.returncode:
+            raise SystemExit(f"official run failed (exit {r.returncode})")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
