@@ -27,10 +27,16 @@ Written to --out: weights.pt (float16), batches.pt (uint8 crops), steps.json (pe
 group, which of `grad_sets` (names that received a gradient) it had; the param groups' names, weight decay and betas), grads.pt (float32: the
 gradient of every tensor at the first update, official step 2). The official model runs unwrapped, as it does
 with one GPU (gpu_ids [0]); see docs/training-equivalence.md for its DataParallel path.
+
+Also written (--schedules-out, default tests/golden_training/schedules.json): for every flow config under confs/
+with a train.niter (and LOL-pc.yml with restarts added, as no shipped config has any), the official
+MultiStepLR_Restart and BaseModel.update_learning_rate stepped for the full niter, as its train.py does before each
+step; stored: the sha256 of the lrs of both param groups at every step, and where they change after the warm-up.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -41,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench._official import cuda_shim, enter_official  # noqa: E402
-from tests.training_replay import GOLDEN, SEED, batch_at, rebuild_batch  # noqa: E402
+from tests.training_replay import GOLDEN, SEED, batch_at, lr_digest, rebuild_batch  # noqa: E402
 
 N_BATCHES = 4
 
@@ -165,6 +171,67 @@ def _official_child(args):
     (out / "steps.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+# -- full-length learning-rate schedules ------------------------------------------------------------------------------
+FAMILY_DIRS = ("LLFlow", "GLTG-AFlow", "ZMAR-SNFlow", "UPT-Flow")
+SCHEDULE_KEYS = ("lr_G", "lr_RRDB", "niter", "warmup_iter", "lr_steps", "lr_gamma", "restarts", "restart_weights",
+                 "clear_state", "lr_steps_inverse")
+#: a schedule with restarts (no shipped config has one): LOL-pc's with restarts at 0.5 niter (weight 0.5) and 0.8
+RESTART_CASE = ("confs/LLFlow/LOL-pc.yml", ["train.restarts_rel=[0.5,0.8]", "train.restart_weights=[0.5,1]"])
+
+
+@functools.lru_cache(maxsize=1)
+def schedule_cases():
+    """{label: our resolved train options (SCHEDULE_KEYS)} of every flow config under confs/ with a train.niter,
+    plus RESTART_CASE."""
+    from options.options import load_options
+    cases = {}
+    for fam in FAMILY_DIRS:
+        for path in sorted((ROOT / "confs" / fam).glob("*.yml")):
+            opt = load_options(path, [], is_train=True)
+            if opt["train"].get("niter"):
+                cases[str(path.relative_to(ROOT))] = {k: opt["train"].get(k) for k in SCHEDULE_KEYS}
+    path, over = RESTART_CASE
+    opt = load_options(ROOT / path, over, is_train=True)
+    cases[f"{path} {' '.join(over)}"] = {k: opt["train"].get(k) for k in SCHEDULE_KEYS}
+    return cases
+
+
+def _official_schedules(args):
+    """The official scheduler and warm-up for each case's full niter: the sha256 of the lrs of both groups at every
+    step (lr_digest), and the steps where they change, from the end of the warm-up on (for a readable failure)."""
+    import torch
+    enter_official(Path(args.official).resolve() / "code", args.site)
+    import models.lr_scheduler as lr_scheduler
+    from models.base_model import BaseModel
+    cases = json.loads(Path(args.cases).read_text())
+    out = []
+    for label, t in cases.items():
+        same = next((o for o in out if o["train"] == t), None)
+        if same is not None:            # many configs share a schedule: stepped once
+            same["configs"].append(label)
+            continue
+        p = torch.nn.Parameter(torch.zeros(1))
+        q = torch.nn.Parameter(torch.zeros(1))
+        # LLFlowModel.init_optimizer_and_scheduler's groups: lr_G, and lr_RRDB (default lr_G)
+        opt = torch.optim.Adam([{"params": [p], "lr": t["lr_G"]},
+                                {"params": [q], "lr": t["lr_RRDB"] if t["lr_RRDB"] is not None else t["lr_G"]}])
+        sched = lr_scheduler.MultiStepLR_Restart(opt, t["lr_steps"] or [], restarts=t["restarts"],
+                                                 weights=t["restart_weights"], gamma=t["lr_gamma"],
+                                                 clear_state=t["clear_state"],
+                                                 lr_steps_invese=t["lr_steps_inverse"] or [])
+        model = BaseModel.__new__(BaseModel)
+        model.optimizers, model.schedulers = [opt], [sched]
+        lrs = []
+        for step in range(1, t["niter"] + 1):
+            model.update_learning_rate(step, warmup_iter=t["warmup_iter"])
+            lrs.append([g["lr"] for g in opt.param_groups])
+        out.append({"configs": [label], "train": t, "sha256": lr_digest(lrs),
+                    "changes": [[i + 1, v] for i, v in enumerate(lrs) if i == 0 or v != lrs[i - 1]
+                                if i + 1 >= (t["warmup_iter"] or 0) - 1]})
+    Path(args.out).write_text(json.dumps({"official_commit": args.commit, "torch": torch.__version__,
+                                          "schedules": out}, indent=1) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", required=True, help="path to a checkout of wyf0912/LLFlow")
@@ -172,12 +239,16 @@ def main(argv=None):
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"), help="folder holding data/LOL-v1-mini")
     ap.add_argument("--out", default=str(GOLDEN))
     ap.add_argument("--steps", type=int, default=40)
-    for hidden in ("--weights", "--config", "--workdir", "--commit"):
+    ap.add_argument("--schedules-out", default=str(GOLDEN.parent / "schedules.json"))
+    for hidden in ("--weights", "--config", "--workdir", "--commit", "--cases"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-schedules", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return _official_child(args)
+    if args.child_schedules:
+        return _official_schedules(args)
     import tempfile
     import torch
     out = Path(args.out)
@@ -194,7 +265,14 @@ def main(argv=None):
         r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp)
         if r.returncode:
             raise SystemExit(f"official run failed (exit {r.returncode})")
-    print(f"wrote {out}")
+        cases = Path(tmp) / "cases.json"
+        cases.write_text(json.dumps(schedule_cases()))
+        cmd = [sys.executable, __file__, "--child-schedules", "--official", args.official, "--cases", str(cases),
+               "--out", args.schedules_out, "--commit", commit] + (["--site", args.site] if args.site else [])
+        r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp)
+        if r.returncode:
+            raise SystemExit(f"official schedule run failed (exit {r.returncode})")
+    print(f"wrote {out} and {args.schedules_out}")
 
 
 if __name__ == "__main__":

@@ -81,12 +81,25 @@ class OfficialMultiStep:
                        restart_weights=[float(w) for w in weights] or ([1.0] * len(restarts) or None),
                        inverse_milestones=[int(s) for s in inverse_milestones or ()])
         self.clear_state = bool(clear_state)
+        k = self.kw
+        # the steps after the warm-up where the lr can change: between them it stays (official_lr at the last one)
+        self._events = sorted({max(k["warmup_iter"] - 1, 1), *(k["restarts"] or ()), *k["milestones"],
+                               *k["inverse_milestones"]})
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
         self.last_epoch = 0
         self._apply()
 
     def lr_at(self, step: int) -> list[float]:
-        return [official_lr(b, step, **self.kw) for b in self.base_lrs]
+        i = bisect.bisect_right(self._events, step) - 1
+        if step < self.kw["warmup_iter"] or i < 0:
+            return [official_lr(b, step, **self.kw) for b in self.base_lrs]
+        return [self._at_event(b, self._events[i]) for b in self.base_lrs]
+
+    def _at_event(self, base: float, e: int) -> float:
+        cache = self.__dict__.setdefault("_cache", {})
+        if (base, e) not in cache:
+            cache[(base, e)] = official_lr(base, e, **self.kw)
+        return cache[(base, e)]
 
     def _apply(self):
         for g, lr in zip(self.optimizer.param_groups, self.lr_at(self.last_epoch + 1)):
@@ -102,7 +115,7 @@ class OfficialMultiStep:
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
-        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}   # the rest comes from the config
 
     def load_state_dict(self, state: dict):
         self.last_epoch, self.base_lrs = int(state["last_epoch"]), [float(b) for b in state["base_lrs"]]

@@ -78,3 +78,49 @@ def test_llflow_training_steps_match_official(official):
 def test_a_changed_trainer_fails_the_comparison(official, change, steps, expected):
     found = differences(official, replay(change, steps=steps))
     assert any(expected in line for line in found), found
+
+
+# -- learning-rate schedules at full length ------------------------------------------------------------------------
+SCHEDULES = json.loads((GOLDEN.parent / "schedules.json").read_text())["schedules"]
+
+
+def our_lrs(train: dict) -> list[list[float]]:
+    """The lr of both param groups (lr_G; lr_RRDB or lr_G) at every step 1..niter, from our scheduler as FlowModel
+    makes it."""
+    from models.lr_schedule import make_scheduler
+    p, q = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([{"params": [p], "lr": train["lr_G"]},
+                            {"params": [q], "lr": train["lr_RRDB"] if train["lr_RRDB"] is not None else train["lr_G"]}])
+    sched = make_scheduler(opt, train, official=True)
+    lrs = []
+    for _ in range(train["niter"]):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        sched.step()
+    return lrs
+
+
+def schedule_differences(golden: dict, lrs) -> list[str]:
+    from tests.training_replay import lr_digest
+    if lr_digest(lrs) == golden["sha256"]:
+        return []
+    for step, want in golden["changes"]:      # where it changes after the warm-up: a readable first difference
+        if lrs[step - 1] != want:
+            return [f"step {step}: lr {lrs[step - 1]}, official {want}"]
+    return ["the lr sequence differs from the official one (sha256 of every step's lrs)"]
+
+
+@pytest.mark.parametrize("golden", SCHEDULES, ids=[s["configs"][0].split("/", 1)[1] + (" +restarts" if "restarts"
+                                                                                        in s["configs"][0] else "")
+                                                   for s in SCHEDULES])
+def test_learning_rate_schedule_matches_official_at_every_step(golden):
+    from bench.official_training_golden import ROOT, schedule_cases  # noqa: F401  (our configs, resolved)
+    cases = schedule_cases()
+    for label in golden["configs"]:
+        assert cases.get(label) == golden["train"], f"{label} changed: regenerate (bench/official_training_golden.py)"
+    assert schedule_differences(golden, our_lrs(golden["train"])) == []
+
+
+def test_a_moved_milestone_fails_the_schedule_comparison():
+    golden = next(s for s in SCHEDULES if s["train"]["niter"] == 300)
+    train = dict(golden["train"], lr_steps=[m + 1 for m in golden["train"]["lr_steps"]])
+    assert schedule_differences(golden, our_lrs(train))

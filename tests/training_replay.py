@@ -21,6 +21,16 @@ def rebuild_batch(crops: dict, log_low: bool = True) -> dict:
     return {"LQ": torch.cat([lr, to_tensor(crops["his"])], dim=1), "GT": to_tensor(crops["hr"])}
 
 
+def lr_digest(lrs) -> str:
+    """sha256 of a learning-rate sequence [[lr of each group] per step], as float64 bytes: exact equality, small."""
+    import hashlib
+    import struct
+    h = hashlib.sha256()
+    for row in lrs:
+        h.update(struct.pack(f"<{len(row)}d", *row))
+    return h.hexdigest()
+
+
 def batch_at(batches: list, step: int) -> dict:
     """The batch of (1-based) training step `step`: the recorded batches in order, cycled."""
     return batches[(step - 1) % len(batches)]
