@@ -32,6 +32,11 @@ Also written (--schedules-out, default tests/golden_training/schedules.json): fo
 with a train.niter (and LOL-pc.yml with restarts added, as no shipped config has any), the official
 MultiStepLR_Restart and BaseModel.update_learning_rate stepped for the full niter, as its train.py does before each
 step; stored: the sha256 of the lrs of both param groups at every step, and where they change after the warm-up.
+
+And (--data-out, default tests/golden_training/lol_dataset.pt): 8 items of the official LoL_Dataset (LOL-v1-mini
+train split, crop 32, flip, rotation, noise with p 0.5, log input, histeq concat) with the random draws it made,
+recorded in call order where it calls np.random.randint / np.random.choice / random.random / torch.randn (module
+attributes of its namespace replaced by recording stand-ins; its file is not changed).
 """
 from __future__ import annotations
 
@@ -232,6 +237,58 @@ def _official_schedules(args):
                                           "schedules": out}, indent=1) + "\n")
 
 
+# -- the training data pipeline ----------------------------------------------------------------------------------------
+#: the official LoL_Dataset with every augmentation of its LOL-v1 loader switched on (the noise at p 0.5)
+DATA_OPTIONS = {"use_crop": True, "GT_size": 32, "use_flip": True, "use_rot": True, "noise_prob": 0.5,
+                "noise_level": 5, "log_low": True}
+DATA_SAMPLES = 8
+
+
+class _Recorder:
+    """A stand-in for a module in the official dataset's namespace: every attribute is the module's, except the
+    random draws listed in `draws`, which are recorded (name, value) into `log` in call order."""
+
+    def __init__(self, module, draws: dict, log: list):
+        self._module, self._draws, self._log = module, draws, log
+
+    def __getattr__(self, name):
+        if name in self._draws:
+            fn = self._draws[name]
+
+            def call(*a, **k):
+                v = fn(*a, **k)
+                self._log.append((name, v))
+                return v
+            return call
+        return getattr(self._module, name)
+
+
+def _official_data(args):
+    """Items of the official LoL_Dataset (train split of LOL-v1-mini, DATA_OPTIONS) with its random draws."""
+    import numpy as np
+    import torch
+    enter_official(Path(args.official).resolve() / "code", args.site)
+    import data.LoL_dataset as lol
+    log: list = []
+    np_random = _Recorder(np.random, {"randint": lambda **k: int(np.random.randint(**k)),
+                                      "choice": lambda a: np.random.choice(a).item()}, log)
+    lol.np = _Recorder(np, {}, log)
+    lol.np.__dict__["random"] = np_random
+    lol.random = _Recorder(random, {"random": random.random}, log)
+    lol.torch = _Recorder(torch, {"randn": lambda shape: torch.randn(shape)}, log)
+    opt = dict(DATA_OPTIONS, root=str(Path(args.shared) / "data" / "LOL-v1-mini"))
+    ds = lol.LoL_Dataset(opt=opt, train=True, all_opt={"concat_histeq": True, "histeq_as_input": False})
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+    items = []
+    for i in np.random.permutation(len(ds))[:DATA_SAMPLES]:
+        log.clear()
+        item = ds[int(i)]
+        items.append({"name": item["LQ_path"], "draws": list(log), "LQ": item["LQ"], "GT": item["GT"]})
+    torch.save({"options": DATA_OPTIONS, "items": items, "official_commit": args.commit}, args.out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", required=True, help="path to a checkout of wyf0912/LLFlow")
@@ -244,11 +301,15 @@ def main(argv=None):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-schedules", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-data", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--data-out", default=str(GOLDEN.parent / "lol_dataset.pt"))
     args = ap.parse_args(argv)
     if args.child:
         return _official_child(args)
     if args.child_schedules:
         return _official_schedules(args)
+    if args.child_data:
+        return _official_data(args)
     import tempfile
     import torch
     out = Path(args.out)
@@ -272,7 +333,12 @@ def main(argv=None):
         r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp)
         if r.returncode:
             raise SystemExit(f"official schedule run failed (exit {r.returncode})")
-    print(f"wrote {out} and {args.schedules_out}")
+        cmd = [sys.executable, __file__, "--child-data", "--official", args.official, "--shared", args.shared,
+               "--out", args.data_out, "--commit", commit] + (["--site", args.site] if args.site else [])
+        r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp)
+        if r.returncode:
+            raise SystemExit(f"official data run failed (exit {r.returncode})")
+    print(f"wrote {out}, {args.schedules_out} and {args.data_out}")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,72 @@ def test_a_moved_milestone_fails_the_schedule_comparison():
     golden = next(s for s in SCHEDULES if s["train"]["niter"] == 300)
     train = dict(golden["train"], lr_steps=[m + 1 for m in golden["train"]["lr_steps"]])
     assert schedule_differences(golden, our_lrs(train))
+
+
+# -- the training data pipeline ------------------------------------------------------------------------------------
+class ReplayedDraws:
+    """A numpy Generator stand-in that answers our dataset's draws with the official LoL_Dataset's recorded ones,
+    translated to our calls, in order; a draw of another kind than the next official one is an error."""
+
+    def __init__(self, official_draws, noise_level: float):
+        self.queue = []
+        for name, v in official_draws:
+            if name == "randint":                           # crop offsets: rows, then columns, on both sides
+                self.queue.append(("integers", v))
+            elif name == "choice" and isinstance(v, bool):  # official flip when np.random.choice([True, False])
+                self.queue.append(("random", 0.25 if not v else 0.75))      # is False; ours when random() < 0.5
+            elif name == "choice":                          # rot90 k of [0, 1, 3]
+                self.queue.append(("choice", v))
+            elif name == "random":                          # noise with probability noise_prob
+                self.queue.append(("random", v))
+            elif name == "randn":                           # official: torch.randn(shape) * (level / 255)
+                self.queue.append(("normal", (v * (noise_level / 255)).numpy()))
+            else:
+                raise AssertionError(f"unknown official draw {name}")
+
+    def _next(self, kind):
+        assert self.queue, f"our dataset draws more than the official one ({kind})"
+        got, v = self.queue.pop(0)
+        assert got == kind, f"our dataset draws {kind} where the official one drew {got}"
+        return v
+
+    def integers(self, low, high):
+        return self._next("integers")
+
+    def random(self):
+        return self._next("random")
+
+    def choice(self, a):
+        return self._next("choice")
+
+    def normal(self, loc, scale, size):
+        return self._next("normal")
+
+
+def test_lol_training_batches_equal_official_given_the_same_draws(shared_dir):
+    from data.loader import create_dataset
+    golden = torch.load(GOLDEN.parent / "lol_dataset.pt", weights_only=True)
+    opts = dict(golden["options"], dataset="LoL", root=str(shared_dir / "data" / "LOL-v1-mini"),
+                concat_histeq=True, histeq_as_input=False)
+    ds = create_dataset(opts, "train")
+    index = {s.name: i for i, s in enumerate(ds.samples)}
+    for item in golden["items"]:
+        replayed = ReplayedDraws(item["draws"], golden["options"]["noise_level"])
+        ds._call_rng = lambda i, r=replayed: r
+        ours = ds[index[item["name"]]]
+        assert not replayed.queue, f"{item['name']}: official draws left unused: {replayed.queue}"
+        assert torch.equal(ours["GT"], item["GT"]), item["name"]
+        assert torch.equal(ours["LQ"], item["LQ"]), item["name"]
+    assert any(name == "randn" for item in golden["items"] for name, _ in item["draws"])   # noise was compared
+
+
+def test_a_changed_augmentation_fails_the_batch_comparison(shared_dir):
+    from data.loader import create_dataset
+    golden = torch.load(GOLDEN.parent / "lol_dataset.pt", weights_only=True)
+    opts = dict(golden["options"], dataset="LoL", root=str(shared_dir / "data" / "LOL-v1-mini"),
+                concat_histeq=True, histeq_as_input=False, log_low=False)
+    ds = create_dataset(opts, "train")
+    item = golden["items"][0]
+    ds._call_rng = lambda i: ReplayedDraws(item["draws"], golden["options"]["noise_level"])
+    ours = ds[[s.name for s in ds.samples].index(item["name"])]
+    assert not torch.equal(ours["LQ"], item["LQ"])
