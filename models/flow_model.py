@@ -55,6 +55,8 @@ class FlowModel(BaseModel):
         # the official LLFlow loop (docs/training-equivalence.md): no update at step 1, its lr per step
         self.official_loop = bool(train.get("official_loop", True))
         delay = train.get("encoder_delay")
+        if delay and world_size > 1:   # DDP fixes the set of trainable parameters when it wraps the network
+            raise OptionError("train.encoder_delay cannot be used with several processes (DDP); leave it unset")
         self.encoder_frozen_until = int(float(delay) * int(train.get("niter") or 0)) if delay else 0
         self._deferred_setup = None
         self.optimizers["G"] = self._make_optimizer(train)
