@@ -33,8 +33,8 @@ with a train.niter (and LOL-pc.yml with restarts added, as no shipped config has
 MultiStepLR_Restart and BaseModel.update_learning_rate stepped for the full niter, as its train.py does before each
 step; stored: the sha256 of the lrs of both param groups at every step, and where they change after the warm-up.
 
-And (--data-out, default tests/golden_training/lol_dataset.pt): 8 items of the official LoL_Dataset (LOL-v1-mini
-train split, crop 32, flip, rotation, noise with p 0.5, log input, histeq concat) with the random draws it made,
+And (--data-out, default tests/golden_training/lol_dataset.pt): 6 items of the official LoL_Dataset (LOL-v1-mini
+train split, crop 24, flip, rotation, noise with p 0.5, log input, histeq concat) with the random draws it made,
 recorded in call order where it calls np.random.randint / np.random.choice / random.random / torch.randn (module
 attributes of its namespace replaced by recording stand-ins; its file is not changed).
 """
@@ -239,9 +239,10 @@ def _official_schedules(args):
 
 # -- the training data pipeline ----------------------------------------------------------------------------------------
 #: the official LoL_Dataset with every augmentation of its LOL-v1 loader switched on (the noise at p 0.5)
-DATA_OPTIONS = {"use_crop": True, "GT_size": 32, "use_flip": True, "use_rot": True, "noise_prob": 0.5,
+DATA_OPTIONS = {"use_crop": True, "GT_size": 24, "use_flip": True, "use_rot": True, "noise_prob": 0.5,
                 "noise_level": 5, "log_low": True}
-DATA_SAMPLES = 8
+DATA_SAMPLES = 6
+DATA_SEED = 1    # its 6 items have every rotation (k 0, 1, 3), both flip outcomes and 4 with noise
 
 
 class _Recorder:
@@ -278,9 +279,9 @@ def _official_data(args):
     lol.torch = _Recorder(torch, {"randn": lambda shape: torch.randn(shape)}, log)
     opt = dict(DATA_OPTIONS, root=str(Path(args.shared) / "data" / "LOL-v1-mini"))
     ds = lol.LoL_Dataset(opt=opt, train=True, all_opt={"concat_histeq": True, "histeq_as_input": False})
-    random.seed(SEED)
-    np.random.seed(SEED)
-    torch.manual_seed(SEED)
+    random.seed(DATA_SEED)
+    np.random.seed(DATA_SEED)
+    torch.manual_seed(DATA_SEED)
     items = []
     for i in np.random.permutation(len(ds))[:DATA_SAMPLES]:
         log.clear()

@@ -180,7 +180,9 @@ def test_lol_training_batches_equal_official_given_the_same_draws(shared_dir):
         assert not replayed.queue, f"{item['name']}: official draws left unused: {replayed.queue}"
         assert torch.equal(ours["GT"], item["GT"]), item["name"]
         assert torch.equal(ours["LQ"], item["LQ"]), item["name"]
-    assert any(name == "randn" for item in golden["items"] for name, _ in item["draws"])   # noise was compared
+    draws = [d for item in golden["items"] for d in item["draws"]]
+    assert any(name == "randn" for name, _ in draws)                                      # noise was compared
+    assert {v for name, v in draws if name == "choice" and not isinstance(v, bool)} == {0, 1, 3}   # every rotation
 
 
 def test_a_changed_augmentation_fails_the_batch_comparison(shared_dir):
