@@ -65,6 +65,12 @@ def test_llflow_training_steps_match_official(official):
     assert sum(loss is not None for loss in ours["loss"]) == STEPS - 1      # step 1 makes no update
 
 
+@pytest.mark.parametrize("mode", ["train.invertible_backprop=true", "train.activation_checkpointing=selective"])
+def test_memory_saving_backward_passes_train_like_official(official, mode):
+    # ActNorm initialises inside the first update's forward here too; 6 steps cover the warm-up
+    assert differences(official, replay([mode], steps=6)) == []
+
+
 @pytest.mark.parametrize("change, steps, expected", [
     # the encoder frozen until step 20 (what train_RRDB_delay was meant to do; officially it never acts)
     (["train.encoder_delay=0.5"], 3, "parameters with a gradient differ"),
