@@ -1,7 +1,7 @@
 """Goldens of the OFFICIAL LLFlow trainer, step by step, for tests/test_training_equivalence.py.
 
-python bench/official_training_golden.py --official PATH_TO_LLFLOW_CHECKOUT [--site DIR] [--shared ../shared]
-                                         [--out tests/golden_training/llflow]
+OMP_NUM_THREADS=1 python bench/official_training_golden.py --official PATH [--site DIR] [--shared ../shared]
+                                         [--out tests/golden_training/llflow] [--steps 40]
 
 PATH is a checkout of wyf0912/LLFlow (its `code/` folder is used); nothing of it is copied here. The official code
 runs in a subprocess of its own (bench/_official.py: its code folder first on sys.path, `.cuda()` a no-op), float32,
@@ -24,9 +24,9 @@ Identical inputs on both sides:
 - python's `random` (LLFlow's 20% GT colour-map prior) seeded 0 before step 1 on both sides.
 
 Written to --out: weights.pt (float16), batches.pt (uint8 crops), steps.json (per step: loss, lr of each param
-group, which of `grad_sets` (names that received a gradient) it had; the param groups' names, weight decay and betas), grads.pt (float32: the
-gradient of every tensor at the first update, official step 2). The official model runs unwrapped, as it does
-with one GPU (gpu_ids [0]); see docs/training-equivalence.md for its DataParallel path.
+group, which of `grad_sets` (names that received a gradient) it had; the param groups' names, weight decay and
+betas), grads.pt (float32: the gradient of every tensor at the first update, official step 2). The official model
+runs unwrapped, as it does with one GPU (gpu_ids [0]); see docs/training-equivalence.md for its DataParallel path.
 
 Also written (--schedules-out, default tests/golden_training/schedules.json): for every flow config under confs/
 with a train.niter (and LOL-pc.yml with restarts added, as no shipped config has any), the official
