@@ -201,3 +201,16 @@ def test_a_changed_augmentation_fails_the_batch_comparison(shared_dir):
     ds._call_rng = lambda i: ReplayedDraws(item["draws"], golden["options"]["noise_level"])
     ours = ds[[s.name for s in ds.samples].index(item["name"])]
     assert not torch.equal(ours["LQ"], item["LQ"])
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.restarts=[10,20]", "train.restart_weights=[1]"], "differ in length"),
+    (["train.restarts=[10]", "train.official_loop=false"], "official schedule only"),
+])
+def test_restart_options_that_cannot_work_are_one_line_errors(sets, message):
+    from models.build import model_class
+    from options.options import load_options
+    from utils.errors import OptionError
+    opt = load_options(GOLDEN / "config.yml", sets, is_train=True)
+    with pytest.raises(OptionError, match=message):
+        model_class(opt["model"])(opt, torch.device("cpu"))
