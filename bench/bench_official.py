@@ -41,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._official import cuda_shim, enter_official  # noqa: E402
 
 # family: (our config, official code folder in the checkout, official config in that folder)
 FAMILIES = {
@@ -95,11 +96,8 @@ def _official_child(args):
     torch = _settings(args)
     _, folder, conf = FAMILIES[args.family]
     code = Path(args.official).resolve() / folder
-    sys.path[:] = [p for p in (args.site, str(code)) if p] + [p for p in sys.path if Path(p or ".").resolve() != ROOT]
-    torch.Tensor.cuda = lambda self, *a, **k: self                      # CPU run of CUDA code (module docstring)
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    if args.family == "gltg":
-        torch.nn.Module.half = lambda self: self
+    enter_official(code, args.site)
+    cuda_shim(torch, keep_half_fp32=args.family == "gltg")            # CPU run of CUDA code (module docstring)
     os.chdir(args.workdir)
     if args.family == "drbn":
         return _official_drbn(torch, args)

@@ -52,8 +52,15 @@ class FlowModel(BaseModel):
         self.add_gt_noise = self.variant.add_gt_noise if add_noise is None else bool(add_noise)
         self.weight_fl = float(train.get("weight_fl", 1) or 0)
         self.weight_l1 = float(train.get("weight_l1", 0) or 0)
+        # the official LLFlow loop (docs/training-equivalence.md): no update at step 1, its lr per step
+        self.official_loop = bool(train.get("official_loop", True))
+        delay = train.get("encoder_delay")
+        if delay and world_size > 1:   # DDP fixes the set of trainable parameters when it wraps the network
+            raise OptionError("train.encoder_delay cannot be used with several processes (DDP); leave it unset")
+        self.encoder_frozen_until = int(float(delay) * int(train.get("niter") or 0)) if delay else 0
+        self._deferred_setup = None
         self.optimizers["G"] = self._make_optimizer(train)
-        self.schedulers["G"] = make_scheduler(self.optimizers["G"], train)
+        self.schedulers["G"] = make_scheduler(self.optimizers["G"], train, official=self.official_loop)
 
     @classmethod
     def build_network(cls, opt, checkpoint=None):
@@ -74,9 +81,11 @@ class FlowModel(BaseModel):
         groups = [{"params": flow, "lr": lr, "weight_decay": wd},
                   {"params": enc, "lr": float(train.get("lr_RRDB") or lr),
                    "weight_decay": float(wd if wd_enc is None else wd_enc)}]
-        # The official code stored beta1/beta2 as unknown param-group keys, so Adam ran with (0.9, 0.999);
-        # here the configured betas are used.
-        betas = (float(train.get("beta1", 0.9)), float(train.get("beta2", 0.999)))
+        # The official code stored beta1/beta2 as unknown param-group keys, so Adam ran with (0.9, 0.999) whatever
+        # the YAML says; train.use_config_betas takes beta1/beta2 instead.
+        betas = (0.9, 0.999)
+        if train.get("use_config_betas"):
+            betas = (float(train.get("beta1", 0.9)), float(train.get("beta2", 0.999)))
         return torch.optim.Adam([g for g in groups if g["params"]], betas=betas)
 
     def load_pretrained(self, path, submodule=None, strict=True):
@@ -90,7 +99,17 @@ class FlowModel(BaseModel):
             log.info(n)
 
     def setup(self, batch):
-        """Data-initialise every ActNorm with one training-mode forward; rank 0's values are broadcast."""
+        """Data-initialise every ActNorm with one training-mode forward; rank 0's values are broadcast.
+
+        With the official loop, step 1 makes no update and the ActNorms initialise on the batch of the first update,
+        as the official trainer does: in that update's own forward (one process), or by this forward on that batch
+        before it (DDP: so that rank 0's values can be broadcast first)."""
+        if self.official_loop and self.schedulers["G"].last_epoch == 0 and self._deferred_setup is None:
+            self._deferred_setup = self.world_size > 1
+            return
+        self._init_actnorm(batch)
+
+    def _init_actnorm(self, batch):
         self.net.train()
         with torch.no_grad():
             gt, lq, aux = self._unpack(batch)
@@ -123,9 +142,10 @@ class FlowModel(BaseModel):
             out = net.nll(gt, lq, aux, add_gt_noise=self.add_gt_noise, prior_from_gt=prior_from_gt)
         nll = out["nll"].mean()
         loss = self.weight_fl * nll
-        if prior_from_gt and "color_map" in out["cond"]:
-            # LLFlow's colour head is not used when the prior mean comes from the GT; a zero-weighted term keeps it
-            # in the graph (zero gradient), so DDP runs without find_unused_parameters.
+        if prior_from_gt and "color_map" in out["cond"] and self.ddp is not None:
+            # LLFlow's colour head is not used when the prior mean comes from the GT; under DDP a zero-weighted term
+            # keeps it in the graph (zero gradient), so DDP runs without find_unused_parameters. In one process it
+            # gets no gradient, so Adam leaves it alone in that step, as in the official trainer.
             loss = loss + 0.0 * out["cond"]["color_map"].sum()
         logs = {"nll": nll.detach()}
         if self.weight_l1 > 0:
@@ -137,6 +157,15 @@ class FlowModel(BaseModel):
 
     def optimize(self, batch) -> dict:
         """One optimisation step. Non-finite loss or gradients skip the step (logged); too many in a row raise."""
+        sched = self.schedulers["G"]
+        if self.official_loop and sched.last_epoch == 0:
+            # The official train.py consumes the first batch without an update (`if current_step < 2`).
+            sched.step()
+            return {"lr": self.optimizers["G"].param_groups[0]["lr"]}
+        if self._deferred_setup:
+            self._init_actnorm(batch)
+        self._deferred_setup = False
+        self._set_encoder_trainable(sched.last_epoch + 1)
         self.net.train()
         gt, lq, aux = self._unpack(batch)
         opt = self.optimizers["G"]
@@ -147,6 +176,16 @@ class FlowModel(BaseModel):
         self.schedulers["G"].step()
         logs["lr"] = opt.param_groups[0]["lr"]
         return {k: (v.item() if torch.is_tensor(v) else v) for k, v in logs.items()}
+
+    def _set_encoder_trainable(self, step: int):
+        """train.encoder_delay: the encoder is frozen while step <= int(delay * niter), what the official
+        train_RRDB_delay was meant to do (there it never takes effect)."""
+        if not self.encoder_frozen_until:
+            return
+        trainable = step > self.encoder_frozen_until
+        for name, p in self.net.named_parameters():
+            if name.startswith("RRDB."):
+                p.requires_grad_(trainable)
 
     # -- state ---------------------------------------------------------------------------------------------------
     def restore_training_state(self, state: dict):

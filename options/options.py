@@ -219,8 +219,9 @@ def load_options(path: str | os.PathLike | None = None, overrides=None, is_train
     train = opt["train"]
     if train["niter"] is not None:
         train["niter"] = int(train["niter"])  # validated: a positive integer
-        if train["lr_steps"] is None and train["lr_steps_rel"]:
-            train["lr_steps"] = [int(r * train["niter"]) for r in train["lr_steps_rel"]]
+        for key in ("lr_steps", "restarts", "lr_steps_inverse"):   # relative steps, as the official parser does
+            if train[key] is None and train[f"{key}_rel"]:
+                train[key] = [int(r * train["niter"]) for r in train[f"{key}_rel"]]
     for phase, d in opt["datasets"].items():
         # The preprocessing switches live at the top level in the official files; datasets read them here.
         d["phase"] = phase

@@ -82,9 +82,14 @@ TRAIN = {
     "warmup_iter": -1, "lr_steps_rel": None, "lr_steps": None, "lr_gamma": 0.5, "weight_l1": 0, "weight_fl": 1,
     "flow_warm_up_iter": None, "niter": None, "val_freq": None, "lr_RRDB": None, "restarts": None,
     "restart_weights": None, "clear_state": None, "T_period_rel": None, "eta_min": None, "lr_steps_inverse_rel": None,
+    "restarts_rel": None, "lr_steps_inverse": None,
     # ours
     "use_amp": False, "amp_dtype": None, "invertible_backprop": False, "activation_checkpointing": False,
     "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+    # flows (docs/training-equivalence.md): true = the official LLFlow loop (no update at step 1, its lr per step);
+    # Adam's betas from beta1/beta2 (the official code ran with (0.9, 0.999)); encoder frozen for this fraction of
+    # niter (the official train_RRDB_delay never takes effect)
+    "official_loop": True, "use_config_betas": False, "encoder_delay": None,
     "n2ldiff": N2LDIFF_TRAIN,
     # GAN-trained methods (DRBN stage 2)
     "lr_D": None, "weight_gan": None,

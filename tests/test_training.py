@@ -92,7 +92,7 @@ def test_fresh_start_never_deletes_an_earlier_run(tmp_path):
 
 
 def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
-    opt = _opt(tmp_path, ["train.max_nonfinite=2"])
+    opt = _opt(tmp_path, ["train.max_nonfinite=2", "train.official_loop=false"])   # every call updates
     model = FlowModel(opt, torch.device("cpu"))
     batch = {"GT": torch.rand(2, 3, 32, 32), "LQ": torch.log(torch.rand(2, 6, 32, 32) + 1e-3)}
     batch["LQ"][:, 3:] = torch.rand(2, 3, 32, 32)
