@@ -114,7 +114,7 @@ class DRBNModel(BaseModel):
         loss = -sum(sims)
         opt = self.optimizers["G"]
         opt.zero_grad(set_to_none=True)
-        logs = {"loss": loss.detach(), "ssim_s1": sims[0].detach()}
+        logs = {"loss": loss.detach(), **{f"ssim_s{s}": v.detach() for s, v in zip(SCALES, sims)}}
         logs.update(self.step_optimizer(loss, "G", self.generator.parameters()))
         self.schedulers["G"].step()
         logs["lr"] = opt.param_groups[0]["lr"]
