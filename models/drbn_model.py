@@ -148,8 +148,9 @@ class DRBNRecomposeModel(BaseModel):
         self.weight_gan = float(1.0 if train.get("weight_gan") is None else train["weight_gan"])
         self.optimizers["G"] = _adam(self.generator.recompose.parameters(), train["lr_G"], train)
         self.optimizers["D"] = _adam(self.discriminator.parameters(), train.get("lr_D") or 1e-6, train)
-        for k, o in self.optimizers.items():
-            self.schedulers[k] = make_scheduler(o, train)
+        self.schedulers["G"] = make_scheduler(self.optimizers["G"], train)
+        # the official trainer never steps the discriminator's scheduler: its rate stays lr_D for the whole run
+        self.schedulers["D"] = make_scheduler(self.optimizers["D"], dict(train, lr_steps=[], warmup_iter=-1))
 
     @classmethod
     def build_network(cls, opt, checkpoint=None):
