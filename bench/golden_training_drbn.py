@@ -1,4 +1,6 @@
-"""Goldens of the authors' DRBN trainers, for tests/test_training_equivalence_drbn*.py (docs/training-equivalence-drbn-n2ldiff.md).
+"""Goldens of the authors' DRBN trainers, for tests/test_training_equivalence_drbn*.py.
+
+Documented in docs/training-equivalence-drbn-n2ldiff.md.
 
 python bench/golden_training_drbn.py --official /path/to/DRBN-checkout [--stage 1|2] [--out FOLDER]
 
@@ -217,7 +219,8 @@ def _official_stage2_child(src: Path, in_file: Path, out_file: Path):
     mse_forward = torch.nn.MSELoss.forward
     torch.nn.MSELoss.forward = lambda self, a, b: rec_log["mse"].append(mse_forward(self, a, b)) or rec_log["mse"][-1]
     ssim_forward = pytorch_ssim.SSIM.forward
-    pytorch_ssim.SSIM.forward = lambda self, a, b: rec_log["ssim"].append(ssim_forward(self, a, b)) or rec_log["ssim"][-1]
+    pytorch_ssim.SSIM.forward = (lambda self, a, b: rec_log["ssim"].append(ssim_forward(self, a, b))
+                                 or rec_log["ssim"][-1])
     vgg_loss = official_trainer.vgg_loss
     official_trainer.vgg_loss = lambda *a: rec_log["vgg"].append(vgg_loss(*a)) or rec_log["vgg"][-1]
     draws = iter(data["rand"])   # the label draws of each step, replayed on our side too
@@ -345,7 +348,8 @@ def main_stage2(official: Path, out: Path):
     print(f"official DRBN stage 2: {STEPS} steps, d_loss {off['d_loss'][0]:.4f} -> {off['d_loss'][-1]:.4f}, "
           f"vgg {off['vgg'][0]:.4f} -> {off['vgg'][-1]:.4f}, -ssim {off['ssim_term'][0]:.4f} -> "
           f"{off['ssim_term'][-1]:.4f}, adv {off['adv'][0]:.4f} -> {off['adv'][-1]:.4f}; lr G {off['lr'].tolist()}; "
-          f"lr D {sorted(set(off['lr_D'].tolist()))}; {out / 'golden.pt'}: {(out / 'golden.pt').stat().st_size / 1e6:.2f} MB")
+          f"lr D {sorted(set(off['lr_D'].tolist()))}; {out / 'golden.pt'}: "
+          f"{(out / 'golden.pt').stat().st_size / 1e6:.2f} MB")
 
 
 def main(argv=None):
@@ -399,7 +403,8 @@ def main(argv=None):
     torch.save(golden, out / "golden.pt")
     total = off["terms"].sum(1)
     print(f"official DRBN stage 1: {STEPS} steps, loss {total[0]:.4f} -> {total[-1]:.4f}, lr {off['lr'].tolist()}, "
-          f"skipped {int((~off['stepped']).sum())}; {out / 'golden.pt'}: {(out / 'golden.pt').stat().st_size / 1e6:.2f} MB")
+          f"skipped {int((~off['stepped']).sum())}; {out / 'golden.pt'}: "
+          f"{(out / 'golden.pt').stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -185,7 +185,8 @@ def stage_infer4k(args, device, deadline):
                     _reset_peak(device)
                     y, sec = _timed(device, lambda: enh(img))
                     r = {"seconds": sec, "peak_gb": _peak_gb(device), "finite": bool(np.isfinite(y).all()),
-                         "tile": enh.tile_for(-(-h // enh.multiple) * enh.multiple, -(-w // enh.multiple) * enh.multiple)}
+                         "tile": enh.tile_for(-(-h // enh.multiple) * enh.multiple,
+                                              -(-w // enh.multiple) * enh.multiple)}
                     if ref is None:
                         ref = y
                     else:

@@ -53,6 +53,7 @@ def test_cpu_dry_run_goes_through_every_stage(tmp_path):
     assert "stages ok" in r.stdout and str(out) in r.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_stage_is_recorded_and_the_next_runs(tmp_path):
     out = tmp_path / "report.json"
     r = _run(["--device", "cpu", "--tiny", "--stages", "compile,train", "--families", "drbn", "--compile-backend",
