@@ -117,3 +117,19 @@ def test_a_shifted_milestone_is_caught(golden):
         lrs.append(model.optimizers["G"].param_groups[0]["lr"])
         model.schedulers["G"].step()
     assert lrs != golden["lr"].tolist()
+
+
+def test_a_changed_adam_beta2_is_caught(golden):
+    """Adam's beta2 0.99 instead of the official 0.999 leaves the first steps within rounding but moves the -SSIM
+    terms past the 1e-4 tolerance of test_losses_per_scale by step 4 (measured 1.5e-4)."""
+    m = golden["meta"]
+    opt = load_options(ROOT / m["config"], [f"train.lr_G={m['lr']}", f"train.lr_steps={MILESTONES}",
+                                            "train.beta2=0.99"], is_train=True)
+    torch.manual_seed(m["seed"])
+    model = DRBNModel(opt, torch.device("cpu"))
+    worst = 0.0
+    for i in range(4):
+        logs = model.optimize({"LQ": golden["low"][i].float() / 255.0, "GT": golden["high"][i].float() / 255.0})
+        ours = torch.tensor([-logs["ssim_s1"], -logs["ssim_s2"], -logs["ssim_s4"]], dtype=torch.float64)
+        worst = max(worst, ((ours - golden["terms"][i]).abs() / golden["terms"][i].abs()).max().item())
+    assert worst > 1e-4, worst
