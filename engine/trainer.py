@@ -58,6 +58,23 @@ def barrier(world):
         torch.distributed.barrier()
 
 
+def ranks_max_difference(model: BaseModel, world: int) -> float:
+    """Largest |difference| between any rank's weights and rank 0's (every network a checkpoint saves); 0.0 for one
+    process. DDP applies the same averaged gradients everywhere, so anything but 0 means the ranks drifted apart.
+    Every rank must call it (collective)."""
+    if world <= 1:
+        return 0.0
+    import torch.distributed as dist
+    flat = [t.detach().reshape(-1).float() for net in model.all_networks().values()
+            for t in net.state_dict().values() if t.is_floating_point()]
+    mine = torch.cat(flat) if flat else torch.zeros(1, device=model.device)
+    ref = mine.clone()
+    dist.broadcast(ref, 0)
+    diff = (mine - ref).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())
+
+
 # -- run folder ----------------------------------------------------------------------------------------------------
 class RunDir:
     """experiments/<name>/{models, training_states, val_images, tb} plus config.yml, cmd.txt and train.log."""
@@ -354,6 +371,13 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     pbar.close()
     if writer is not None:
         writer.close()
+    drift = ranks_max_difference(model, world)
+    if rank == 0 and world > 1:
+        if drift == 0:
+            log.info("ranks in sync: the weights are identical on all %d processes", world)
+        else:
+            log.warning("ranks out of sync: weights differ from rank 0's by up to %.3g over %d processes", drift,
+                        world)
     if rank == 0:
         log.info("training done at step %d (%d steps skipped as non-finite)", step, model.skipped_steps)
     return history

@@ -114,7 +114,7 @@ class DRBNModel(BaseModel):
         loss = -sum(sims)
         opt = self.optimizers["G"]
         opt.zero_grad(set_to_none=True)
-        logs = {"loss": loss.detach(), "ssim_s1": sims[0].detach()}
+        logs = {"loss": loss.detach(), **{f"ssim_s{s}": v.detach() for s, v in zip(SCALES, sims)}}
         logs.update(self.step_optimizer(loss, "G", self.generator.parameters()))
         self.schedulers["G"].step()
         logs["lr"] = opt.param_groups[0]["lr"]
@@ -148,8 +148,9 @@ class DRBNRecomposeModel(BaseModel):
         self.weight_gan = float(1.0 if train.get("weight_gan") is None else train["weight_gan"])
         self.optimizers["G"] = _adam(self.generator.recompose.parameters(), train["lr_G"], train)
         self.optimizers["D"] = _adam(self.discriminator.parameters(), train.get("lr_D") or 1e-6, train)
-        for k, o in self.optimizers.items():
-            self.schedulers[k] = make_scheduler(o, train)
+        self.schedulers["G"] = make_scheduler(self.optimizers["G"], train)
+        # the official trainer never steps the discriminator's scheduler: its rate stays lr_D for the whole run
+        self.schedulers["D"] = make_scheduler(self.optimizers["D"], dict(train, lr_steps=[], warmup_iter=-1))
 
     @classmethod
     def build_network(cls, opt, checkpoint=None):

@@ -29,7 +29,9 @@ class BandDiscriminator(nn.Module):
             layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
             cin = cout
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(cin, 1, 1)
+        # padding 1 on a 1x1 conv, as the official conv9: the score map gains a border of bias-only values that the
+        # global average includes (tests/test_training_equivalence_drbn_stage2.py)
+        self.head = nn.Conv2d(cin, 1, 1, padding=1)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """`img`: N x colors x H x W; returns N x 1 probabilities."""
