@@ -87,7 +87,7 @@ TRAIN = {
     "restart_weights": None, "clear_state": None, "T_period_rel": None, "eta_min": None, "lr_steps_inverse_rel": None,
     # ours
     "use_amp": False, "amp_dtype": None, "invertible_backprop": False, "activation_checkpointing": False,
-    "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
+    "threads": None, "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None, "add_gt_noise": None,
     "n2ldiff": N2LDIFF_TRAIN,
     # GAN-trained methods (DRBN stage 2)
     "lr_D": None, "weight_gan": None,

@@ -119,7 +119,7 @@ RULES = {
     "train.beta1": Num(min=0, max=1, max_open=True), "train.beta2": Num(min=0, max=1, max_open=True),
     "train.lr_gamma": POS, "train.lr_steps": ListOf(NONNEG_INT), "train.lr_steps_rel": ListOf(PROB),
     "train.weight_l1": NONNEG, "train.weight_fl": NONNEG, "train.max_nonfinite": NONNEG_INT,
-    "train.grad_clip": POS, "train.flow_warm_up_iter": INT,
+    "train.grad_clip": POS, "train.flow_warm_up_iter": INT, "train.threads": POS_INT,
     "train.ema_decay": Num(min=0, max=1, min_open=True, max_open=True),
     "train.lr_D": POS, "train.weight_gan": NONNEG,
     "train.activation_checkpointing": Either(Bool(), Str(("full", "selective")),
