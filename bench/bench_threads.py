@@ -10,7 +10,8 @@ For every (load, threads, policy) the measurement is repeated --repeat times (me
 background jobs run: each a 1-thread process doing convolution forward/backward passes without pause (what a
 background training does to the cores), started before and stopped after the measurements of that load. Their own
 progress over each setting's runs (passes per second, bench start-up included) is printed too, so the cost of a
-setting to the *other* jobs shows as well (a spinning wait policy slows them). Nothing is set for the background jobs except OMP_NUM_THREADS=1.
+setting to the *other* jobs shows as well (a spinning wait policy slows them). Nothing is set for the background jobs
+except OMP_NUM_THREADS=1.
 
 Run it on an otherwise quiet machine: its point is the comparison between settings, which other people's load would
 blur. The JSON list has one object per (what, load, threads, policy): seconds (all repeats), median, cpu_seconds,

@@ -1,18 +1,21 @@
-"""Count the operators one inference call runs on full-resolution maps, per family and dtype (torch.profiler).
+"""Count the operators one inference call runs on frame-sized tensors, per family and dtype.
 
 python bench/profile_ops.py [--families llflow,gltg,zmar,upt,drbn] [--dtypes fp32,bf16] [--size 96x128]
                             [--threads 1] [--top 15] [--times] [--where] [--json FILE]
 
 Each family's full network (its published config, random weights) runs once through engine/inference.py's Enhancer
-(--dtype as the CLIs run it, weights cast once, the config's layout) on a random --size input, under the profiler
-through a dispatch mode that sees every aten operator with its real arguments. An operator counts as frame-sized when one of its inputs has at least as many elements as the
-padded frame has pixels (a full-resolution map, or a lower-resolution one with as many values: the flows work at
-1/2 to 1/8 scale with many channels). They are grouped: ``gemm`` (convolutions, matrix products: the model's FLOPs), ``copy`` (dtype
-conversions, layout changes, copies) and ``elementwise`` (everything else: activations, gates, residual adds,
-normalisations, concatenations ...). The counts and the bytes those operators read and write (their inputs' and
-results' sizes x element sizes; "new": the results that are new tensors, not written in place) are deterministic, so a change that removes passes over full-resolution maps shows here on
-any machine, however loaded; --times adds the profiler's self CPU times (meaningful on a quiet machine only).
-Views (no pass over the data) are not counted.
+(--dtype as the CLIs run it, weights cast once, the config's layout) on a random --size input, through a dispatch
+mode that sees every aten operator with its real arguments. An operator counts as frame-sized when one of its inputs
+has at least as many elements as the padded frame has pixels (a full-resolution map, or a lower-resolution one with
+as many values: the flows work at 1/2 to 1/8 scale with many channels). They are grouped: ``gemm`` (convolutions,
+matrix products: the model's FLOPs), ``copy`` (dtype conversions, layout changes, copies; a ``to`` or ``reshape``
+that returns its input moves nothing and is not counted) and ``elementwise`` (everything else: activations, gates,
+residual adds, normalisations, concatenations ...). The counts and the bytes those operators read and write (their
+inputs' and results' sizes x element sizes; "new": results that are new tensors, not written in place) are
+deterministic, so a change that removes passes over frame-sized maps shows here on any machine, however loaded.
+--times adds the profiler's CPU times (meaningful on a quiet machine only); --where lists the copies by the source
+line in models/ that made them. Views and metadata queries (no pass over the data) are not counted. Copies made
+inside an operator (e.g. a convolution making a strided input contiguous) are part of that operator.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ FAMILIES = {
     "drbn": ("confs/DRBN/DRBN_stage1.yml", None),
 }
 GEMM = ("conv", "mkldnn", "addmm", "mm", "bmm", "matmul", "linear", "baddbmm", "einsum")
-COPY = ("copy_", "to", "clone", "_copy_from", "_copy_from_and_resize", "_to_copy", "contiguous", "clone", "permute", "transpose", "reshape", "view", "as_strided",
+COPY = ("copy_", "to", "clone", "_copy_from", "_copy_from_and_resize", "_to_copy", "contiguous", "permute",
+        "transpose", "reshape", "view", "as_strided",
         "_reshape_alias", "expand", "t", "unfold", "_unsafe_view", "empty", "empty_like", "empty_strided", "flip")
 VIEWS = ("permute", "transpose", "view", "as_strided", "_reshape_alias", "expand", "t", "unfold", "_unsafe_view",
          "empty", "empty_like", "empty_strided", "slice", "select", "split", "chunk", "unsqueeze", "squeeze", "detach",
