@@ -69,6 +69,19 @@ def at_least_fp32(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def cat_for_conv(parts, dim: int = 1) -> torch.Tensor:
+    """torch.cat of `parts` that a convolution reads next, under autocast in a reduced dtype: the float32 parts (the
+    flow's state z) are cast to that dtype *before* concatenating. The convolution casts its input to the autocast
+    dtype anyway, so the values are the same, but the reduced-dtype parts (the conditioning features) are no longer
+    widened to float32 by the concatenation and narrowed again by the convolution (two full passes saved)."""
+    dev = parts[0].device.type
+    if torch.is_autocast_enabled(dev):
+        low = torch.get_autocast_dtype(dev)
+        if any(p.dtype == low for p in parts):
+            parts = [p.to(low) if p.dtype == torch.float32 else p for p in parts]
+    return torch.cat(parts, dim)
+
+
 def keep_fp32(module: nn.Module) -> nn.Module:
     """Mark `module` as one whose weights :func:`cast_network` leaves in float32; returns it."""
     module.keep_fp32 = True

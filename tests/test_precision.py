@@ -195,3 +195,17 @@ def test_cli_dtype_auto_writes_choice_and_reason(golden, tmp_path):
     first = (tmp_path / "auto/metrics.csv").read_text().splitlines()[0]
     assert first.startswith("# protocol: PSNR uint8 RGB") and first.endswith(f"no self-ensemble; {want}"), first
     assert f"INFO {want}" in r.stderr and "INFO CPU: 1 threads" in r.stderr, r.stderr[-2000:]
+
+
+def test_cat_for_conv_keeps_the_values_and_the_narrow_dtype():
+    """Under bf16 autocast the float32 flow state is cast before the concatenation (no widened copy of the bf16
+    features); the convolution that reads it gives exactly what it gave on the float32 concatenation."""
+    from models.precision import cat_for_conv
+    g = torch.Generator().manual_seed(0)
+    z, ft = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 6, 8, 8, generator=g).bfloat16()
+    conv = torch.nn.Conv2d(10, 5, 3, padding=1).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = cat_for_conv([z, ft])
+        assert x.dtype == torch.bfloat16
+        assert torch.equal(conv(x), conv(torch.cat([z, ft], 1)))
+    assert torch.equal(cat_for_conv([z, ft.float()]), torch.cat([z, ft.float()], 1))    # float32 run: a plain cat
