@@ -4,7 +4,7 @@
     python Measure.py --gt DIR --pred DIR [--pred DIR2 ...] [--label A --label B ...]
                       [--ssim skimage_rgb|matlab_rgb|gray|gray_percolumn] [--psnr uint8|float]
                       [--gt-mean [llflow|plain]] [--quantisation truncate|round] [--crop-border N]
-                      [--lpips] [--lpips-backbone PATH] [--device cpu] [--no-ref niqe]
+                      [--lpips] [--lpips-backbone PATH] [--device cpu] [--no-ref niqe] [--threads N]
                       [--csv FILE] [--json FILE] [--html FILE [--input LOWDIR] [--inline-images]] [--no-progress]
     python Measure.py --pred DIR --no-ref niqe            # no reference: NIQE only
 
@@ -50,9 +50,10 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import utils.threads  # noqa: E402,F401  (first: OMP_WAIT_POLICY must be set before torch loads OpenMP)
 from utils.cli import call_cli, in_range  # noqa: E402
+from utils.threads import add_threads_arg, set_threads  # noqa: E402
 from utils.devices import pick_device  # noqa: E402
-from utils.errors import UserError  # noqa: E402
 from utils.paths import check_output_plan, prepare_file  # noqa: E402
 from utils.reports import write_csv, write_json  # noqa: E402
 from utils.metrics import (GT_MEAN_MODES, NO_REF_METRICS, PSNR_MODES, QUANTISATIONS, SSIM_PROTOCOLS,  # noqa: E402
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AlexNet features.* weights for LPIPS (implies --lpips); else $LPIPS_ALEXNET, else the "
                         "torchvision cache. Never downloads")
     p.add_argument("--device", default="cpu", help="torch device for LPIPS (default cpu, as the official code)")
+    add_threads_arg(p)
     p.add_argument("--no-ref", action="append", default=[], choices=NO_REF_METRICS,
                    help="also compute a no-reference metric of each prediction (repeatable): niqe (MATLAB niqe, "
                         "LIVE pristine model). Without --gt only these are computed")
@@ -280,6 +282,7 @@ def measure(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     _check_args(args)
+    set_threads(args.threads)
     labels = method_labels(args.pred, args.label)
     outputs = output_files(args, labels)
     # before measuring: a bad or colliding output path should not cost the whole run

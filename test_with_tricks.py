@@ -4,6 +4,7 @@ published "with tricks" numbers can be reproduced. The correction uses the groun
 """
 import argparse
 
+import utils.threads  # noqa: F401  (first: OMP_WAIT_POLICY must be set before torch loads OpenMP)
 from options.options import add_common_args, load_options
 from utils.cli import run_cli
 from utils.logging_setup import setup_cli_logging

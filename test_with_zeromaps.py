@@ -11,6 +11,7 @@ writes N synthetic zero-maps (data/zeromap.py) into <out>/zeromaps first.
 import argparse
 import logging
 
+import utils.threads  # noqa: F401  (first: OMP_WAIT_POLICY must be set before torch loads OpenMP)
 from data.image_io import list_images, read_rgb
 from data.zeromap import fit_zero_map, inject_zero_map, write_zero_map_set
 from options.options import add_common_args, check_path, load_options

@@ -3,7 +3,7 @@
 python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train,flops] [--threads 2]
                             [--size 400x600] [--batch 4] [--crop 160] [--weights PATH] [--channels-last]
                             [--repeat N] [--system-malloc] [--dtype fp32|bf16|fp16] [--cast weights|autocast]
-                            [--json FILE]
+                            [--json FILE]      (--dtype auto: bf16 where the CPU has AMX, else fp32)
 
 Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own; the training step is the
 second of two (the first pays for allocator growth and Adam state), inference follows a small warm-up call. Weights are random unless
@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import utils.threads  # noqa: E402,F401  (OMP_WAIT_POLICY default before torch loads OpenMP; the children inherit it)
 
 
 def _child(args):
@@ -46,6 +47,10 @@ def _child(args):
     sets = list(args.set or [])
     if args.variant:
         sets.append(f"network_G.variant={args.variant}")
+    dtype_reason = None
+    if args.dtype == "auto":
+        from models.precision import auto_dtype
+        args.dtype, dtype_reason = auto_dtype("cpu")
     if args.what == "train" and args.dtype != "fp32":
         sets.append(f"train.amp_dtype={args.dtype}")
     opt = load_options(args.opt, sets, is_train=args.what == "train")
@@ -102,6 +107,8 @@ def _child(args):
     res["threads"] = args.threads
     res["layout"] = "NHWC" if args.channels_last else "NCHW"
     res["dtype"] = args.dtype
+    res["dtype_reason"] = dtype_reason
+    res["wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     res["cast"] = {"infer": args.cast, "train": "autocast"}.get(args.what)
     res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     res["malloc"] = "system" if args.system_malloc else "keep-freed"
@@ -145,8 +152,9 @@ def main(argv=None):
                     help="inference calls at full size; the first pays for oneDNN's kernel set-up at that size")
     ap.add_argument("--system-malloc", action="store_true",
                     help="leave glibc's default (unmap freed large blocks) instead of utils.runtime.keep_freed_memory")
-    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
-                    help="inference: compute dtype (models/precision.py); train: train.amp_dtype")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
+                    help="inference: compute dtype (models/precision.py); train: train.amp_dtype; auto: bf16 where "
+                         "the CPU has AMX, else fp32")
     ap.add_argument("--cast", default="weights", choices=("weights", "autocast"),
                     help="reduced-precision inference: cast the weights once, or autocast over float32 weights")
     ap.add_argument("--json", help="write the results to this file (a JSON list, one object per measurement)")
@@ -179,7 +187,8 @@ def main(argv=None):
         if later:
             extra += f" (later calls: {', '.join(f'{v:.2f}' for v in later)} s)"
         print(f"{Path(args.opt).name} {what} {extra}: {res['seconds']:.2f} s (CPU {res['cpu_seconds']:.2f} s), peak RSS {res['peak_rss_gb']:.2f} GB "
-              f"({res['threads']} threads, {res['layout']}, {res['dtype']}, {res['malloc']} malloc, "
+              f"({res['threads']} threads, {res['layout']}, {res['dtype']}"
+              f"{' (' + res['dtype_reason'] + ')' if res.get('dtype_reason') else ''}, {res['malloc']} malloc, "
               f"{res['params_m']:.2f} M params)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -2,6 +2,13 @@
 
 python bench/bench_official.py --official PATH_TO_OFFICIAL_CHECKOUT --family llflow|zmar|upt|gltg|drbn
                                [--pairs 3] [--threads 1] [--image PATH] [--system-malloc] [--repeat 1]
+                               [--dtype fp32|bf16|fp16|auto] [--channels-last | --no-channels-last] [--json FILE]
+
+--dtype and the layout flags act on our side only (the official code always runs as published: float32, NCHW):
+our network runs in that dtype exactly as engine/inference.py's Enhancer runs it (weights cast once), so the ratio is
+ours-in-that-dtype / official-fp32; the layout default is our config's ``inference.channels_last`` (NHWC). The
+outputs' PSNR (clipped to [0, 1], peak 1) shows how far the reduced precision moved ours from the official output.
+Peak memory is each process's peak RSS. --json writes every pair and the medians.
 
 PATH is a checkout of the family's official repository (wyf0912/LLFlow, NJUPT-IPR-ZhangBo/ZMAR-SNFlow,
 NJUPT-IPR-XuLintao/UPT-Flow, NJUPT-IPR-HuKR/GLTG-AFlow, flyywh/CVPR-2020-Semi-Low-Light); nothing of it is copied
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -144,11 +152,14 @@ def _ours_child(args):
     from engine.inference import Enhancer
     from models.build import build_network
     opt = _options(args)
+    if args.channels_last is not None:
+        opt = dict(opt, inference=dict(opt.get("inference") or {}, channels_last=args.channels_last))
     model, _ = build_network(opt, args.weights)
-    enh = Enhancer(model, opt, device="cpu", tile=0)
+    enh = Enhancer(model, opt, device="cpu", tile=0, dtype=args.dtype)
     lq, aux = (torch.load(args.inputs, weights_only=True)[k] for k in ("lq", "aux"))
     times, out = _time_calls(torch, lambda x, a: enh.enhance_tensor(x, a), lq, aux, args.repeat)
-    _report(torch, times, out, args)
+    _report(torch, times, out, args, dtype=enh.dtype_name, dtype_reason=enh.dtype_reason,
+            layout="NHWC" if enh.memory_format == torch.channels_last else "NCHW")
 
 
 def _prepare(args, tmp: Path):
@@ -194,6 +205,9 @@ def _run(args, side: str, tmp: Path, index: int) -> dict | None:
     cmd += ["--official", args.official] if args.official else []
     cmd += ["--site", args.site] if args.site else []
     cmd += ["--system-malloc"] if args.system_malloc else []
+    if side == "ours":
+        cmd += ["--dtype", args.dtype]
+        cmd += [] if args.channels_last is None else ["--channels-last" if args.channels_last else "--no-channels-last"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT if side == "ours" else tmp)
     line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -217,6 +231,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--perturb", type=float, default=1e-3, help="std of the noise added to every parameter")
     ap.add_argument("--system-malloc", action="store_true", help="glibc's default allocator on both sides")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
+                    help="our side's compute dtype (the official side stays float32)")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="our side's layout: NHWC / NCHW (default: the config's inference.channels_last, NHWC)")
+    ap.add_argument("--json", help="write the pairs and medians to this file (a JSON object)")
     for hidden in ("--weights", "--inputs", "--out", "--workdir"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     ap.add_argument("--child-official", action="store_true", help=argparse.SUPPRESS)
@@ -228,6 +247,9 @@ def main(argv=None):
         return _ours_child(args)
     if not args.official:
         ap.error("--official PATH is required")
+    # both sides get the CLIs' default wait policy (utils/threads.py; not imported here: the official child has its
+    # own top-level `utils` package) unless the environment names one
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     with tempfile.TemporaryDirectory(prefix="bench_official_") as d:
         tmp = Path(d)
@@ -235,7 +257,7 @@ def main(argv=None):
         malloc = "glibc default" if args.system_malloc else "keep-freed (utils.runtime) on both sides"
         print(f"{args.family}: {Path(image).name} at {shape[0]}x{shape[1]}, {args.threads} thread(s), {malloc}",
               flush=True)
-        ratios, later_ratios = [], []
+        ratios, later_ratios, pairs = [], [], []
         for i in range(args.pairs):
             a = _run(args, "official", tmp, i)
             b = _run(args, "ours", tmp, i)
@@ -243,24 +265,36 @@ def main(argv=None):
                 continue
             oa, ob = torch.load(a["out"], weights_only=True), torch.load(b["out"], weights_only=True)
             diff, scale = (oa - ob).abs().max(), oa.abs().max()
+            mse = (oa.clamp(0, 1) - ob.clamp(0, 1)).square().mean().item()
+            psnr = float("inf") if mse == 0 else 10 * math.log10(1 / mse)
             ratio = b["seconds"] / a["seconds"]
             ratios.append(ratio)
+            pairs.append({"official": {k: a[k] for k in ("seconds", "later", "peak_rss_gb")},
+                          "ours": {k: b[k] for k in ("seconds", "later", "peak_rss_gb", "dtype", "layout")},
+                          "ratio": ratio, "max_abs_diff": diff.item(), "output_max": scale.item(),
+                          "psnr_ours_vs_official": psnr})
             keys = f"; official load: {a['missing_keys']} missing / {a['unexpected_keys']} unexpected keys" \
                 if a["missing_keys"] or a["unexpected_keys"] else ""
             if a["later"] and b["later"]:
                 later_ratios.append(b["later"][-1] / a["later"][-1])
                 keys += (f"; later call: official {a['later'][-1]:.2f} s, ours {b['later'][-1]:.2f} s, ratio "
                          f"{later_ratios[-1]:.3f}")
-            print(f"pair {i + 1}: official {a['seconds']:.2f} s / {a['peak_rss_gb']:.2f} GB, "
-                  f"ours {b['seconds']:.2f} s / {b['peak_rss_gb']:.2f} GB, ratio {ratio:.3f} "
-                  f"(outputs differ by at most {diff.item():.2e}, output max "
-                  f"{scale.item():.2e}{keys})", flush=True)
+            print(f"pair {i + 1}: official fp32 {a['seconds']:.2f} s / {a['peak_rss_gb']:.2f} GB, "
+                  f"ours {b['dtype']} {b['layout']} {b['seconds']:.2f} s / {b['peak_rss_gb']:.2f} GB, ratio "
+                  f"{ratio:.3f} (outputs differ by at most {diff.item():.2e}, output max {scale.item():.2e}, "
+                  f"PSNR {psnr:.1f} dB{keys})", flush=True)
         if ratios:
-            print(f"{args.family}: ours / official = {statistics.median(ratios):.3f} (median of {len(ratios)} "
-                  f"pairs: {', '.join(f'{r:.3f}' for r in ratios)})")
+            print(f"{args.family}: ours ({args.dtype}) / official (fp32) = {statistics.median(ratios):.3f} (median "
+                  f"of {len(ratios)} pairs: {', '.join(f'{r:.3f}' for r in ratios)})")
         if later_ratios:
             print(f"{args.family}: later calls, ours / official = {statistics.median(later_ratios):.3f} (median of "
                   f"{len(later_ratios)} pairs)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "family": args.family, "image": str(image), "shape": list(shape), "threads": args.threads,
+                "malloc": malloc, "wait_policy": os.environ.get("OMP_WAIT_POLICY"), "dtype": args.dtype,
+                "pairs": pairs, "median_ratio": statistics.median(ratios) if ratios else None,
+                "median_later_ratio": statistics.median(later_ratios) if later_ratios else None}, indent=1))
 
 
 if __name__ == "__main__":

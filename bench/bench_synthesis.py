@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import utils.threads  # noqa: E402,F401  (the CLIs' OMP_WAIT_POLICY default, inherited by the synthesis process)
 from data.base_dataset import pair_files  # noqa: E402
 from data.image_io import list_images, read_rgb  # noqa: E402
 from data.synthesis.fit_physics import noise_groups, ratio_sums  # noqa: E402
@@ -73,6 +74,8 @@ def run_n2ldiff(args, held, tmp: Path) -> list[np.ndarray]:
            "--model_path", args.n2ldiff_model, "--opt", args.n2ldiff_opt, "--seed", "0"]
     if args.n2ldiff_steps:
         cmd += ["--steps", str(args.n2ldiff_steps)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return [read_rgb(out / f"{hi.stem}.png") for _, hi in held]
 
@@ -87,6 +90,7 @@ def main(argv=None):
     ap.add_argument("--n2ldiff-model", help="trained N2LDiff checkpoint (adds the n2ldiff row)")
     ap.add_argument("--n2ldiff-opt", help="N2LDiff config for --n2ldiff-model")
     ap.add_argument("--n2ldiff-steps", type=int)
+    ap.add_argument("--threads", type=int, help="CPU threads of the N2LDiff synthesis (default: torch's)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 

@@ -28,6 +28,7 @@ from options.options import load_options
 from utils.cli import in_range
 from utils.errors import ImageError, OptionError
 from utils.paths import check_output_plan, prepare_dir
+from utils.threads import add_threads_arg, set_threads
 
 log = logging.getLogger("lowlight_flow")
 DEFAULT_PHYSICS = Path(__file__).resolve().parents[1] / "confs" / "synthesis" / "physics_LOL.yml"
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, action=in_range(1), help="n2ldiff: sampling steps")
     ap.add_argument("--replay-noise", dest="replay_noise", help="n2ldiff: .npy of noise to replay")
     ap.add_argument("--device", help="n2ldiff: cpu, cuda, cuda:1 ... (default: auto)")
-    return ap
+    return add_threads_arg(ap)
 
 
 def list_inputs(folder) -> list[Path]:
@@ -117,6 +118,7 @@ def n2ldiff_run():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     from utils.logging_setup import setup_cli_logging
     setup_cli_logging()
     method = args.method or ("n2ldiff" if args.model_path else "physics")

@@ -23,7 +23,9 @@ from utils.cli import in_range
 from utils.pairing import index_by, pair_by_key
 from utils.paths import check_output_plan, prepare_dir
 from utils.reports import write_csv, write_json
-from models.precision import resolve_dtype
+from utils import threads
+from utils.threads import add_threads_arg, set_threads
+from models.precision import CHOICES as DTYPE_CHOICES, choose_dtype
 from utils.errors import ImageError, NonFiniteError, OptionError
 from .inference import Enhancer, pick_device, to_uint8
 
@@ -136,15 +138,16 @@ def add_test_args(parser):
     parser.add_argument("--tile", type=int, action=in_range(0), help="layer-wise tile size in pixels, same output as the full frame "
                         "(overrides inference.tile; default: automatic above inference.max_memory; 0: never)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                        help="compute dtype (overrides inference.dtype; fp16 needs CUDA; docs/performance.md 'Reduced precision')")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES,
+                        help="compute dtype (overrides inference.dtype; fp16 needs CUDA; auto: bf16 where the device "
+                             "has fast bf16 (CUDA, a CPU with AMX), else fp32; docs/precision-and-threads.md)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)
     parser.add_argument("--psnr", default="uint8", choices=metrics.PSNR_MODES)
     parser.add_argument("--lpips", action="store_true", help="also compute LPIPS (alex v0.1)")
     parser.add_argument("--lpips-backbone", help="AlexNet features .pth for offline LPIPS")
-    return parser
+    return add_threads_arg(parser)
 
 
 def pair_inputs(inputs: list[Path], gt_dir: Path | None) -> list[tuple[Path, Path | None]]:
@@ -176,13 +179,17 @@ def make_enhancer(opt, args, ckpt) -> Enhancer:
     dtype = getattr(args, "dtype", None)
     inf = opt.get("inference") or {}
     device = pick_device(args.device or inf.get("device"), "--device" if args.device else "inference.device")
-    resolve_dtype(dtype or inf.get("dtype"), device, "--dtype / inference.dtype")  # fails before weights are read
+    choose_dtype(dtype or inf.get("dtype"), device, "--dtype / inference.dtype")  # fails before weights are read
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
     enhancer = Enhancer(model, opt, device=args.device, tile=args.tile,
                         self_ensemble=True if getattr(args, "self_ensemble", False) else None, dtype=dtype)
     enhancer.source = f"checkpoint '{ckpt}'"  # named when its outputs are not finite
+    if enhancer.dtype_reason:
+        log.info("dtype %s (%s)", enhancer.dtype_name, enhancer.dtype_reason)
+    if enhancer.device.type == "cpu":
+        log.info("CPU: %s", threads.describe())
     return enhancer
 
 
@@ -225,6 +232,7 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
     heat = NONNEG("--heat", args.heat) if args.heat is not None else float(opt.get("heat") or 0.0)
     pairs = pair_inputs(list_images(inp), gt_dir)
     pick_device(args.device, "--device")  # flags are checked before the model is built
+    set_threads(getattr(args, "threads", None))
     prepare_dir(out, "--out" if args.out else "path.results_root (the default output folder)")
     enhancer = make_enhancer(opt, args, ckpt)
     if heat and not getattr(enhancer.model, "uses_heat", True):

@@ -17,7 +17,7 @@ import torch
 from data import preprocess
 from models.tiling import tiled_execution
 from models.tiling.memory import estimate_peak_bytes, tile_for_budget
-from models.precision import autocast, cast_network, dtype_name, resolve_dtype
+from models.precision import autocast, cast_network, choose_dtype, dtype_name
 from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
 from utils.errors import OptionError, OutOfMemoryError
 from utils.runtime import available_memory_bytes
@@ -81,7 +81,8 @@ class Enhancer:
 
     `opt` is the resolved options dict (its `inference` section gives tile/max_memory/device/dtype defaults).
     `tile`: layer-wise tile size in pixels (None: automatic, by `max_memory`; 0: never tile).
-    `dtype` ('fp32', 'bf16', 'fp16'; default `inference.dtype`): the network's compute dtype (models/precision.py);
+    `dtype` ('fp32', 'bf16', 'fp16', 'auto'; default `inference.dtype`): the network's compute dtype
+    (models/precision.py; 'auto': bf16 where the device has fast bf16, else fp32, the reason in :meth:`describe`);
     a reduced dtype casts the weights once (`cast='weights'`, the float32 parts excepted) or runs autocast over
     float32 weights (`cast='autocast'`). The legacy `inference.amp: true` means fp16 on CUDA.
     """
@@ -96,7 +97,7 @@ class Enhancer:
         name = dtype or inf.get("dtype") or "fp32"
         if name == "fp32" and bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda":
             name, cast = "fp16", "autocast"   # what inference.amp always meant: fp16 autocast on CUDA
-        self.dtype = resolve_dtype(name, self.device, "--dtype / inference.dtype")
+        self.dtype, self.dtype_reason = choose_dtype(name, self.device, "--dtype / inference.dtype")
         self.dtype_name = dtype_name(self.dtype)
         # oneDNN convolutions run fastest on NHWC tensors (LLFlow 400x600 on 2 threads: 28.2 s -> 21.8 s).
         self.memory_format = torch.channels_last if inf.get("channels_last", True) else torch.contiguous_format
@@ -194,7 +195,8 @@ class Enhancer:
         else:
             tiles = "full frame"
         ens = "self-ensemble x8 (flips and transposes, averaged)" if self.self_ensemble else "no self-ensemble"
-        return f"heat {heat:g}; {tiles}; {ens}; dtype {self.dtype_name}" + ("; torch.compile" if self.compiled else "")
+        dtype = f"dtype {self.dtype_name}" + (f" ({self.dtype_reason})" if self.dtype_reason else "")
+        return f"heat {heat:g}; {tiles}; {ens}; {dtype}" + ("; torch.compile" if self.compiled else "")
 
     @torch.inference_mode()
     def enhance_tensor(self, lq, aux=None, heat: float = 0.0) -> torch.Tensor:

@@ -26,6 +26,8 @@ from utils import metrics
 from utils.atomic import atomic_open
 from utils.errors import CheckpointError, ImageError, NonFiniteError, OptionError
 from utils.paths import prepare_dir
+from utils import threads
+from utils.threads import set_threads
 from utils.logging_setup import setup_cli_logging
 from .evaluate import EvalItem, evaluate, make_scorer
 from .grid import save_strip
@@ -258,6 +260,9 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
         with open(run.root / "cmd.txt", "a") as f:
             f.write(" ".join([sys.executable] + list(argv if argv is not None else sys.argv)) + "\n")
 
+    set_threads(tr.get("threads"), "train.threads")
+    if rank == 0:
+        log.info("CPU: %s", threads.describe())
     seed = int(tr.get("manual_seed") or 0)
     seed_everything(seed + rank)
     model = model_class(opt.get("model"))(opt, device, rank, world)

@@ -1,6 +1,7 @@
 """Reduced precision (bf16 / fp16): the dtype names, what stays float32, and the two ways to run a network.
 
-Names: ``fp32``, ``bf16`` (CPU and CUDA), ``fp16`` (CUDA only; CPU fp16 kernels are missing or slower than fp32).
+Names: ``fp32``, ``bf16`` (CPU and CUDA), ``fp16`` (CUDA only; CPU fp16 kernels are missing or slower than fp32),
+and ``auto`` (:func:`auto_dtype`: bf16 where the device has fast bf16, else fp32).
 
 What stays float32 whatever the dtype (each place says why in a comment):
 
@@ -22,21 +23,42 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from utils.devices import fast_bf16
 from utils.errors import OptionError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CAST_MODES = ("weights", "autocast")
+AUTO = "auto"
+CHOICES = (*DTYPES, AUTO)     # what --dtype flags accept
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     return next(k for k, v in DTYPES.items() if v == dtype)
 
 
+def auto_dtype(device: torch.device | str) -> tuple[str, str]:
+    """(dtype name, reason) for ``auto``: bf16 where `device` computes it fast (a CUDA GPU with native bf16, a CPU
+    with AMX), else fp32. The reason names the check, for logs and the protocol line."""
+    fast, why = fast_bf16(device)
+    return ("bf16" if fast else "fp32"), f"auto: {why}"
+
+
+def choose_dtype(name: str | None, device: torch.device | str,
+                 key: str = "inference.dtype") -> tuple[torch.dtype, str | None]:
+    """:func:`resolve_dtype` that also takes ``auto``: (dtype, reason for the automatic choice, else None)."""
+    if name == AUTO:
+        name, reason = auto_dtype(device)
+        return resolve_dtype(name, device, key), reason
+    return resolve_dtype(name, device, key), None
+
+
 def resolve_dtype(name: str | None, device: torch.device | str, key: str = "inference.dtype") -> torch.dtype:
-    """The torch dtype for `name` on `device`; an unknown name or fp16 on a CPU is an OptionError naming `key`."""
+    """The torch dtype for `name` on `device`; an unknown name or fp16 on a CPU is an OptionError naming `key`.
+    (``auto`` is resolved by :func:`choose_dtype`.)"""
     name = "fp32" if name in (None, "") else str(name)
     if name not in DTYPES:
-        raise OptionError(f"{key}: '{name}' is not a dtype; choose one of {', '.join(DTYPES)}")
+        raise OptionError(f"{key}: '{name}' is not a dtype; choose one of {', '.join(DTYPES)}"
+                          + (" (auto is for inference)" if name == AUTO else ""))
     if name == "fp16" and torch.device(device).type != "cuda":
         raise OptionError(f"{key}: fp16 needs a CUDA device (on the CPU use bf16)")
     return DTYPES[name]
@@ -45,6 +67,19 @@ def resolve_dtype(name: str | None, device: torch.device | str, key: str = "infe
 def at_least_fp32(t: torch.Tensor | None) -> torch.Tensor | None:
     """`t` in float32 if it is a half type; float32/float64 tensors (and None) are returned unchanged."""
     return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def cat_for_conv(parts, dim: int = 1) -> torch.Tensor:
+    """torch.cat of `parts` that a convolution reads next, under autocast in a reduced dtype: the float32 parts (the
+    flow's state z) are cast to that dtype *before* concatenating. The convolution casts its input to the autocast
+    dtype anyway, so the values are the same, but the reduced-dtype parts (the conditioning features) are no longer
+    widened to float32 by the concatenation and narrowed again by the convolution (two full passes saved)."""
+    dev = parts[0].device.type
+    if torch.is_autocast_enabled(dev):
+        low = torch.get_autocast_dtype(dev)
+        if any(p.dtype == low for p in parts):
+            parts = [p.to(low) if p.dtype == torch.float32 else p for p in parts]
+    return torch.cat(parts, dim)
 
 
 def keep_fp32(module: nn.Module) -> nn.Module:

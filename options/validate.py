@@ -122,7 +122,7 @@ RULES = {
     "train.lr_steps_inverse": ListOf(NONNEG_INT), "train.lr_steps_inverse_rel": ListOf(PROB),
     "train.encoder_delay": PROB, "train.official_loop": Bool(), "train.use_config_betas": Bool(),
     "train.weight_l1": NONNEG, "train.weight_fl": NONNEG, "train.max_nonfinite": NONNEG_INT,
-    "train.grad_clip": POS, "train.flow_warm_up_iter": INT,
+    "train.grad_clip": POS, "train.flow_warm_up_iter": INT, "train.threads": POS_INT,
     "train.ema_decay": Num(min=0, max=1, min_open=True, max_open=True),
     "train.lr_D": POS, "train.weight_gan": NONNEG,
     "train.activation_checkpointing": Either(Bool(), Str(("full", "selective")),

@@ -16,7 +16,7 @@ from engine.trainer import train
 from models.build import build_generator, build_network
 from models.flow.invconv import InvertibleConv1x1
 from models.flow_model import FlowModel
-from models.precision import cast_network
+from models.precision import cast_network, dtype_name
 from options.options import load_options
 from utils.errors import OptionError
 
@@ -157,3 +157,59 @@ def test_other_methods_inherit_bf16_training(shared_dir, conf):
         losses[dtype] = logs["loss"]
     assert losses["bf16"] != losses["fp32"]                                  # the step really ran in bf16
     assert abs(losses["bf16"] - losses["fp32"]) <= 0.05 * abs(losses["fp32"]), losses
+
+
+def _has_amx() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def test_auto_dtype_follows_the_cpu_flags(tmp_path, monkeypatch):
+    """auto: bf16 on a CPU whose flags list amx_bf16, fp32 on one with only avx512_bf16 (or none); the reason is in
+    the protocol line."""
+    import utils.devices
+    opt = load_options(ROOT / "confs/LLFlow/demo_tiny.yml", SMALL, is_train=True)
+    line = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16{}\n"
+    for extra, want, reason in [("", torch.float32, "auto: CPU without AMX (no amx_bf16)"),
+                                (" amx_tile amx_bf16", torch.bfloat16, "auto: CPU has AMX (amx_bf16)")]:
+        (tmp_path / "cpuinfo").write_text("processor\t: 0\n" + line.format(extra))
+        monkeypatch.setattr(utils.devices, "CPUINFO", str(tmp_path / "cpuinfo"))
+        model, _ = build_generator(opt)
+        enh = Enhancer(model, opt, device="cpu", dtype="auto")
+        assert enh.dtype == want and enh.dtype_reason == reason
+        assert enh.describe(0.0).endswith(f"; dtype {dtype_name(want)} ({reason})")
+        assert next(enh.model.parameters()).dtype == want          # the weights were cast for bf16
+    monkeypatch.setattr(utils.devices, "CPUINFO", str(tmp_path / "missing"))
+    assert Enhancer(build_generator(opt)[0], opt, device="cpu", dtype="auto").dtype == torch.float32
+
+
+def test_cli_dtype_auto_writes_choice_and_reason(golden, tmp_path):
+    g = golden("ZMAR-SNFlow")
+    write_rgb(tmp_path / "in/img.png", read_rgb(g / "low.png"))
+    write_rgb(tmp_path / "gt/img.png", read_rgb(g / "gt.png"))
+    r = subprocess.run([sys.executable, str(ROOT / "test.py"), "--opt", str(g / "config.yml"), "--model_path",
+                        str(g / "weights.pth"), "--input", str(tmp_path / "in"), "--gt", str(tmp_path / "gt"),
+                        "--out", str(tmp_path / "auto"), "--dtype", "auto", "--threads", "1"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    want = "dtype bf16 (auto: CPU has AMX (amx_bf16))" if _has_amx() else \
+        "dtype fp32 (auto: CPU without AMX (no amx_bf16))"
+    first = (tmp_path / "auto/metrics.csv").read_text().splitlines()[0]
+    assert first.startswith("# protocol: PSNR uint8 RGB") and first.endswith(f"no self-ensemble; {want}"), first
+    assert f"INFO {want}" in r.stderr and "INFO CPU: 1 threads" in r.stderr, r.stderr[-2000:]
+
+
+def test_cat_for_conv_keeps_the_values_and_the_narrow_dtype():
+    """Under bf16 autocast the float32 flow state is cast before the concatenation (no widened copy of the bf16
+    features); the convolution that reads it gives exactly what it gave on the float32 concatenation."""
+    from models.precision import cat_for_conv
+    g = torch.Generator().manual_seed(0)
+    z, ft = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 6, 8, 8, generator=g).bfloat16()
+    conv = torch.nn.Conv2d(10, 5, 3, padding=1).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = cat_for_conv([z, ft])
+        assert x.dtype == torch.bfloat16
+        assert torch.equal(conv(x), conv(torch.cat([z, ft], 1)))
+    assert torch.equal(cat_for_conv([z, ft.float()]), torch.cat([z, ft.float()], 1))    # float32 run: a plain cat

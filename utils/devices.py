@@ -1,4 +1,5 @@
-"""Turning a device name from a flag or config key into a torch.device that exists on this machine."""
+"""Turning a device name from a flag or config key into a torch.device that exists on this machine, and whether
+that device computes bf16 faster than float32."""
 from __future__ import annotations
 
 import torch
@@ -34,3 +35,39 @@ def pick_device(name: str | None = "auto", key: str = "--device") -> torch.devic
     except (RuntimeError, AssertionError) as e:
         raise OptionError(f"{key}: device '{name}' cannot be used here ({str(e).splitlines()[0]})") from None
     return dev
+
+
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        with open(CPUINFO) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def fast_bf16(device: torch.device | str) -> tuple[bool, str]:
+    """(whether `device` runs bf16 faster than float32, the reason in a few words).
+
+    CUDA: the GPU's native bf16 support (Ampere and later). CPU: the AMX matrix units (flag ``amx_bf16``); without
+    them (AVX512-BF16 alone included) bf16 convolutions and the element-wise work around them are slower than fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            ok = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:       # torch builds without the keyword
+            ok = torch.cuda.is_bf16_supported()
+        name = torch.cuda.get_device_name(device)
+        return ok, f"{name} {'has' if ok else 'lacks'} native bf16"
+    if device.type == "cpu":
+        if "amx_bf16" in cpu_flags():
+            return True, "CPU has AMX (amx_bf16)"
+        return False, "CPU without AMX (no amx_bf16)"
+    return False, f"no bf16 check for {device.type} devices"

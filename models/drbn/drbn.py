@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import ARCH_REGISTRY
+from ..inplace import add_to
 from ..kwargs import section_kwargs
 from .blocks import ResidualDenseBlock, conv3x3
 
@@ -61,22 +62,24 @@ class BandUnit(nn.Module):
 
     def forward(self, x: torch.Tensor, prev: BandState | None = None) -> BandState:
         """`x`: the 2*colors-channel input; `prev`: the previous unit's state (None for the first unit)."""
-        first = F.relu(self.SFENet1(x))
-        f1 = F.relu(self.SFENet2(first))
+        # add_to / in-place ReLU: without autograd the sums are written into the fresh intermediates (same values)
+        inplace = not torch.is_grad_enabled()
+        first = F.relu(self.SFENet1(x), inplace=inplace)
+        f1 = F.relu(self.SFENet2(first), inplace=inplace)
         f2 = self.Down1(self.RDBs[0](f1))
         f4 = self.Down2(self.RDBs[1](f2))
-        f4 = f4 + self.RDBs[3](self.RDBs[2](f4))
+        f4 = add_to(self.RDBs[3](self.RDBs[2](f4)), f4)
         if prev is not None:
-            f4 = f4 + prev.feat4
-        f2 = f2 + self.RDBs[4](self.Up2(f4))
+            f4 = add_to(f4, prev.feat4)
+        f2 = add_to(self.RDBs[4](self.Up2(f4)), f2)
         if prev is not None:
-            f2 = f2 + prev.feat2
-        f1 = f1 + self.RDBs[5](self.Up1(f2)) + first
+            f2 = add_to(f2, prev.feat2)
+        f1 = add_to(add_to(self.RDBs[5](self.Up1(f2)), f1), first)
         if prev is not None:
-            f1 = f1 + prev.feat1
+            f1 = add_to(f1, prev.feat1)
         res4 = self.UPNet4(f4)
-        res2 = self.UPNet2(f2) + up2(res4)
-        res1 = self.UPNet(f1) + up2(res2)
+        res2 = add_to(up2(res4), self.UPNet2(f2))
+        res1 = add_to(up2(res2), self.UPNet(f1))
         return BandState(res1, res2, res4, f1, f2, f4)
 
 

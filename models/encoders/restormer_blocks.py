@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..inplace import add_to, mul_into
+
 
 class LayerNorm(nn.Module):
     """Layer norm over channels at every pixel of an NCHW map (`body.weight`, `body.bias` as in checkpoints)."""
@@ -32,7 +34,7 @@ class _LNBody(nn.Module):
         if self.bias is not None:
             y = F.layer_norm(y, (self.dim,), self.weight, self.bias, 1e-5)
         else:  # Restormer's BiasFree norm scales by the std but does not centre.
-            y = y * torch.rsqrt(y.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.weight
+            y = mul_into(y * torch.rsqrt(y.var(-1, keepdim=True, unbiased=False) + 1e-5), self.weight)
         return y.permute(0, 3, 1, 2)
 
 
@@ -126,7 +128,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        return self.project_out(mul_into(F.gelu(x1), x2))
 
 
 class TransformerBlock(nn.Module):
@@ -143,8 +145,8 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        x = add_to(self.attn(self.norm1(x)), x)
+        return add_to(self.ffn(self.norm2(x)), x)
 
 
 class OverlapPatchEmbed(nn.Module):

@@ -9,6 +9,7 @@ from utils.errors import OptionError
 from utils.registry import ENCODER_REGISTRY
 from ..kwargs import given
 from ..never_run import declare_never_run
+from ..inplace import add_to, mul_into
 from ..precision import at_least_fp32, fp32_region, keep_fp32
 
 
@@ -30,8 +31,8 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x):
         feats = [x]
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
-            feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2))
-        return x + 0.2 * self.conv5(torch.cat(feats, 1))
+            feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2, inplace=not torch.is_grad_enabled()))
+        return add_to(mul_into(self.conv5(torch.cat(feats, 1)), 0.2), x)
 
 
 class RRDB(nn.Module):
@@ -46,7 +47,7 @@ class RRDB(nn.Module):
         self.RDB3 = ResidualDenseBlock(nf, gc)
 
     def forward(self, x):
-        return x + 0.2 * self.RDB3(self.RDB2(self.RDB1(x)))
+        return add_to(mul_into(self.RDB3(self.RDB2(self.RDB1(x))), 0.2), x)
 
 
 def central_gradients(x: torch.Tensor):

@@ -45,7 +45,7 @@ import torch.nn as nn
 from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
 from ...never_run import declare_never_run
-from ...precision import at_least_fp32, keep_fp32
+from ...precision import at_least_fp32, cat_for_conv, keep_fp32
 from ..invconv import InvertibleConv1x1
 from ..ops import ActNorm2d, ActNormConv2d, affine_subnet, split_half, sum_chw
 from .llflow import affine_params
@@ -128,7 +128,7 @@ class SAN(_HalfMap):
         self.head = _attention_head(2 * c1, width)
 
     def attention_map(self, z1, ft):
-        h = self.head(torch.cat([z1, self.ft_proj(ft)], 1))
+        h = self.head(cat_for_conv([z1, self.ft_proj(ft)]))
         # z2 is divided by this map on the reverse pass and its log enters the log-det: float32 (models/precision.py)
         return torch.sigmoid(at_least_fp32(self.spatial(channel_pool(h))) + 2.0) + MAP_EPS
 
@@ -154,7 +154,7 @@ class CSN(_HalfMap):
 
     def features(self, z1, ft):
         """The per-pixel head features h whose row and column means make the map."""
-        return self.head(torch.cat([z1, self.ft_proj(ft)], 1))
+        return self.head(cat_for_conv([z1, self.ft_proj(ft)]))
 
     def map_from_means(self, row_mean, col_mean):
         """The map from h's mean over W (B, width, H, 1) and over H (B, width, 1, W)."""
@@ -252,7 +252,7 @@ class AFlowCoupling(nn.Module):
 
     def forward(self, z, logdet, ft, reverse: bool = False):
         z1, z2 = split_half(z)
-        shift, scale = affine_params(self.fAffine(torch.cat([z1, ft], 1)), self.eps)
+        shift, scale = affine_params(self.fAffine(cat_for_conv([z1, ft])), self.eps)
         dlogdet = sum_chw(torch.log(scale))
         if not reverse:
             return torch.cat([z1, (z2 + shift) * scale], 1), logdet + dlogdet
