@@ -6,6 +6,7 @@ weights, image and settings. Nothing here imports gradio; engine/webpage.py lays
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from types import SimpleNamespace
 from data.image_io import read_rgb, write_rgb
 from data.synthesis.physics import PhysicsParams, load_physics_config, synthesize
 from data.synthesize import image_rng
-from models.precision import resolve_dtype
+from models.precision import AUTO, auto_dtype, resolve_dtype
 from options.options import check_path, load_options
 from options.validate import NONNEG
 from utils import metrics
@@ -27,6 +28,7 @@ from .evaluate import EvalItem, evaluate, make_enhancer, make_scorer
 from .inference import pick_device
 
 DTYPES = ("fp32", "bf16", "fp16")
+log = logging.getLogger("lowlight_flow")
 DEFAULT_DTYPE = "default"    # each config's inference.dtype
 # Enhancers kept per model (one per dtype/tile combination asked for); each holds a copy of the weights.
 MAX_CACHED = 3
@@ -38,18 +40,27 @@ DEFAULT_PHYSICS = Path(__file__).resolve().parents[1] / "confs" / "synthesis" / 
 
 def resolve_page_dtype(name: str | None, device) -> str | None:
     """The dtype the page passes to the Enhancer for its dtype field: None for 'default' (each config's
-    inference.dtype, what test.py uses without --dtype), else the name, checked against the device (fp16 needs CUDA).
-    An automatic choice ('auto') belongs here once the Enhancer resolves one."""
+    inference.dtype, what test.py uses without --dtype), else the name, checked against the device (fp16 needs CUDA);
+    'auto' becomes the dtype `test.py --dtype auto` picks on this device (enhancers are cached by that name)."""
     if name in (None, "", DEFAULT_DTYPE):
         return None
+    if name == AUTO:
+        name, reason = auto_dtype(device)
+        log.info("dtype auto -> %s (%s)", name, reason)
     resolve_dtype(name, device, "dtype")
     return name
+
+
+def auto_note(device) -> str:
+    """What 'auto' means on `device`, for the dtype field's label (e.g. 'fp32: CPU without AMX (no amx_bf16)')."""
+    name, reason = auto_dtype(device)
+    return f"{name}, {reason.removeprefix('auto: ')}"
 
 
 def dtype_choices(device) -> list[str]:
     """The dtype field's choices: 'default', then the compute dtypes the Enhancer supports on `device`."""
     ok = [DEFAULT_DTYPE]
-    for name in DTYPES:
+    for name in (*DTYPES, AUTO):
         try:
             resolve_page_dtype(name, device)
             ok.append(name)
@@ -246,5 +257,5 @@ def error_line(exc: BaseException) -> str:
     return f"error: {user_message(exc)}"
 
 
-__all__ = ["DEFAULT_DTYPE", "DTYPES", "LoadedModel", "Result", "UserError", "Workbench", "dtype_choices", "error_line",
+__all__ = ["DEFAULT_DTYPE", "DTYPES", "LoadedModel", "Result", "UserError", "Workbench", "auto_note", "dtype_choices", "error_line",
            "load_models", "parse_tile", "resolve_page_dtype"]

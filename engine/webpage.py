@@ -16,7 +16,7 @@ import gradio as gr  # noqa: E402
 
 from data.image_io import IMAGE_EXTENSIONS, read_rgb  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from .webapp import DEFAULT_DTYPE, Workbench, dtype_choices, error_line  # noqa: E402
+from .webapp import DEFAULT_DTYPE, Workbench, auto_note, dtype_choices, error_line  # noqa: E402
 
 FILE_TYPES = sorted(IMAGE_EXTENSIONS)
 
@@ -66,8 +66,8 @@ def build_page(bench: Workbench) -> gr.Blocks:
                     heat = gr.Slider(0.0, 2.0, value=heat0, step=0.05, label="Heat (flows only; 0 = deterministic)",
                                      elem_id="heat")
                     tile = gr.Textbox("auto", label="Tile (px; auto = by memory; 0 = never)", elem_id="tile")
-                    dtype = gr.Dropdown(dtypes, value=DEFAULT_DTYPE, label="dtype (default: each config's)",
-                                        elem_id="dtype")
+                    dtype = gr.Dropdown(dtypes, value=DEFAULT_DTYPE, elem_id="dtype",
+                                        label=f"dtype (default: each config's; auto here: {auto_note(bench.device())})")
                     go = gr.Button("Enhance", variant="primary", elem_id="enhance-btn")
                 with gr.Column(scale=2):
                     status = gr.Markdown("", elem_id="status")

@@ -283,6 +283,25 @@ def test_page_tile_and_dtype_equal_test_py_with_the_same_flags(family, w, server
     assert fp32.png.read_bytes() != (out / "dark.png").read_bytes()
 
 
+def test_page_dtype_auto_is_test_py_dtype_auto_and_says_what_it_means_here(w, server, tmp_path, monkeypatch):
+    """'auto' on the page is test.py's --dtype auto (bf16 with AMX, else fp32), and the field's label says which."""
+    import utils.devices
+    from engine.webapp import auto_note, dtype_choices
+    d, ckpts, _ = w
+    _, bench = server
+    assert "auto" in dtype_choices("cpu")
+    for flags, want in [("", "fp32, CPU without AMX"), (" amx_tile amx_bf16", "bf16, CPU has AMX")]:
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16{flags}\n")
+        monkeypatch.setattr(utils.devices, "CPUINFO", str(tmp_path / "cpuinfo"))
+        assert auto_note("cpu").startswith(want)
+        out = tmp_path / f"t{len(flags)}"
+        assert call_cli(test_script.main, ["--opt", str(ROOT / "confs" / CONFS["DRBN"]), "--model_path",
+                                           str(ckpts["DRBN"]), "--input", str(d / "in"), "--out", str(out),
+                                           "--device", "cpu", "--dtype", "auto"]) == 0
+        res = bench.enhance([d / "in/dark.png"], [_label("DRBN")], None, "0", "auto")[0]
+        assert res.png.read_bytes() == (out / "dark.png").read_bytes()
+
+
 def test_old_request_folders_are_pruned(w, server, monkeypatch):
     import engine.webapp
     d, _, expected = w
