@@ -25,9 +25,10 @@ from utils.paths import check_output_plan, prepare_dir
 from utils.reports import write_csv, write_json
 from utils import threads
 from utils.threads import add_threads_arg, set_threads
-from models.precision import CHOICES as DTYPE_CHOICES, choose_dtype
+from models.precision import CHOICES as DTYPE_CHOICES
 from utils.errors import ImageError, NonFiniteError, OptionError
-from .inference import Enhancer, pick_device, to_uint8
+from .inference import Enhancer, to_uint8
+from .settings import RunSettings, settings_from_args
 
 log = logging.getLogger("lowlight_flow")
 
@@ -175,16 +176,14 @@ def resolve_io(opt: dict, args, input_keys=("dataroot_LR", "dataroot_test")):
     return inp, gt, out, ckpt
 
 
-def make_enhancer(opt, args, ckpt) -> Enhancer:
-    dtype = getattr(args, "dtype", None)
-    inf = opt.get("inference") or {}
-    device = pick_device(args.device or inf.get("device"), "--device" if args.device else "inference.device")
-    choose_dtype(dtype or inf.get("dtype"), device, "--dtype / inference.dtype")  # fails before weights are read
+def make_enhancer(opt, args, ckpt, settings: RunSettings | None = None) -> Enhancer:
+    """The Enhancer for checkpoint `ckpt` with `settings` (default: resolved from `args` over the config, before
+    the weights are read)."""
+    settings = settings or settings_from_args(opt, args)
     model, notes = build_network(opt, str(ckpt))
     for n in notes:
         log.info(n)
-    enhancer = Enhancer(model, opt, device=args.device, tile=args.tile,
-                        self_ensemble=True if getattr(args, "self_ensemble", False) else None, dtype=dtype)
+    enhancer = Enhancer(model, opt, settings=settings)
     enhancer.source = f"checkpoint '{ckpt}'"  # named when its outputs are not finite
     if enhancer.dtype_reason:
         log.info("dtype %s (%s)", enhancer.dtype_name, enhancer.dtype_reason)
@@ -231,10 +230,10 @@ def run(opt: dict, args, gt_mean: str = "none", quantisation: str = "round", lab
                           f"without --input)")
     heat = NONNEG("--heat", args.heat) if args.heat is not None else float(opt.get("heat") or 0.0)
     pairs = pair_inputs(list_images(inp), gt_dir)
-    pick_device(args.device, "--device")  # flags are checked before the model is built
+    settings = settings_from_args(opt, args)  # flags are checked before the model is built
     set_threads(getattr(args, "threads", None))
     prepare_dir(out, "--out" if args.out else "path.results_root (the default output folder)")
-    enhancer = make_enhancer(opt, args, ckpt)
+    enhancer = make_enhancer(opt, args, ckpt, settings)
     if heat and not getattr(enhancer.model, "uses_heat", True):
         raise OptionError(f"{'--heat' if args.heat is not None else 'heat'} is {heat:g}, but "
                           f"{type(enhancer.model).__name__} has no latent temperature (its output does not depend "

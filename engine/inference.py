@@ -17,13 +17,13 @@ import torch
 from data import preprocess
 from models.tiling import tiled_execution
 from models.tiling.memory import estimate_peak_bytes, tile_for_budget
-from models.precision import autocast, cast_network, choose_dtype, dtype_name
+from models.precision import autocast, cast_network
 from utils.devices import pick_device  # noqa: F401  (re-exported: the one place device names are checked)
 from utils.errors import OptionError, OutOfMemoryError
 from utils.runtime import available_memory_bytes
+from .settings import GB, RunSettings, resolve_settings
 
 log = logging.getLogger(__name__)
-GB = 1024 ** 3
 # Share of the memory available at start-up that an automatically tiled frame may use (the rest: other processes,
 # the allocator's slack, the input and output images).
 AUTO_MEMORY_FRACTION = 0.5
@@ -62,20 +62,6 @@ def input_is_log(opt: dict) -> bool:
                       "and ZMAR-SNFlow, false for UPT-Flow) so test inputs are preprocessed as in training")
 
 
-def _number(value, kind, key: str, minimum, allow_zero: bool = False):
-    """A config number (int pixels or float GB) checked against its minimum; an OptionError naming `key`."""
-    try:
-        number = kind(value)
-        if isinstance(value, bool) or (kind is int and number != value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise OptionError(f"{key}: expected a {'whole ' if kind is int else ''}number, got {value!r}") from None
-    if not (number >= minimum and number > 0 or allow_zero and number == 0):
-        least = (f"at least {minimum}" if minimum else "positive") + (", or 0 for none" if allow_zero else "")
-        raise OptionError(f"{key}: {value!r} is too small (it must be {least})")
-    return number
-
-
 class Enhancer:
     """Runs a generator on uint8 RGB images: pad -> preprocess -> (tiled) reverse pass -> crop.
 
@@ -85,37 +71,37 @@ class Enhancer:
     (models/precision.py; 'auto': bf16 where the device has fast bf16, else fp32, the reason in :meth:`describe`);
     a reduced dtype casts the weights once (`cast='weights'`, the float32 parts excepted) or runs autocast over
     float32 weights (`cast='autocast'`). The legacy `inference.amp: true` means fp16 on CUDA.
+    These arguments are resolved by :func:`engine.settings.resolve_settings`; a caller that already holds the
+    resolved :class:`engine.settings.RunSettings` passes `settings` instead (the other arguments are then unused).
     """
 
     def __init__(self, model, opt: dict, device=None, tile: int | None = None, amp: bool | None = None,
                  self_ensemble: bool | None = None, max_memory: float | None = None,
-                 compile_encoder: bool | None = None, dtype: str | None = None, cast: str = "weights"):
+                 compile_encoder: bool | None = None, dtype: str | None = None, cast: str = "weights",
+                 settings: RunSettings | None = None):
         inf = opt.get("inference") or {}
-        self.self_ensemble = bool(self_ensemble if self_ensemble is not None else inf.get("self_ensemble"))
+        if settings is None:
+            settings = resolve_settings(opt, device=device, dtype=dtype, tile=tile, amp=amp,
+                                        self_ensemble=self_ensemble, max_memory=max_memory,
+                                        compile_encoder=compile_encoder, cast=cast)
+        self.settings = settings
+        self.self_ensemble = settings.self_ensemble
         self.opt = opt
-        self.device = pick_device(device or inf.get("device"), "--device" if device else "inference.device")
-        name = dtype or inf.get("dtype") or "fp32"
-        if name == "fp32" and bool(amp if amp is not None else inf.get("amp")) and self.device.type == "cuda":
-            name, cast = "fp16", "autocast"   # what inference.amp always meant: fp16 autocast on CUDA
-        self.dtype, self.dtype_reason = choose_dtype(name, self.device, "--dtype / inference.dtype")
-        self.dtype_name = dtype_name(self.dtype)
-        # oneDNN convolutions run fastest on NHWC tensors (LLFlow 400x600 on 2 threads: 28.2 s -> 21.8 s).
-        self.memory_format = torch.channels_last if inf.get("channels_last", True) else torch.contiguous_format
+        self.device = settings.device
+        self.dtype = settings.dtype
+        self.dtype_name = settings.dtype_name
+        self.dtype_reason = settings.dtype_reason
+        self.memory_format = settings.memory_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
-        if cast not in ("weights", "autocast"):
-            raise ValueError(f"Enhancer cast must be 'weights' or 'autocast', got {cast!r}")
-        if cast == "weights":
+        if settings.cast == "weights":
             cast_network(self.model, self.dtype)
         self.multiple = int(model.pad_multiple)
         # Smallest input the network takes (e.g. ZMAR's mask attention reflect-pads 1/8-scale features): smaller
         # images are padded up to it and cropped back, like any other padding.
         self.min_size = int(getattr(model, "min_size", 1))
-        tile = tile if tile is not None else inf.get("tile")
-        self.tile = None if tile is None else _number(tile, int, "inference.tile / --tile", 16, allow_zero=True)
-        limit = max_memory if max_memory is not None else inf.get("max_memory")
-        self.max_memory = (_number(limit, float, "inference.max_memory", 0.0) * GB if limit is not None
-                           else self._default_budget())
-        self.compiled = bool(compile_encoder if compile_encoder is not None else inf.get("compile"))
+        self.tile = settings.tile
+        self.max_memory = settings.max_memory if settings.max_memory is not None else self._default_budget()
+        self.compiled = settings.compile
         if self.compiled:
             # inductor: kernels for each new input size are built on its first call (minutes on a CPU); tiled
             # frames run eagerly (models/tiling switches compiled modules off inside tiled execution)

@@ -26,7 +26,6 @@ from utils.errors import NonFiniteError, OptionError
 from utils.metrics import quantise
 
 from models.n2ldiff.network import seed_for
-from utils.errors import OptionError
 
 log = logging.getLogger("lowlight_flow")
 

@@ -8,6 +8,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from options.options import dump_options
 from utils import metrics
 from utils.atomic import atomic_open
 from utils.errors import CheckpointError, ImageError, NonFiniteError, OptionError
+from utils.devices import pick_device
 from utils.paths import prepare_dir
 from utils import threads
 from utils.threads import set_threads
@@ -32,6 +34,7 @@ from utils.logging_setup import setup_cli_logging
 from .evaluate import EvalItem, evaluate, make_scorer
 from .grid import save_strip
 from .inference import Enhancer, to_uint8
+from .settings import RunSettings, resolve_settings
 
 log = logging.getLogger("lowlight_flow")
 
@@ -40,8 +43,7 @@ log = logging.getLogger("lowlight_flow")
 def init_distributed(launcher: str):
     """(rank, world_size, device). `pytorch` = torchrun environment; NCCL on CUDA, gloo on CPU."""
     if launcher == "none":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return 0, 1, dev
+        return 0, 1, pick_device("auto")
     import torch.distributed as dist
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -58,6 +60,17 @@ def init_distributed(launcher: str):
 def barrier(world):
     if world > 1:
         torch.distributed.barrier()
+
+
+def _check_ranks_in_sync(model: BaseModel, rank: int, world: int) -> None:
+    """Log (rank 0) whether every process ended with rank 0's weights; collective, so every rank calls it."""
+    drift = ranks_max_difference(model, world)
+    if rank == 0 and world > 1:
+        if drift == 0:
+            log.info("ranks in sync: the weights are identical on all %d processes", world)
+        else:
+            log.warning("ranks out of sync: weights differ from rank 0's by up to %.3g over %d processes", drift,
+                        world)
 
 
 def ranks_max_difference(model: BaseModel, world: int) -> float:
@@ -162,16 +175,17 @@ def val_items(val_set, max_images):
         yield EvalItem(item["name"], item["LQ_raw"], item.get("GT_raw"), item.get("AUX_mask"))
 
 
-def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> dict | None:
+def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None,
+             settings: RunSettings | None = None) -> dict | None:
     """PSNR/SSIM on the validation split, without and with the (LLFlow) GT-mean correction, through the test scripts'
     enhance path (engine/evaluate.py); reports go to val_images/<step>/, with previews of the first 4 images.
-    None (with a warning) when the model's output is not finite at this step."""
+    None (with a warning) when the model's output is not finite at this step. `settings`: those of
+    :func:`validation_settings`, resolved once per run (default: resolved now)."""
     vopt = opt["val"]
     heat = float(vopt.get("heat") or 0.0)
     net = model.eval_network()
     was_training = net.training
-    # fp32: the Enhancer must not cast the training network's weights (inference.dtype is for the test scripts)
-    enhancer = Enhancer(net, opt, device=str(model.device), dtype="fp32")
+    enhancer = Enhancer(net, opt, settings=settings or validation_settings(opt, model))
     scorers = [make_scorer(metrics.Protocol(psnr=vopt["psnr"], ssim=vopt["ssim"], gt_mean=g, quantisation="round",
                                             inference=enhancer.describe(heat)))
                for g in ("none", "llflow")]
@@ -205,6 +219,12 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None) -> 
     return res
 
 
+def validation_settings(opt: dict, model: BaseModel) -> RunSettings:
+    """How validation runs the training network: on its device, in fp32 (the Enhancer must not cast the training
+    network's weights; inference.dtype is for the test scripts), the rest from the config's `inference`."""
+    return resolve_settings(opt, device=str(model.device), dtype="fp32")
+
+
 # -- main loop -----------------------------------------------------------------------------------------------------
 def seed_everything(seed: int):
     random.seed(seed)
@@ -216,11 +236,30 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     """Train until `train.niter`. Returns the history on rank 0: {'loss': [(step, first progress log)],
     'val': [(step, result)]} (for the flows the progress log is the NLL)."""
     tr = opt["train"]
-    niter = tr.get("niter")
-    if not niter:  # checked before anything is created or moved
+    if not tr.get("niter"):  # checked before anything is created or moved
         raise OptionError("option 'train.niter' is required for training (a positive number of steps)")
     rank, world, device = init_distributed(launcher)
     run = RunDir(opt)
+    resume_from = open_run(opt, run, resume, rank, world, argv)
+    set_threads(tr.get("threads"), "train.threads")
+    if rank == 0:
+        log.info("CPU: %s", threads.describe())
+    seed = int(tr.get("manual_seed") or 0)
+    seed_everything(seed + rank)
+    model = model_class(opt.get("model"))(opt, device, rank, world)
+    if tr.get("ema_decay"):
+        model.enable_ema(float(tr["ema_decay"]))
+    data = build_training_data(opt, model, seed, rank, world)
+    start = restore(model, run, resume_from, tr["niter"]) if resume_from else (0, 0, 0)
+    # a fresh run (no state, no pretrained weights) runs model.setup() on its first batch
+    fresh = resume_from is None and not opt["path"].get("pretrain_model_G")
+    return TrainingLoop(opt, run, model, data, start, rank, world, fresh).run()
+
+
+# -- set-up --------------------------------------------------------------------------------------------------------
+def open_run(opt: dict, run: RunDir, resume: bool, rank: int, world: int, argv) -> tuple | None:
+    """Choose the run folder's state to resume from (or archive an earlier run), create the folders, start the log
+    and record the config and command. Returns :func:`_read_resume`'s tuple, or None for a new run."""
     if rank == 0:
         prepare_dir(run.root.parent, "path.experiments_root")
     want_resume = resume or opt["path"].get("resume_state") not in (None, "", False)
@@ -232,42 +271,64 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
             raise OptionError(f"option 'path.resume_state': training state '{rs}' not found")
         candidates = [Path(rs)] if explicit else run.states_newest_first()
     resume_from = _read_resume(run, candidates, explicit) if candidates else None
-    state_file = resume_from[0] if resume_from else None
     archived = None
     if rank == 0:
-        if state_file is None:
+        if resume_from is None:
             archived = run.archive()
         run.make()
     barrier(world)
     setup_cli_logging(run.root / "train.log", rank=rank)
     if rank == 0:
-        for note in (resume_from[3] if resume_from else []):
-            log.warning(note)
-        if want_resume and state_file is None:
-            log.info("no training state to resume from in %s: starting a new run", run.states)
-        if archived:
-            log.info("earlier run moved to %s", archived)
-        partial = run.partial_files()
-        for p in partial:  # our own temp files from a write that a kill interrupted: never a complete checkpoint
-            p.unlink()
-        if partial:
-            log.info("removed %d partial file(s) left by an interrupted checkpoint write (e.g. %s)", len(partial),
-                     partial[0].name)
-    if rank == 0:
-        dump_options(opt, run.root / "config.yml")
-        if opt.get("opt_path"):
-            shutil.copy(opt["opt_path"], run.root / "config_original.yml")
-        with open(run.root / "cmd.txt", "a") as f:
-            f.write(" ".join([sys.executable] + list(argv if argv is not None else sys.argv)) + "\n")
+        _say_how_run_starts(run, resume_from, want_resume, archived)
+        _record_run(opt, run, argv)
+    return resume_from
 
-    set_threads(tr.get("threads"), "train.threads")
-    if rank == 0:
-        log.info("CPU: %s", threads.describe())
-    seed = int(tr.get("manual_seed") or 0)
-    seed_everything(seed + rank)
-    model = model_class(opt.get("model"))(opt, device, rank, world)
-    if tr.get("ema_decay"):
-        model.enable_ema(float(tr["ema_decay"]))
+
+def _say_how_run_starts(run: RunDir, resume_from, want_resume: bool, archived) -> None:
+    """Log the resume notes and the archived run; remove temp files an interrupted checkpoint write left."""
+    for note in (resume_from[3] if resume_from else []):
+        log.warning(note)
+    if want_resume and resume_from is None:
+        log.info("no training state to resume from in %s: starting a new run", run.states)
+    if archived:
+        log.info("earlier run moved to %s", archived)
+    partial = run.partial_files()
+    for p in partial:  # our own temp files from a write that a kill interrupted: never a complete checkpoint
+        p.unlink()
+    if partial:
+        log.info("removed %d partial file(s) left by an interrupted checkpoint write (e.g. %s)", len(partial),
+                 partial[0].name)
+
+
+def _record_run(opt: dict, run: RunDir, argv) -> None:
+    """config.yml (resolved), config_original.yml (as given) and the command line appended to cmd.txt."""
+    dump_options(opt, run.root / "config.yml")
+    if opt.get("opt_path"):
+        shutil.copy(opt["opt_path"], run.root / "config_original.yml")
+    with open(run.root / "cmd.txt", "a") as f:
+        f.write(" ".join([sys.executable] + list(argv if argv is not None else sys.argv)) + "\n")
+
+
+@dataclass
+class TrainingData:
+    """The training set with its loader and sampler, and the validation set (validated on rank 0 only)."""
+    train_set: object
+    val_set: object
+    loader: object
+    sampler: object
+    batch: int
+    seed: int
+    rank: int
+
+    @property
+    def val_data(self):
+        """The validation set where this process validates (rank 0), else None."""
+        return self.val_set if self.rank == 0 else None
+
+
+def build_training_data(opt: dict, model: BaseModel, seed: int, rank: int, world: int) -> TrainingData:
+    """Datasets and loader for `model`, refusing what it cannot train on (unpaired data for a paired model, test
+    data as unpaired training images, crops the network cannot take); test data as validation is a warning."""
     train_set, val_set = build_datasets(opt, getattr(model.eval_network(), "aux_input", None))
     if model.needs_pairs and not getattr(unwrap_subset(train_set), "paired", True):
         raise OptionError(f"datasets.train.dataset {opt['datasets']['train'].get('dataset')} has no reference "
@@ -282,110 +343,146 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
                     "reported numbers; datasets.val.holdout: N validates on held-out training pairs instead", why)
     topt = opt["datasets"]["train"]
     _check_crop_sizes(topt, model.eval_network())
-    batch = int(topt.get("batch_size") or 1)
     loader, sampler = create_train_loader(train_set, topt, seed, rank, world)
-    val_data = val_set if rank == 0 else None
+    return TrainingData(train_set, val_set, loader, sampler, int(topt.get("batch_size") or 1), seed, rank)
 
-    step, epoch, done_in_epoch = 0, 0, 0
-    if state_file is not None:
-        _, state, weights, _ = resume_from
-        for key in model.all_networks():
-            if key not in weights:
-                raise CheckpointError(f"training state '{state_file}' has no {state_file.stem}_{key}.pth next to it "
-                                      f"in {run.models}")
-            model.load_network_state(key, weights[key], source=str(run.models / f"{state_file.stem}_{key}.pth"))
-        try:
-            model.restore_training_state(state)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"training state '{state_file}' does not fit this model/config "
-                                  f"({type(e).__name__}: {e})") from None
-        step, epoch, done_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batches_in_epoch"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", state_file, step, epoch, done_in_epoch)
-        if step >= niter:
-            log.warning("the run is already at step %d >= train.niter=%d: nothing to train (raise train.niter to "
-                        "continue it)", step, niter)
-    writer = None
-    if rank == 0 and opt.get("use_tb_logger", True):
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run.tb), purge_step=step + 1 if step else None)
-    log.info("%s; %d train pairs, %s val pairs; %d steps", model.describe(), len(train_set),
-             len(val_set) if val_set is not None else 0, niter)
 
-    val_freq = int(tr.get("val_freq") or 0)
-    print_freq = int(opt["logger"].get("print_freq") or 100)
-    save_freq = int(opt["logger"].get("save_checkpoint_freq") or 0)
-    keep = int(opt["logger"].get("keep_checkpoints") or 2)
-    best = _read_best(run)
-    history = {"loss": [], "val": []}
-    need_init = state_file is None and not opt["path"].get("pretrain_model_G")  # fresh run: model.setup()
-    pbar = tqdm(total=niter, initial=step, desc=f"train {opt['name']}", unit="it", disable=rank != 0,
-                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
-    stop = step >= niter
-    while not stop:
-        sampler.set_epoch(epoch, done_in_epoch * batch)
-        base = unwrap_subset(train_set)
+def restore(model: BaseModel, run: RunDir, resume_from: tuple, niter) -> tuple[int, int, int]:
+    """Load the weights and training state of `resume_from`; returns (step, epoch, batches done in the epoch)."""
+    state_file, state, weights, _ = resume_from
+    for key in model.all_networks():
+        if key not in weights:
+            raise CheckpointError(f"training state '{state_file}' has no {state_file.stem}_{key}.pth next to it "
+                                  f"in {run.models}")
+        model.load_network_state(key, weights[key], source=str(run.models / f"{state_file.stem}_{key}.pth"))
+    try:
+        model.restore_training_state(state)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"training state '{state_file}' does not fit this model/config "
+                              f"({type(e).__name__}: {e})") from None
+    step, epoch, done_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batches_in_epoch"])
+    log.info("resumed from %s at step %d (epoch %d, batch %d)", state_file, step, epoch, done_in_epoch)
+    if step >= niter:
+        log.warning("the run is already at step %d >= train.niter=%d: nothing to train (raise train.niter to "
+                    "continue it)", step, niter)
+    return step, epoch, done_in_epoch
+
+
+# -- the loop ------------------------------------------------------------------------------------------------------
+class TrainingLoop:
+    """Steps until `train.niter`: progress logs (tqdm, TensorBoard, train.log), validation with best-model tracking
+    and checkpoints, from (step, epoch, batches done in the epoch) = `start`."""
+
+    def __init__(self, opt: dict, run: RunDir, model: BaseModel, data: TrainingData, start: tuple, rank: int,
+                 world: int, fresh: bool):
+        self.opt, self.run_dir, self.model, self.data, self.rank, self.world = opt, run, model, data, rank, world
+        self.step, self.epoch, self.done_in_epoch = start
+        tr, lg = opt["train"], opt["logger"]
+        self.niter = tr["niter"]
+        self.val_settings = validation_settings(opt, model) if data.val_data is not None else None
+        self.writer = None
+        if rank == 0 and opt.get("use_tb_logger", True):
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(run.tb), purge_step=self.step + 1 if self.step else None)
+        log.info("%s; %d train pairs, %s val pairs; %d steps", model.describe(), len(data.train_set),
+                 len(data.val_set) if data.val_set is not None else 0, self.niter)
+        self.val_freq = int(tr.get("val_freq") or 0)
+        self.print_freq = int(lg.get("print_freq") or 100)
+        self.save_freq = int(lg.get("save_checkpoint_freq") or 0)
+        self.keep = int(lg.get("keep_checkpoints") or 2)
+        self.best = _read_best(run)
+        self.history = {"loss": [], "val": []}
+        self.need_init = fresh
+        self.pbar = tqdm(total=self.niter, initial=self.step, desc=f"train {opt['name']}", unit="it",
+                         disable=rank != 0, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+
+    def run(self) -> dict:
+        """Train to `train.niter`; returns the history (see :func:`train`)."""
+        stop = self.step >= self.niter
+        while not stop:
+            self._start_epoch()
+            for batch in self.data.loader:
+                self._train_step(batch)
+                if self._after_step():
+                    stop = True
+                    break
+            else:
+                self.epoch += 1
+                self.done_in_epoch = 0
+        self.pbar.close()
+        if self.writer is not None:
+            self.writer.close()
+        _check_ranks_in_sync(self.model, self.rank, self.world)
+        if self.rank == 0:
+            log.info("training done at step %d (%d steps skipped as non-finite)", self.step,
+                     self.model.skipped_steps)
+        return self.history
+
+    def _start_epoch(self) -> None:
+        """Position the sampler (mid-epoch after a resume) and reseed the dataset's per-epoch randomness."""
+        self.data.sampler.set_epoch(self.epoch, self.done_in_epoch * self.data.batch)
+        base = unwrap_subset(self.data.train_set)
         if hasattr(base, "set_epoch"):
-            base.set_epoch(seed + 1000003 * epoch)
-        for data in loader:
-            _check_batch(data, model.eval_network())
-            if need_init:
-                model.setup(data)
-                need_init = False
-                if opt["val"].get("at_start") and rank == 0 and val_data is not None:
-                    first_val = validate(model, val_data, opt, 0, run, writer)
-                    if first_val is not None:
-                        history["val"].append((0, first_val))
-            model.wrap_ddp()
-            logs = model.optimize(data)
-            model.update_ema()
-            step += 1
-            done_in_epoch += 1
-            pbar.update(1)
-            shown = {k: logs[k] for k in model.progress_keys if isinstance(logs.get(k), float)}
-            pbar.set_postfix({**{k: f"{v:.4g}" for k, v in shown.items()},
-                              **({"lr": f"{logs['lr']:.2e}"} if "lr" in logs else {})}, refresh=False)
-            if shown:
-                history["loss"].append((step, next(iter(shown.values()))))
-            if writer is not None:
-                for k, v in logs.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        writer.add_scalar(f"train/{k}", v, step)
-            if step % print_freq == 0:
-                log.info("step %d epoch %d: %s", step, epoch,
-                         " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float)))
-            if val_freq and step % val_freq == 0:
-                if rank == 0 and val_data is not None:
-                    last_val = validate(model, val_data, opt, step, run, writer)
-                    if last_val is not None:
-                        history["val"].append((step, last_val))
-                    if last_val is not None and (best.get("psnr") is None or last_val["psnr"] > best["psnr"]):
-                        best = {"psnr": last_val["psnr"], "step": step, "protocol": last_val["protocol"]}
-                        save_generator(model.eval_network(), run.models / "best_psnr_G.pth")
-                        _write_json(run.root / "best_psnr.json", best)
-                barrier(world)
-            if (save_freq and step % save_freq == 0) or step >= niter:
-                if rank == 0:
-                    save_checkpoint(model, run, step, epoch, done_in_epoch, keep)
-                barrier(world)
-            if step >= niter:
-                stop = True
-                break
-        else:
-            epoch += 1
-            done_in_epoch = 0
-    pbar.close()
-    if writer is not None:
-        writer.close()
-    drift = ranks_max_difference(model, world)
-    if rank == 0 and world > 1:
-        if drift == 0:
-            log.info("ranks in sync: the weights are identical on all %d processes", world)
-        else:
-            log.warning("ranks out of sync: weights differ from rank 0's by up to %.3g over %d processes", drift,
-                        world)
-    if rank == 0:
-        log.info("training done at step %d (%d steps skipped as non-finite)", step, model.skipped_steps)
-    return history
+            base.set_epoch(self.data.seed + 1000003 * self.epoch)
+
+    def _train_step(self, batch: dict) -> None:
+        _check_batch(batch, self.model.eval_network())
+        if self.need_init:
+            self.model.setup(batch)
+            self.need_init = False
+            if self.opt["val"].get("at_start") and self.rank == 0 and self.data.val_data is not None:
+                first_val = self._validate(0)
+                if first_val is not None:
+                    self.history["val"].append((0, first_val))
+        self.model.wrap_ddp()
+        logs = self.model.optimize(batch)
+        self.model.update_ema()
+        self.step += 1
+        self.done_in_epoch += 1
+        self._log_step(logs)
+
+    def _log_step(self, logs: dict) -> None:
+        """The step's logs to the progress bar, the history, TensorBoard and (every print_freq) train.log."""
+        self.pbar.update(1)
+        shown = {k: logs[k] for k in self.model.progress_keys if isinstance(logs.get(k), float)}
+        self.pbar.set_postfix({**{k: f"{v:.4g}" for k, v in shown.items()},
+                               **({"lr": f"{logs['lr']:.2e}"} if "lr" in logs else {})}, refresh=False)
+        if shown:
+            self.history["loss"].append((self.step, next(iter(shown.values()))))
+        if self.writer is not None:
+            for k, v in logs.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.writer.add_scalar(f"train/{k}", v, self.step)
+        if self.step % self.print_freq == 0:
+            log.info("step %d epoch %d: %s", self.step, self.epoch,
+                     " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float)))
+
+    def _after_step(self) -> bool:
+        """Validation and checkpoints due at this step; True when `train.niter` is reached."""
+        if self.val_freq and self.step % self.val_freq == 0:
+            if self.rank == 0 and self.data.val_data is not None:
+                self._validate_and_keep_best()
+            barrier(self.world)
+        if (self.save_freq and self.step % self.save_freq == 0) or self.step >= self.niter:
+            if self.rank == 0:
+                save_checkpoint(self.model, self.run_dir, self.step, self.epoch, self.done_in_epoch, self.keep)
+            barrier(self.world)
+        return self.step >= self.niter
+
+    def _validate(self, step: int) -> dict | None:
+        return validate(self.model, self.data.val_data, self.opt, step, self.run_dir, self.writer,
+                        settings=self.val_settings)
+
+    def _validate_and_keep_best(self) -> None:
+        """Validate; a better PSNR than the best so far writes best_psnr_G.pth and best_psnr.json."""
+        res = self._validate(self.step)
+        if res is None:
+            return
+        self.history["val"].append((self.step, res))
+        if self.best.get("psnr") is None or res["psnr"] > self.best["psnr"]:
+            self.best = {"psnr": res["psnr"], "step": self.step, "protocol": res["protocol"]}
+            save_generator(self.model.eval_network(), self.run_dir.models / "best_psnr_G.pth")
+            _write_json(self.run_dir.root / "best_psnr.json", self.best)
 
 
 def _check_crop_sizes(topt: dict, net) -> None:
