@@ -273,23 +273,27 @@ class LeWinTransformerBlock(nn.Module):
             hit = self._cache[key] = (order, inverse, mask)
         return hit
 
+    def _pad(self, x, zmap):
+        """x and the map zero-padded right/bottom to a multiple of the window (before the LayerNorm)."""
+        h, w = x.shape[1:3]
+        pad_b, pad_r = (-h) % self.win_size, (-w) % self.win_size
+        if pad_b or pad_r:
+            return F.pad(x, (0, 0, 0, pad_r, 0, pad_b)), F.pad(zmap, (0, 0, 0, pad_r, 0, pad_b))
+        return x, zmap
+
     def forward(self, x, zmap):
         """x: (B, H, W, C) (any strides); zmap: (B, H, W, C) contiguous. Returns contiguous (B, H, W, C)."""
         b, h, w, c = x.shape
         ws = self.win_size
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        xn = x
-        if pad_b or pad_r:
-            xn = F.pad(xn, (0, 0, 0, pad_r, 0, pad_b))
-            zmap = F.pad(zmap, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
+        xn, zmap = self._pad(x, zmap)
+        hp, wp = xn.shape[1:3]
         order, inverse, mask = self._windows(hp, wp, x.device)
         xn = self.norm1(xn).reshape(b, hp * wp, c).index_select(1, order)
         zw = zmap.reshape(b, hp * wp, c).index_select(1, order)
         n = ws * ws
         out = self.attn(xn.view(-1, n, c), zw.view(-1, n, c), b, mask)
         out = out.view(b, hp * wp, c).index_select(1, inverse).view(b, hp, wp, c)
-        if pad_b or pad_r:
+        if hp != h or wp != w:
             out = out[:, :h, :w]
         y = self.drop_path(out) + x                                           # contiguous like the first operand
         m = self.mlp(self.norm2(y).permute(0, 3, 1, 2))                       # channels-last NCHW view
@@ -303,12 +307,8 @@ class LeWinTransformerBlock(nn.Module):
         if plan.fits(h, w):
             return LeWinTransformerBlock.forward(self, x, zmap)
         ws = self.win_size
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        if pad_b or pad_r:     # zero padding before the LayerNorm, as forward does
-            x_p, zmap = F.pad(x, (0, 0, 0, pad_r, 0, pad_b)), F.pad(zmap, (0, 0, 0, pad_r, 0, pad_b))
-        else:
-            x_p = x
-        hp, wp = h + pad_b, w + pad_r
+        x_p, zmap = self._pad(x, zmap)
+        hp, wp = x_p.shape[1:3]
         n, shift = ws * ws, self.shift_size
         xf, zf = x_p.reshape(b, hp * wp, c), zmap.reshape(b, hp * wp, c)
         per = max(1, plan.tile * plan.tile // n)      # windows per chunk: about one tile of pixels

@@ -237,8 +237,12 @@ class GateConv(nn.Module):
             a, b = x.mean(2, keepdim=True), x.amax(3, keepdim=True)
         else:
             a, b = x.amax(2, keepdim=True), x.mean(3, keepdim=True)
-        ga, gb = self.pooled_gates(a, b)
-        return x * (ga + gb)
+        return self.apply_gates(x, *self.pooled_gates(a, b))
+
+    @staticmethod
+    def apply_gates(x, over_h, over_w):
+        """The apply step: x scaled by the sum of the two pooled gates (broadcast over rows and columns)."""
+        return x * (over_h + over_w)
 
 
 class SCAN(nn.Module):
@@ -303,7 +307,7 @@ class NN_F(nn.Module):  # noqa: N801 (official name)
         col_max = x1.new_full((b, c, 1, w), float("-inf"))
         row_sum = x1.new_zeros(b, c, h, 1, dtype=torch.float32)
         for win in plan.windows(h, w):
-            t = x1[win.core] * (ga[..., win.x0:win.x1] + gb[:, :, win.y0:win.y1])
+            t = g2.apply_gates(x1[win.core], ga[..., win.x0:win.x1], gb[:, :, win.y0:win.y1])
             x1[win.core] = t
             cm = col_max[..., win.x0:win.x1]
             cm.copy_(torch.maximum(cm, t.amax(2, keepdim=True)))
@@ -312,8 +316,8 @@ class NN_F(nn.Module):  # noqa: N801 (official name)
         ga, gb = g3.pooled_gates(col_max, (row_sum / w).to(x1.dtype))
         out = None
         for win in plan.windows(h, w):
-            gate = ga[..., win.x0:win.x1] + gb[:, :, win.y0:win.y1]
-            t = last(x1[win.core] * gate + head(*[x[win.core] for x in inputs]))
+            t = g3.apply_gates(x1[win.core], ga[..., win.x0:win.x1], gb[:, :, win.y0:win.y1])
+            t = last(t + head(*[x[win.core] for x in inputs]))     # SCAN's residual, then the output conv
             if out is None:
                 out = empty_map(t, t.shape[1], h, w)
             out[win.core] = t

@@ -76,8 +76,12 @@ class CBAM(nn.Module):
         self.ChannelGate = ChannelGate(channels, reduction)
         self.SpatialGate = SpatialGate()
 
+    def gated(self, x, gate):
+        """The apply step: spatial gate and residual after the channel gate's (B, C, 1, 1) weights."""
+        return self.SpatialGate(x * gate) + x
+
     def forward(self, x):
-        return self.SpatialGate(self.ChannelGate(x)) + x
+        return self.gated(x, self.ChannelGate.gate(x.mean(dim=(2, 3)), x.amax(dim=(2, 3))))
 
 
 class CBAMSubnet(nn.Module):
@@ -117,8 +121,7 @@ class CBAMSubnet(nn.Module):
             total, peak = (s, m) if total is None else (total + s, torch.maximum(peak, m))
             del t
         gate = cbam.ChannelGate.gate((total / (h * w)).to(hidden.dtype), peak)
-        return map_tiles(lambda t: last(cbam.SpatialGate(t * gate) + t), [hidden], plan,
-                         conv_reach(cbam.SpatialGate))
+        return map_tiles(lambda t: last(cbam.gated(t, gate)), [hidden], plan, conv_reach(cbam.SpatialGate))
 
 
 @COUPLING_REGISTRY.register("CrossCoupling")
