@@ -17,6 +17,7 @@ from utils.registry import ARCH_REGISTRY, ENCODER_REGISTRY
 from .flow.ops import gaussian_logp, squeeze2d
 from .flow.upsampler import LEVEL_TO_NAME, FlowUpsamplerNet
 from .kwargs import given
+from .tiling.core import FRAME
 from .variants import VARIANTS, Variant
 
 FLOW_INPUTS = (*LEVEL_TO_NAME.values(), "color_map")   # the encoder outputs that the flow and the prior read
@@ -42,6 +43,8 @@ class FlowGenerator(nn.Module):
     `flowUpsamplerNet.f` (None: not declared). `quant`: dequantisation levels of the training noise.
     :meth:`from_options` translates a config (ours or an official YAML) into these arguments.
     """
+
+    tiling = FRAME
 
     checkpoint_advice = "Check network_G (variant, nf/nb, flow.K, encoder sizes) against the checkpoint."
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..tiling.core import LOCAL
+
 
 class DenseLayer(nn.Module):
     """3x3 conv + ReLU whose `growth` output channels are appended to its input."""
+
+    tiling = LOCAL
 
     def __init__(self, in_channels: int, growth: int):
         super().__init__()
@@ -21,6 +25,8 @@ class DenseLayer(nn.Module):
 
 class ResidualDenseBlock(nn.Module):
     """`n_layers` dense layers, a 1x1 local fusion back to `width` channels, and a residual connection."""
+
+    tiling = LOCAL
 
     def __init__(self, width: int, growth: int, n_layers: int = 4):
         super().__init__()

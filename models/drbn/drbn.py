@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from utils.registry import ARCH_REGISTRY
 from ..inplace import add_to
 from ..kwargs import section_kwargs
+from ..tiling.core import FRAME, LOCAL
 from .blocks import ResidualDenseBlock, conv3x3
 
 
@@ -41,6 +42,8 @@ def _head(cin: int, width: int, colors: int) -> nn.Sequential:
 
 class BandUnit(nn.Module):
     """One recurrence: a three-scale U-shaped network of residual dense blocks (width 16, growth 8, 4 layers)."""
+
+    tiling = LOCAL   # strided and transposed convs, bilinear upsampling: no reduction over the map
 
     def __init__(self, colors: int = 3, width: int = 16, growth: int = 8, n_layers: int = 4):
         super().__init__()
@@ -89,6 +92,8 @@ class DRBN(nn.Module):
 
     The sizes default to the official ones (557,668 parameters); smaller ones are for tiny demo/test configs.
     """
+
+    tiling = FRAME
 
     checkpoint_advice = ("Check network_G.drbn (width, growth, n_layers, recurrences) and that the checkpoint is "
                          "a stage-1 DRBN.")

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.registry import ARCH_REGISTRY
+from ..tiling.core import FRAME, LOCAL
 from .blocks import ResidualDenseBlock, conv3x3
 from .drbn import DRBN
 
@@ -33,6 +34,8 @@ def bands_from_drbn(res1: torch.Tensor, res2: torch.Tensor, res4: torch.Tensor):
 
 class BandRecomposer(nn.Module):
     """Per-pixel band weights from cat(lq, band differences); the official RECOMPOSE net."""
+
+    tiling = LOCAL
 
     checkpoint_advice = "The checkpoint should be a band-recomposition net (official model_R_*.pt)."
 
@@ -60,6 +63,8 @@ class BandRecomposer(nn.Module):
 @ARCH_REGISTRY.register("DRBNRecompose")
 class DRBNRecompose(nn.Module):
     """Stage-2 network: the stage-1 `drbn` and the `recompose` net (a checkpoint holds `drbn.*` and `recompose.*`)."""
+
+    tiling = FRAME
 
     checkpoint_advice = ("Check network_G.drbn (width, growth, n_layers, recurrences) against the checkpoint's "
                          "drbn.* tensors.")

@@ -55,7 +55,9 @@ import torch.nn.functional as F
 from utils.registry import ENCODER_REGISTRY
 from ..never_run import declare_never_run
 from ..precision import at_least_fp32, fp32_region
-from .restormer_blocks import Attention, LayerNorm
+from ..tiling.core import FRAME, IN_TILED, LOCAL, TILED, TilePlan, conv_reach, local_residual
+from ..tiling.patch_grid import cells, gather_cell, scatter_cell_residual
+from .restormer_blocks import Attention, LayerNorm, attention_from_stats
 from .restormer_unet import PATCH_GRID, MaskedLevel, MaskedRestormerUNet, parse_restormer_config, resize_binarise
 from .restormer_unet import pad_to_multiple as pad4  # reflect-pad bottom/right to multiples of 4 (PATCH_GRID)
 
@@ -158,6 +160,8 @@ class UnusedMask(nn.Module):
 class MaskMap(nn.Module):
     """Mask prior of Attention_intra: A_m = softmax(L2-normalise_rows(G * T_m)), one 16x16 map per head."""
 
+    tiling = FRAME   # on the 16x16 mask Gram matrix, never on a feature map
+
     def __init__(self, num_heads: int):
         super().__init__()
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1, 1))
@@ -170,6 +174,8 @@ class MaskMap(nn.Module):
 
 class AttentionIntra(nn.Module):
     """"Local channel" attention among the 16 cells of a 4x4 grid, per head and channel, with the mask prior."""
+
+    tiling = IN_TILED   # its block's tiled_forward runs tiled_residual
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -193,14 +199,58 @@ class AttentionIntra(nn.Module):
             # temperature (heads, 1, 1, 1) broadcasts over (B, heads, C/heads, 16, pixels); folded into q.
             q = F.normalize(to_patches(at_least_fp32(q), n), dim=-1) * self.temperature.float()
             k = F.normalize(to_patches(at_least_fp32(k), n), dim=-1)
-            attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
-            attn = torch.softmax(attn + self.get_attn_m(gram).float(), dim=-1)
-        out = from_patches(attn.to(v.dtype) @ to_patches(v, n), hp, wp)[..., :h, :w]
+            attn = self.with_mask_prior(torch.softmax(q @ k.transpose(-2, -1), dim=-1), gram)
+        out = self.mix(attn, v)[..., :h, :w]
         return self.project_out(out)    # a 1x1 conv commutes with the crop
+
+    def with_mask_prior(self, attn: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        """The cell-to-cell attention (B, heads, C/heads, 16, 16) from the similarity softmax and the mask prior."""
+        return torch.softmax(attn + self.get_attn_m(gram).float(), dim=-1)
+
+    def mix(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The apply step: the 16 cells of v (a map with the 4x4 patch grid) mixed by attn, per channel."""
+        return from_patches(attn.to(v.dtype) @ to_patches(v, self.num_heads), *v.shape[-2:])
+
+    def _maps(self, x: torch.Tensor, part: slice) -> torch.Tensor:
+        """The channels ``part`` of qkv_dwconv(qkv(x)), computed alone (the tiles need q, k and v at different
+        times)."""
+        def conv(m, t, dw):
+            weight = m.weight[part]
+            bias = m.bias[part] if m.bias is not None else None
+            return F.conv2d(t, weight, bias, padding=m.padding, groups=weight.shape[0] if dw else 1)
+        return conv(self.qkv_dwconv, conv(self.qkv, x, False), True)
+
+    def tiled_residual(self, norm: nn.Module, x: torch.Tensor, gram: torch.Tensor, plan: TilePlan) -> torch.Tensor:
+        """x + self(norm(x), gram) over cells of the patch grid (models/tiling/patch_grid.py): pass 1 adds up the
+        cosine similarities' sums q k^T, |q|^2, |k|^2 over the cells (float32; as MDTA's attention_from_stats),
+        pass 2 mixes each cell's v."""
+        c = x.shape[1]
+        n = self.num_heads
+        xp = pad4(x)
+        hp, wp = xp.shape[-2:]
+        halo = conv_reach(self.qkv_dwconv)
+        qk, vv = slice(0, 2 * c), slice(2 * c, 3 * c)
+        sums = None
+        grid_cells, size = cells(hp, wp, plan, halo, PATCH_GRID)
+        for cell in grid_cells:
+            q, k = gather_cell(lambda t: self._maps(norm(t), qk), xp, cell, halo, size, PATCH_GRID).chunk(2, dim=1)
+            q, k = to_patches(q, n).float(), to_patches(k, n).float()   # (B, heads, d, 16, pixels)
+            part = (q @ k.transpose(-2, -1), q.pow(2).sum(-1), k.pow(2).sum(-1))
+            sums = part if sums is None else tuple(a + b for a, b in zip(sums, part))
+            del q, k
+        # temperature (heads, 1, 1, 1) broadcasts over (B, heads, d, 16, 16)
+        attn = self.with_mask_prior(attention_from_stats(*sums, self.temperature.float()), gram)
+        out = torch.empty_like(x)
+        for cell in grid_cells:
+            v = gather_cell(lambda t: self._maps(norm(t), vv), xp, cell, halo, size, PATCH_GRID)
+            scatter_cell_residual(out, x, self.project_out(self.mix(attn, v)), hp, wp, cell, PATCH_GRID)
+        return out
 
 
 class FeedForwardNew(nn.Module):
     """Spatially gated FFN: g = sigmoid(c33(c32(c31([mean_c x1, max_c x1])))); out = proj(g * GELU(x2))."""
+
+    tiling = LOCAL   # the mean and max are over channels, per pixel
 
     def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool):
         super().__init__()
@@ -225,6 +275,7 @@ class TransformerBlockWithMask(nn.Module):
     """x + MDTA(LN1 x); + Attention_intra(LN2 ., mask); + FeedForward_new(LN3 .)."""
 
     activation_checkpoint = True  # unit of train.activation_checkpointing
+    tiling = TILED
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
         super().__init__()
@@ -243,11 +294,22 @@ class TransformerBlockWithMask(nn.Module):
         x = x + self.attn_intra(self.norm2(x), gram)
         return x + self.ffn_new(self.norm3(x))
 
+    def tiled_forward(self, plan: TilePlan, x: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        """forward with the MDTA in two passes, Attention_intra over patch-grid cells, the FFN tile by tile."""
+        if plan.fits(*x.shape[-2:]):
+            return TransformerBlockWithMask.forward(self, x, gram)
+        x = self.attn.tiled_residual(self.norm1, x, plan)
+        x = self.attn_intra.tiled_residual(self.norm2, x, gram, plan)
+        ffn = self.ffn_new
+        halo = conv_reach(ffn.dwconv) + conv_reach(ffn.c31, ffn.c32, ffn.c33)
+        return local_residual(lambda t: ffn(self.norm3(t)), x, halo, plan)
+
 
 class GLTGMaskedLevel(MaskedLevel):
     """One encoder level (official ``TransformerBlock_1``; ``layer_stack.<i>``), every block given the level's Gram."""
 
     block = TransformerBlockWithMask
+    tiling = FRAME
 
 
 # ------------------------------------------------------------------------------------------------ encoder
@@ -265,6 +327,7 @@ class GLTGRestormer(MaskedRestormerUNet):
 
     aux_input = "gltg_mask"
     pad_multiple = 16
+    tiling = FRAME
     masked_level = GLTGMaskedLevel
     reduce_fea_up1 = True       # fea_up1 = reduce_chan1(decoder_level3)
     color_head_in = None        # the (never-run) fine_tune_color_map reads out_channels channels

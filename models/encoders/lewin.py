@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..tiling.core import IN_TILED, LOCAL, TILED, TilePlan, conv_reach, empty_map
+
 SHIFT_MASK_VALUE = -100.0
 
 
@@ -92,6 +94,8 @@ def window_order(hp: int, wp: int, win: int, shift: int = 0, device=None, first:
 class ECA(nn.Module):
     """Efficient channel attention: x * sigmoid(conv1d_k(global average of x over H, W)) (`conv`, no bias)."""
 
+    tiling = IN_TILED   # LeWinTransformerBlock.tiled_forward gathers the mean and applies gate()
+
     def __init__(self, channels: int, k_size: int = 3):
         super().__init__()
         self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False)
@@ -110,6 +114,8 @@ class LeFF(nn.Module):
     (The official UPT variant has no activation after the first 1x1.)
     """
 
+    tiling = IN_TILED   # LeWinTransformerBlock.tiled_forward runs ungated() per tile, then the ECA gate
+
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.conv1 = nn.Conv2d(dim, hidden, 1)
@@ -127,6 +133,8 @@ class LeFF(nn.Module):
 
 class ConvProjection(nn.Module):
     """Depthwise 3x3 projections applied per window (zero padding at window borders): q, k from the map, v from x."""
+
+    tiling = LOCAL   # within one window
 
     def __init__(self, dim: int):
         super().__init__()
@@ -152,6 +160,8 @@ class ConvProjection(nn.Module):
 class LinearProjection(nn.Module):
     """Per-token linear projections (official `token_projection: linear`): v from x, [q, k] from the map."""
 
+    tiling = LOCAL   # within one window
+
     def __init__(self, dim: int, bias: bool = True):
         super().__init__()
         self.to_v = nn.Linear(dim, dim, bias=bias)
@@ -164,6 +174,8 @@ class LinearProjection(nn.Module):
 
 class WindowAttention(nn.Module):
     """softmax((q d_h^-1/2 · τ_h) kᵀ + B_rel [+ M_shift]) v, then a linear projection."""
+
+    tiling = LOCAL   # within one window
 
     def __init__(self, dim: int, win_size: int, num_heads: int, token_projection: str = "conv"):
         super().__init__()
@@ -232,6 +244,7 @@ class LeWinTransformerBlock(nn.Module):
     """
 
     activation_checkpoint = True  # unit of train.activation_checkpointing
+    tiling = TILED
 
     def __init__(self, dim: int, num_heads: int, win_size: int, shift_size: int = 0, mlp_ratio: float = 4.0,
                  drop_path: float = 0.0, token_projection: str = "conv"):
@@ -260,27 +273,79 @@ class LeWinTransformerBlock(nn.Module):
             hit = self._cache[key] = (order, inverse, mask)
         return hit
 
+    def _pad(self, x, zmap):
+        """x and the map zero-padded right/bottom to a multiple of the window (before the LayerNorm)."""
+        h, w = x.shape[1:3]
+        pad_b, pad_r = (-h) % self.win_size, (-w) % self.win_size
+        if pad_b or pad_r:
+            return F.pad(x, (0, 0, 0, pad_r, 0, pad_b)), F.pad(zmap, (0, 0, 0, pad_r, 0, pad_b))
+        return x, zmap
+
     def forward(self, x, zmap):
         """x: (B, H, W, C) (any strides); zmap: (B, H, W, C) contiguous. Returns contiguous (B, H, W, C)."""
         b, h, w, c = x.shape
         ws = self.win_size
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        xn = x
-        if pad_b or pad_r:
-            xn = F.pad(xn, (0, 0, 0, pad_r, 0, pad_b))
-            zmap = F.pad(zmap, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
+        xn, zmap = self._pad(x, zmap)
+        hp, wp = xn.shape[1:3]
         order, inverse, mask = self._windows(hp, wp, x.device)
         xn = self.norm1(xn).reshape(b, hp * wp, c).index_select(1, order)
         zw = zmap.reshape(b, hp * wp, c).index_select(1, order)
         n = ws * ws
         out = self.attn(xn.view(-1, n, c), zw.view(-1, n, c), b, mask)
         out = out.view(b, hp * wp, c).index_select(1, inverse).view(b, hp, wp, c)
-        if pad_b or pad_r:
+        if hp != h or wp != w:
             out = out[:, :h, :w]
         y = self.drop_path(out) + x                                           # contiguous like the first operand
         m = self.mlp(self.norm2(y).permute(0, 3, 1, 2))                       # channels-last NCHW view
         return y + self.drop_path(m.permute(0, 2, 3, 1))
+
+    def tiled_forward(self, plan: TilePlan, x, zmap):
+        """forward with the window attention on chunks of windows (about one tile of pixels each) and the LeFF
+        tile by tile, the ECA mean gathered over the tiles before its gate is applied in place. Returns (B, H, W, C)
+        contiguous."""
+        b, h, w, c = x.shape
+        if plan.fits(h, w):
+            return LeWinTransformerBlock.forward(self, x, zmap)
+        ws = self.win_size
+        x_p, zmap = self._pad(x, zmap)
+        hp, wp = x_p.shape[1:3]
+        n, shift = ws * ws, self.shift_size
+        xf, zf = x_p.reshape(b, hp * wp, c), zmap.reshape(b, hp * wp, c)
+        per = max(1, plan.tile * plan.tile // n)      # windows per chunk: about one tile of pixels
+        n_win = hp * wp // n
+        out = None
+        for w0 in range(0, n_win, per):
+            # the chunk's gather index and shift mask, built per chunk (the full-size ones would cost 8 + 100 bytes
+            # per pixel and block for win 5; forward caches them)
+            w1 = min(n_win, w0 + per)
+            idx = window_order(hp, wp, ws, shift, x.device, w0, w1)
+            mask = shift_region_mask(hp, wp, ws, shift, x.device, w0, w1) if shift else None
+            att = self.attn(self.norm1(xf.index_select(1, idx)).view(-1, n, c), zf.index_select(1, idx).view(-1, n, c),
+                            b, mask)
+            if out is None:
+                out = att.new_empty(b, hp * wp, c)
+            out.index_copy_(1, idx, att.view(b, -1, c))     # back to the tokens' own positions
+            del att
+        del xf, zf, x_p
+        out = self.drop_path(out.view(b, hp, wp, c))
+        if hp == h and wp == w:
+            y = out.add_(x)           # the residual in the attention output's own memory
+        else:
+            y = (out[:, :h, :w] + x).contiguous()
+        del out
+        y_map = y.permute(0, 3, 1, 2)        # NCHW view of channels-last memory
+        mlp = self.mlp
+        m = total = None
+        for win in plan.windows(h, w, conv_reach(mlp.dwconv)):
+            t = mlp.ungated(self.norm2(y_map[win.crop].permute(0, 2, 3, 1)).permute(0, 3, 1, 2))[win.core_in_crop]
+            if m is None:
+                m = empty_map(y_map, t.shape[1], h, w, dtype=t.dtype)
+            m[win.core] = t
+            s = t.float().sum((2, 3))
+            total = s if total is None else total + s
+            del t
+        m.mul_(mlp.eca.gate((total / (h * w)).to(m.dtype)))
+        return y.add_(self.drop_path(m.permute(0, 2, 3, 1)))
 
 
 class LeWinLayer(nn.Module):
@@ -289,6 +354,8 @@ class LeWinLayer(nn.Module):
     Takes and returns NCHW maps; inside, everything runs channels-last (the returned tensor is an NCHW view of
     channels-last memory).
     """
+
+    tiling = TILED   # only to keep the map's layout; its blocks do the tiling
 
     def __init__(self, dim: int, depth: int, num_heads: int, win_size: int, drop_path, mlp_ratio: float = 4.0,
                  token_projection: str = "conv", shift_flag: bool = True):
@@ -302,6 +369,16 @@ class LeWinLayer(nn.Module):
     def forward(self, x, zmap):
         x = x.permute(0, 2, 3, 1)
         zmap = zmap.permute(0, 2, 3, 1).contiguous()
+        for blk in self.blocks:
+            x = blk(x, zmap)
+        return x.permute(0, 3, 1, 2)
+
+    def tiled_forward(self, plan: TilePlan, x, zmap):
+        """forward without making the map contiguous: the tiled blocks gather windows from any layout, and
+        MSFormer's level-1 map is one channel expanded to dim channels (a copy would cost dim floats per pixel)."""
+        if plan.fits(*x.shape[-2:]):
+            return LeWinLayer.forward(self, x, zmap)
+        x, zmap = x.permute(0, 2, 3, 1), zmap.permute(0, 2, 3, 1)
         for blk in self.blocks:
             x = blk(x, zmap)
         return x.permute(0, 3, 1, 2)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from utils.errors import OptionError, UnknownNameError
 from utils.registry import ENCODER_REGISTRY
 from ..kwargs import kwarg_defaults
+from ..tiling.core import FRAME
 from .lewin import LeWinLayer, win_size_from_table_rows
 from .restormer_blocks import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample, with_cat_f
 
@@ -146,6 +147,8 @@ class MSFormer(nn.Module):
     (the 64x96 golden crop: up to 36/255). LOL (400x600, win 5) and SDSD/SMID/SID (960x512-type sizes, win 8) are
     multiples of `window_multiple`, so there both choices coincide.
     """
+
+    tiling = FRAME
 
     aux_input = "upt_zero_map"
     pad_multiple = 8

@@ -9,10 +9,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..inplace import add_to, mul_into
+from ..tiling.core import IN_TILED, LOCAL, POINTWISE, TILED, TilePlan, conv_reach, empty_map, local_residual
 
 
 class LayerNorm(nn.Module):
     """Layer norm over channels at every pixel of an NCHW map (`body.weight`, `body.bias` as in checkpoints)."""
+
+    tiling = POINTWISE
 
     def __init__(self, dim: int, bias: bool = True):
         super().__init__()
@@ -23,6 +26,8 @@ class LayerNorm(nn.Module):
 
 
 class _LNBody(nn.Module):
+    tiling = POINTWISE
+
     def __init__(self, dim: int, bias: bool):
         super().__init__()
         self.dim = dim  # a Python int: an ONNX trace must not read the normalised size off a tensor's shape
@@ -77,6 +82,8 @@ class Attention(nn.Module):
     would compute the same d x d softmax but cannot fold the projection.)
     """
 
+    tiling = IN_TILED   # its holders' tiled_forward runs tiled_residual
+
     def __init__(self, dim: int, num_heads: int, bias: bool = False):
         super().__init__()
         self.num_heads = num_heads
@@ -115,9 +122,32 @@ class Attention(nn.Module):
         attn = channel_attention_weights(q.reshape(shape), k.reshape(shape), self.temperature)
         return self.project(v, self.mixing(attn))
 
+    def tiled_residual(self, norm: nn.Module, x: torch.Tensor, plan: TilePlan) -> torch.Tensor:
+        """x + self(norm(x)) in two passes over the tiles: the local step (qkv_maps, halo 1) per tile with the
+        statistics of each tile's core added up (channel_attention_stats, float32 whatever the compute dtype: bf16
+        would drop the small terms) and v kept; then the apply step (mixing, project) per tile."""
+        b, c, h, w = x.shape
+        shape = (b, self.num_heads, c // self.num_heads, -1)
+        gram = q_sq = k_sq = v_map = None
+        for win in plan.windows(h, w, conv_reach(self.qkv_dwconv)):
+            q, k, v = (t[win.core_in_crop] for t in self.qkv_maps(norm(x[win.crop])))
+            stats = channel_attention_stats(q.reshape(shape).float(), k.reshape(shape).float())
+            gram, q_sq, k_sq = stats if gram is None else (gram + stats[0], q_sq + stats[1], k_sq + stats[2])
+            if v_map is None:
+                v_map = empty_map(x, c, h, w, dtype=v.dtype)
+            v_map[win.core] = v
+            del q, k, v
+        mix = self.mixing(attention_from_stats(gram, q_sq, k_sq, self.temperature.float()))
+        for win in plan.windows(h, w):   # v becomes the output in place: each tile reads and writes its own pixels
+            v = v_map[win.core].contiguous(memory_format=torch.channels_last)
+            v_map[win.core] = x[win.core] + self.project(v, mix)
+        return v_map
+
 
 class FeedForward(nn.Module):
     """GDFN: 1x1 expand, depthwise 3x3, GELU gate, 1x1 project."""
+
+    tiling = LOCAL
 
     def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool = False):
         super().__init__()
@@ -135,6 +165,7 @@ class TransformerBlock(nn.Module):
     """x + MDTA(LN(x)), then + GDFN(LN(.))."""
 
     activation_checkpoint = True  # unit of train.activation_checkpointing
+    tiling = TILED
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float = 2.66, bias: bool = False,
                  layernorm_bias: bool = True):
@@ -148,9 +179,18 @@ class TransformerBlock(nn.Module):
         x = add_to(self.attn(self.norm1(x)), x)
         return add_to(self.ffn(self.norm2(x)), x)
 
+    def tiled_forward(self, plan: TilePlan, x):
+        """forward, the MDTA in two passes over the tiles, the GDFN tile by tile."""
+        if plan.fits(*x.shape[-2:]):
+            return TransformerBlock.forward(self, x)   # self.forward is this method inside tiled_execution
+        x = self.attn.tiled_residual(self.norm1, x, plan)
+        return local_residual(lambda t: self.ffn(self.norm2(t)), x, conv_reach(self.ffn.dwconv), plan)
+
 
 class OverlapPatchEmbed(nn.Module):
     """3x3 conv stem (`proj`)."""
+
+    tiling = LOCAL
 
     def __init__(self, in_c: int = 3, embed_dim: int = 48, bias: bool = False):
         super().__init__()
@@ -163,6 +203,8 @@ class OverlapPatchEmbed(nn.Module):
 class Downsample(nn.Module):
     """Conv3x3 n -> n/2 then PixelUnshuffle(2): n -> 2n channels at half resolution."""
 
+    tiling = LOCAL
+
     def __init__(self, n_feat: int):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
@@ -173,6 +215,8 @@ class Downsample(nn.Module):
 
 class Upsample(nn.Module):
     """Conv3x3 n -> 2n then PixelShuffle(2): n -> n/2 channels at double resolution."""
+
+    tiling = LOCAL
 
     def __init__(self, n_feat: int):
         super().__init__()

@@ -11,10 +11,15 @@ from ..kwargs import given
 from ..never_run import declare_never_run
 from ..inplace import add_to, mul_into
 from ..precision import at_least_fp32, fp32_region, keep_fp32
+from ..tiling.core import FRAME, LOCAL, TILED, tiled_local
 
 
 class ResidualDenseBlock(nn.Module):
     """Five densely connected 3x3 convs; output = x + 0.2 * conv5(...)."""
+
+    # Local, but tiled so that its dense concatenations exist one tile at a time.
+    tiling = TILED
+    tiled_forward = tiled_local
 
     def __init__(self, nf: int = 64, gc: int = 32):
         super().__init__()
@@ -39,6 +44,7 @@ class RRDB(nn.Module):
     """Residual-in-residual dense block: three dense blocks, output = x + 0.2 * body(x)."""
 
     activation_checkpoint = True  # unit of train.activation_checkpointing
+    tiling = LOCAL
 
     def __init__(self, nf: int, gc: int = 32):
         super().__init__()
@@ -68,6 +74,7 @@ class ConEncoder1(nn.Module):
 
     aux_input = None
     pad_multiple = 8
+    tiling = FRAME
 
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nf: int = 64, nb: int = 24, gc: int = 32,
                  concat_histeq: bool = False, gray_map: bool = False, stack_blocks=(), stack_concat: bool = True):

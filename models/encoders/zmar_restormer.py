@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from utils.registry import ENCODER_REGISTRY
 from ..never_run import declare_never_run
 from ..precision import at_least_fp32, fp32_region
+from ..tiling.core import FRAME, IN_TILED, TILED, TilePlan, conv_reach, local_residual
+from ..tiling.patch_grid import cells, gather_cell, scatter_cell_residual
 from .restormer_blocks import Attention, FeedForward, LayerNorm
 from .restormer_unet import (PATCH_GRID, MaskedLevel, MaskedRestormerUNet, pad_to_multiple, parse_restormer_config,
                              resize_binarise)
@@ -101,6 +103,8 @@ class Mask(nn.Module):
     `norm1` never runs (declared, not built). `qkv_dwconv` is a dense 3x3 conv of which only the V third is used.
     """
 
+    tiling = IN_TILED   # its block's tiled_forward runs tiled_residual
+
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads  # heads do not change the maths: A is shared by every channel
@@ -116,14 +120,34 @@ class Mask(nn.Module):
         w1 = self.qkv.weight[:, :, 0, 0]                          # (3C, C)
         return torch.einsum("omhw,mi->oihw", w3, w1)
 
+    def values(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The local step: V of (a crop of) the padded normalised map, for weight = :meth:`value_weight`."""
+        return F.conv2d(x, weight, padding=1)
+
+    @staticmethod
+    def mix(v: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """The apply step: the 16 patches of v mixed by the (B, 16, 16) map (v: a map with the 4x4 patch grid)."""
+        hp, wp = v.shape[-2:]
+        return from_patches(torch.bmm(attn.to(v.dtype), to_patches(v)), v.shape[1], hp, wp)
+
     def forward(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) normalised features; attn: (B, 16, 16) from :func:`mask_attention_map` at padded size."""
         h, w = x.shape[-2:]
-        xp = pad_to_multiple(x)
-        hp, wp = xp.shape[-2:]
-        v = F.conv2d(xp, self.value_weight(), padding=1)
-        out = from_patches(torch.bmm(attn.to(v.dtype), to_patches(v)), v.shape[1], hp, wp)
+        out = self.mix(self.values(pad_to_multiple(x), self.value_weight()), attn)
         return self.project_out(out[:, :, :h, :w])
+
+    def tiled_residual(self, norm: nn.Module, x: torch.Tensor, attn: torch.Tensor, plan: TilePlan) -> torch.Tensor:
+        """x + self(norm(x), attn) over cells of the patch grid (models/tiling/patch_grid.py): each cell's values
+        from its 16 haloed rectangles, mixed across the patches (the map needs no statistics of x)."""
+        xp = pad_to_multiple(x)       # reflect padding commutes with the per-pixel LayerNorm
+        hp, wp = xp.shape[-2:]
+        weight = self.value_weight()
+        out = torch.empty_like(x)
+        grid_cells, size = cells(hp, wp, plan, 1, PATCH_GRID)
+        for cell in grid_cells:
+            v = gather_cell(lambda t: self.values(norm(t), weight), xp, cell, 1, size, PATCH_GRID)
+            scatter_cell_residual(out, x, self.project_out(self.mix(v, attn)), hp, wp, cell, PATCH_GRID)
+        return out
 
 
 class Attentionshare(nn.Module):
@@ -147,6 +171,7 @@ class TransformerBlockWithMask(nn.Module):
     """x + ZMA(LN1(x)), then + MDTA(LN1(.)) with the same LN1, then + GDFN(LN2(.))."""
 
     activation_checkpoint = True  # unit of train.activation_checkpointing
+    tiling = TILED
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layernorm_bias: bool):
         super().__init__()
@@ -162,11 +187,20 @@ class TransformerBlockWithMask(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
+    def tiled_forward(self, plan: TilePlan, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """forward with the ZMA over patch-grid cells, the MDTA in two passes, the GDFN tile by tile."""
+        if plan.fits(*x.shape[-2:]):
+            return TransformerBlockWithMask.forward(self, x, attn)
+        x = self.mask.tiled_residual(self.norm1, x, attn, plan)
+        x = self.attn.tiled_residual(self.norm1, x, plan)
+        return local_residual(lambda t: self.ffn(self.norm2(t)), x, conv_reach(self.ffn.dwconv), plan)
+
 
 class ZMARMaskedLevel(MaskedLevel):
     """A stack of masked blocks sharing one mask-attention map (official `TransformerBlock_1`, `layer_stack`)."""
 
     block = TransformerBlockWithMask
+    tiling = FRAME
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """mask: (B, 1, h, w) at this level's resolution (not yet padded)."""
@@ -188,6 +222,7 @@ class ZMARRestormer(MaskedRestormerUNet):
 
     aux_input = "zmar_mask"
     pad_multiple = 8
+    tiling = FRAME
     min_size = 16  # the mask attention reflect-pads the 1/8-scale features to a multiple of 4
     masked_level = ZMARMaskedLevel
     reduce_fea_up1 = False      # fea_up1 = decoder_level3 itself

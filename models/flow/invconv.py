@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..precision import at_least_fp32, fp32_region
+from ..tiling.core import POINTWISE
 
 
 class InvertibleConv1x1(nn.Module):
@@ -14,6 +15,8 @@ class InvertibleConv1x1(nn.Module):
     Always float32 (models/precision.py), also under bf16/fp16: its inverse is a matrix inverse applied to the flow's
     state z, and a rounding error here is carried unchanged through every later step of the reverse pass.
     """
+
+    tiling = POINTWISE
 
     keep_fp32 = True
 

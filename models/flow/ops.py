@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..tiling.core import LOCAL, POINTWISE
+
 
 def sum_chw(x: torch.Tensor) -> torch.Tensor:
     """Per-sample sum over all non-batch dimensions."""
@@ -29,6 +31,8 @@ class ActNorm2d(nn.Module):
     The first forward in training mode initialises bias/logs from the batch statistics, unless the bias is already
     non-zero (a loaded checkpoint): this keeps the official behaviour without adding a state-dict entry.
     """
+
+    tiling = POINTWISE   # its data-dependent initialisation (statistics over the batch) runs in training only
 
     def __init__(self, num_features: int, scale: float = 1.0):
         super().__init__()
@@ -70,6 +74,8 @@ class ActNormConv2d(nn.Conv2d):
     The ActNorm here normalises activations of a coupling subnet; it is not part of the flow's log-det.
     """
 
+    tiling = LOCAL
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, do_actnorm: bool = True,
                  weight_std: float = 0.05):
         k = kernel_size if isinstance(kernel_size, int) else kernel_size[0]
@@ -91,6 +97,8 @@ class ActNormConv2d(nn.Conv2d):
 
 class Conv2dZeros(nn.Conv2d):
     """Zero-initialised conv whose output is scaled by exp(3 * logs): couplings start as the identity."""
+
+    tiling = LOCAL
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, logscale_factor: float = 3.0):
         k = kernel_size if isinstance(kernel_size, int) else kernel_size[0]
@@ -122,6 +130,8 @@ def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 class SqueezeLayer(nn.Module):
     """Squeeze as a flow layer (log-det 0)."""
+
+    tiling = LOCAL
 
     def __init__(self, factor: int = 2):
         super().__init__()

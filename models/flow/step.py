@@ -7,6 +7,7 @@ import torch.nn as nn
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
 from .invconv import InvertibleConv1x1
 from ..precision import keep_fp32
+from ..tiling.core import FRAME
 from .ops import ActNorm2d
 
 
@@ -14,6 +15,8 @@ from .ops import ActNorm2d
 class FlowStep(nn.Module):
     """Glow step. `coupling` (a COUPLING_REGISTRY name, built with `coupling_kwargs`); None gives the 'no-affine'
     steps placed after each squeeze. `rng` draws the invertible 1x1 conv's rotation."""
+
+    tiling = FRAME
 
     def __init__(self, in_channels: int, cond_channels: int, coupling: str | None = None,
                  coupling_kwargs: dict | None = None, rng: torch.Generator | None = None):

@@ -9,6 +9,7 @@ from utils.registry import FLOW_STEP_REGISTRY
 from ..never_run import declare_never_run
 from ..precision import at_least_fp32
 from .invertible_backprop import run_step
+from ..tiling.core import FRAME
 from .ops import SqueezeLayer
 
 # Conditioning tensor per level at scale 1: level 1 (H/2) <- fea_up2, level 2 (H/4) <- fea_up1, level 3 (H/8) <- fea_up0.
@@ -22,6 +23,8 @@ class FlowUpsamplerNet(nn.Module):
     **step_kwargs)``. `unused_f_in`: when not None, the official checkpoints hold a never-run `f` conv with that many
     input channels (declared, not built: models/never_run.py). `seed`: of the invertible 1x1 convs (None: drawn).
     """
+
+    tiling = FRAME
 
     def __init__(self, in_channels: int = 3, cond_channels: int = 320, K: int = 12, L: int = 3, n_noaffine: int = 2,
                  coupling: str = "CondAffineSeparatedAndCond", step: str = "FlowStep",

@@ -1,7 +1,7 @@
-"""Layer-wise tiled execution: the machinery (tile windows, halo crops, the per-class registry, the context manager).
+"""Layer-wise tiled execution: the driver (tile windows, halo crops, the context manager) and the tiling contract.
 
-A network runs its own forward unchanged; inside :func:`tiled_execution`, every submodule whose class has a
-registered tiled implementation runs that implementation instead of its ``forward``. The implementations compute
+A network runs its own forward unchanged; inside :func:`tiled_execution`, every submodule whose class defines
+``tiled_forward(plan, *args)`` (contract TILED, below) runs that instead of its ``forward``. These methods compute
 the same function as the module, on full-size input and output maps, but evaluate it tile by tile, so the large
 intermediates inside a block (a GDFN's 5.3x-wide hidden map, an RRDB's dense concatenations, a coupling's subnet
 activations) only ever exist for one tile. Each tile is cropped with a halo equal to the block's receptive-field
@@ -21,20 +21,53 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-_IMPLEMENTATIONS: dict[type, Callable] = {}
+# The tiling contract. Every nn.Module class a network is built from declares, as its class attribute ``tiling``,
+# how layer-wise tiles treat it (tests/test_tiling_contract.py walks every registered network and fails on a
+# class without a declaration, so a new block cannot slip past the tiles unnoticed):
+POINTWISE = "pointwise"  # each output pixel depends on the same input pixel only (1x1 convs, activations, norms)
+LOCAL = "local"          # reaches conv_reach(module) pixels around each output pixel, no reduction over the map
+TILED = "tiled"          # reduces over the whole map (or is worth tiling for memory): runs its own
+                         # tiled_forward(plan, *args) inside tiled_execution, built from the same steps as its
+                         # forward (local work -> whole-map sums -> apply)
+IN_TILED = "in-tiled"    # reduces over the whole map, and an enclosing TILED block tiles it through its steps
+FRAME = "frame"          # runs its forward on the whole frame under tiles too: a skeleton composing other modules
+                         # (encoder, flow, generator), whose own reductions are exact and over small maps only
+CONTRACTS = (POINTWISE, LOCAL, TILED, IN_TILED, FRAME)
+
+# torch.nn classes the networks use, with their contracts.
+TORCH_CONTRACTS: dict[type, str] = {
+    nn.Conv2d: LOCAL, nn.Conv1d: POINTWISE,   # Conv1d: ECA's conv across channels of a pooled vector
+    nn.Linear: POINTWISE, nn.LayerNorm: POINTWISE, nn.Identity: POINTWISE, nn.Dropout: POINTWISE,
+    nn.ReLU: POINTWISE, nn.LeakyReLU: POINTWISE, nn.GELU: POINTWISE, nn.Sigmoid: POINTWISE, nn.Tanh: POINTWISE,
+    nn.PReLU: POINTWISE, nn.Softmax: POINTWISE,
+    nn.PixelShuffle: LOCAL, nn.PixelUnshuffle: LOCAL, nn.Upsample: LOCAL, nn.ConvTranspose2d: LOCAL,
+    nn.AvgPool2d: LOCAL, nn.MaxPool2d: LOCAL,
+    nn.Flatten: POINTWISE, nn.Sequential: FRAME, nn.ModuleList: FRAME, nn.ModuleDict: FRAME,
+}
+# Classes of optional packages, by qualified name (imported only where used).
+NAMED_CONTRACTS = {"torchvision.ops.stochastic_depth.StochasticDepth": POINTWISE}   # per-sample, training only
 
 
-def tiled_forward(*classes: type):
-    """Register ``impl(module, plan, *args, **kwargs)`` as the tiled forward of the given module classes."""
-    def deco(impl):
-        for cls in classes:
-            _IMPLEMENTATIONS[cls] = impl
-        return impl
-    return deco
+def tiling_contract(cls: type) -> str | None:
+    """The contract ``cls`` declares itself (not inherited from a project base class: a subclass that changes
+    forward may add a reduction), or its entry in TORCH_CONTRACTS; None when it declares none."""
+    if cls in TORCH_CONTRACTS:
+        return TORCH_CONTRACTS[cls]
+    return NAMED_CONTRACTS.get(f"{cls.__module__}.{cls.__qualname__}", cls.__dict__.get("tiling"))
 
 
 def has_tiled_forward(module: nn.Module) -> bool:
-    return type(module) in _IMPLEMENTATIONS
+    """True when tiled_execution runs ``module``'s tiled_forward instead of its forward."""
+    return callable(getattr(type(module), "tiled_forward", None))
+
+
+def tiled_local(module: nn.Module, plan: "TilePlan", *maps: torch.Tensor) -> torch.Tensor:
+    """A LOCAL module's tiled forward: its own forward on haloed crops of same-size NCHW maps (the halo its
+    convolutions reach), each crop's core kept; a map no larger than a tile runs whole."""
+    forward = type(module).forward
+    if plan.fits(*maps[0].shape[-2:]):
+        return forward(module, *maps)
+    return map_tiles(lambda *crops: forward(module, *crops), list(maps), plan, conv_reach(module))
 
 
 def conv_reach(*modules: nn.Module) -> int:
@@ -170,7 +203,7 @@ class _Installed:
 
     def install(self, model: nn.Module, plan: TilePlan):
         for m in model.modules():
-            impl = _IMPLEMENTATIONS.get(type(m))
+            impl = getattr(type(m), "tiled_forward", None)
             if impl is not None and "forward" not in m.__dict__:
                 m.forward = functools.partial(impl, m, plan)
                 self.modules.append(m)
@@ -209,3 +242,14 @@ def tiled_execution(model: nn.Module, tile: int | None):
         yield model
     finally:
         installed.remove()
+
+
+def local_residual(fn: Callable, x: torch.Tensor, halo: int, plan: TilePlan) -> torch.Tensor:
+    """x + fn(x) tile by tile, for a local fn reaching ``halo`` pixels, in x's memory (x must be a map the caller
+    made, never a block's input)."""
+    return map_tiles_inplace(lambda t: t + fn(t), x, plan, halo)
+
+
+def nan_logdet(logdet: torch.Tensor | None) -> torch.Tensor | None:
+    """The log-determinant a tiled coupling returns: NaN (a sum over pixels the enhancement never reads)."""
+    return None if logdet is None else torch.full_like(logdet, float("nan"))

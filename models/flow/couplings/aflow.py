@@ -46,9 +46,10 @@ from utils.errors import OptionError
 from utils.registry import COUPLING_REGISTRY, FLOW_STEP_REGISTRY
 from ...never_run import declare_never_run
 from ...precision import at_least_fp32, cat_for_conv, keep_fp32
+from ...tiling.core import FRAME, IN_TILED, LOCAL, TILED, TilePlan, conv_reach, empty_map, nan_logdet
 from ..invconv import InvertibleConv1x1
 from ..ops import ActNorm2d, ActNormConv2d, affine_subnet, split_half, sum_chw
-from .llflow import affine_params
+from .llflow import affine_params, tiled_local_coupling
 
 AFLOW_HEAD_SEED = 20241211   # fixed seed of the non-official head initialisation (GLTG-AFlow's release date)
 MAP_EPS = 1e-4               # official: sigmoid(x + 2) + 0.0001 for the SAN and CSN maps
@@ -58,6 +59,8 @@ MAP_EPS = 1e-4               # official: sigmoid(x + 2) + 0.0001 for the SAN and
 
 class BasicConv(nn.Module):
     """Official ``BasicConv`` without ReLU: a bias-free conv named ``conv``."""
+
+    tiling = LOCAL
 
     def __init__(self, in_planes: int, out_planes: int, kernel_size: int):
         super().__init__()
@@ -74,6 +77,8 @@ def channel_pool(x: torch.Tensor) -> torch.Tensor:
 
 class SpatialMap(nn.Module):
     """Official ``Spatialmap``: sigmoid(conv_k(cat[max_c x, mean_c x]) + 2) + 1e-4 (``spatial.conv.weight``)."""
+
+    tiling = LOCAL
 
     def __init__(self, kernel_size: int):
         super().__init__()
@@ -120,12 +125,17 @@ class _HalfMap(nn.Module):
 class SAN(_HalfMap):
     """Spatial attention normalisation. Module name ``sp_att`` in a step; ``spatial.conv`` (5x5) is official."""
 
+    tiling = TILED   # local: tiled_forward runs forward on haloed crops
+
     def __init__(self, in_channels: int, cond_channels: int, width: int = 64, kernel_size: int = 5):
         super().__init__()
         c1 = in_channels // 2
         self.spatial = BasicConv(2, 1, kernel_size)
         self.ft_proj = nn.Conv2d(cond_channels, c1, 1, bias=False)
         self.head = _attention_head(2 * c1, width)
+
+    def tiled_forward(self, plan: TilePlan, z, logdet, ft, reverse: bool = False):
+        return tiled_local_coupling(self, plan, z, logdet, ft, reverse, halo=conv_reach(self))
 
     def attention_map(self, z1, ft):
         h = self.head(cat_for_conv([z1, self.ft_proj(ft)]))
@@ -140,6 +150,8 @@ class SAN(_HalfMap):
 
 class CSN(_HalfMap):
     """Row x column "self-attention" normalisation: A = sigmoid(fc_row(mean_W h)^T fc_col(mean_H h) + 2) + 1e-4."""
+
+    tiling = TILED
 
     def __init__(self, in_channels: int, cond_channels: int, width: int = 64):
         super().__init__()
@@ -167,6 +179,24 @@ class CSN(_HalfMap):
         h = self.features(z1, ft)
         return self.map_from_means(h.mean(3, keepdim=True), h.mean(2, keepdim=True))
 
+    def tiled_forward(self, plan: TilePlan, z, logdet, ft, reverse: bool = False):
+        """forward with the row and column means of the (per-pixel) features gathered from the tiles."""
+        b, _, h, w = z.shape
+        if plan.fits(h, w):
+            return CSN.forward(self, z, logdet, ft, reverse)
+        z1 = split_half(z)[0]
+        rows = cols = None
+        for win in plan.windows(h, w):
+            f = self.features(z1[win.core], ft[win.core]).float()
+            if rows is None:
+                rows = f.new_zeros(b, f.shape[1], h, 1)
+                cols = f.new_zeros(b, f.shape[1], 1, w)
+            rows[:, :, win.y0:win.y1] += f.sum(3, keepdim=True)
+            cols[..., win.x0:win.x1] += f.sum(2, keepdim=True)
+            del f
+        dtype = self.head[0].weight.dtype
+        return self.apply_map(z, logdet, self.map_from_means((rows / w).to(dtype), (cols / h).to(dtype)), reverse)
+
     @torch.no_grad()
     def reset_heads(self, g: torch.Generator):
         nn.init.kaiming_uniform_(self.ft_proj.weight, a=math.sqrt(5), generator=g)
@@ -185,6 +215,8 @@ class GateConv(nn.Module):
     'self' (SCAN gate 1, per-sample replacement of the official batch pooling: both pools are the sample itself),
     'hmean_wmax' (gate 2: mean over H, max over W), 'hmax_wmean' (gate 3: max over H, mean over W).
     """
+
+    tiling = IN_TILED   # NN_F.tiled gathers the pools and applies pooled_gates()
 
     def __init__(self, channels: int, pools: str):
         super().__init__()
@@ -205,12 +237,18 @@ class GateConv(nn.Module):
             a, b = x.mean(2, keepdim=True), x.amax(3, keepdim=True)
         else:
             a, b = x.amax(2, keepdim=True), x.mean(3, keepdim=True)
-        ga, gb = self.pooled_gates(a, b)
-        return x * (ga + gb)
+        return self.apply_gates(x, *self.pooled_gates(a, b))
+
+    @staticmethod
+    def apply_gates(x, over_h, over_w):
+        """The apply step: x scaled by the sum of the two pooled gates (broadcast over rows and columns)."""
+        return x * (over_h + over_w)
 
 
 class SCAN(nn.Module):
     """SCAN(x) = G3(G2(G1(x))) + x (``ChannelGate_wh0``, ``ChannelGate_wh``, ``ChannelGate_wh1``)."""
+
+    tiling = IN_TILED   # NN_F.tiled
 
     def __init__(self, gate_channels: int):
         super().__init__()
@@ -225,6 +263,8 @@ class SCAN(nn.Module):
 class NN_F(nn.Module):  # noqa: N801 (official name)
     """Coupling subnet ``model`` = ActNormConv1x1 -> GELU -> ActNormConv1x1 -> GELU -> SCAN -> Conv2dZeros1x1."""
 
+    tiling = IN_TILED   # AFlowCoupling.tiled_forward runs tiled()
+
     def __init__(self, in_channels: int, out_channels: int, hidden: int):
         super().__init__()
         self.model = affine_subnet(in_channels, out_channels, hidden, k_first=1, k_hidden=1, k_last=1, act=nn.GELU,
@@ -233,6 +273,57 @@ class NN_F(nn.Module):  # noqa: N801 (official name)
     def forward(self, x):
         return self.model(x)
 
+    def tiled(self, inputs: list[torch.Tensor], plan: TilePlan) -> torch.Tensor:
+        """self(cat(inputs)) for same-size maps, with SCAN's row and column pools gathered from the tiles. Gate 1 is
+        local; gate 2 pools gate 1's output over H (mean) and W (max), gate 3 pools gate 2's over H (max) and W
+        (mean): pass 1 keeps gate 1's output and pools it, pass 2 applies gate 2 in place and pools again, pass 3
+        applies gate 3, SCAN's residual and the output conv (all per pixel)."""
+        b = inputs[0].shape[0]
+        h, w = inputs[0].shape[-2:]
+        layers = list(self.model)
+        scan, last = layers[4], layers[5]
+        g1, g2, g3 = scan.ChannelGate_wh0, scan.ChannelGate_wh, scan.ChannelGate_wh1
+
+        def head(*ts):
+            t = torch.cat(ts, 1)
+            for layer in layers[:4]:
+                t = layer(t)
+            return t
+
+        x1 = col_sum = row_max = None
+        for win in plan.windows(h, w, conv_reach(layers[0], layers[2], g1)):
+            t = g1(head(*[x[win.crop] for x in inputs]))[win.core_in_crop]
+            if x1 is None:
+                x1 = empty_map(t, t.shape[1], h, w)
+                col_sum = t.new_zeros(b, t.shape[1], 1, w, dtype=torch.float32)
+                row_max = t.new_full((b, t.shape[1], h, 1), float("-inf"))
+            x1[win.core] = t
+            col_sum[..., win.x0:win.x1] += t.float().sum(2, keepdim=True)
+            rm = row_max[:, :, win.y0:win.y1]
+            rm.copy_(torch.maximum(rm, t.amax(3, keepdim=True)))
+            del t
+        ga, gb = g2.pooled_gates((col_sum / h).to(x1.dtype), row_max)
+        c = x1.shape[1]
+        col_max = x1.new_full((b, c, 1, w), float("-inf"))
+        row_sum = x1.new_zeros(b, c, h, 1, dtype=torch.float32)
+        for win in plan.windows(h, w):
+            t = g2.apply_gates(x1[win.core], ga[..., win.x0:win.x1], gb[:, :, win.y0:win.y1])
+            x1[win.core] = t
+            cm = col_max[..., win.x0:win.x1]
+            cm.copy_(torch.maximum(cm, t.amax(2, keepdim=True)))
+            row_sum[:, :, win.y0:win.y1] += t.float().sum(3, keepdim=True)
+            del t
+        ga, gb = g3.pooled_gates(col_max, (row_sum / w).to(x1.dtype))
+        out = None
+        for win in plan.windows(h, w):
+            t = g3.apply_gates(x1[win.core], ga[..., win.x0:win.x1], gb[:, :, win.y0:win.y1])
+            t = last(t + head(*[x[win.core] for x in inputs]))     # SCAN's residual, then the output conv
+            if out is None:
+                out = empty_map(t, t.shape[1], h, w)
+            out[win.core] = t
+            del t
+        return out
+
 
 @COUPLING_REGISTRY.register("AFlowCoupling")
 class AFlowCoupling(nn.Module):
@@ -240,6 +331,8 @@ class AFlowCoupling(nn.Module):
 
     The official ``fFeatures`` and ``sp_att`` never run: declared, not built (models/never_run.py).
     """
+
+    tiling = TILED
 
     def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
         super().__init__()
@@ -258,6 +351,14 @@ class AFlowCoupling(nn.Module):
             return torch.cat([z1, (z2 + shift) * scale], 1), logdet + dlogdet
         return torch.cat([z1, z2 / scale - shift], 1), logdet - dlogdet
 
+    def tiled_forward(self, plan: TilePlan, z, logdet, ft, reverse: bool = False):
+        """forward with the subnet tiled (NN_F.tiled); the log-det comes back NaN."""
+        if plan.fits(*z.shape[-2:]):
+            return AFlowCoupling.forward(self, z, logdet, ft, reverse)
+        z1, z2 = split_half(z)
+        shift, scale = affine_params(self.fAffine.tiled([z1, ft], plan), self.eps)
+        return torch.cat([z1, z2 / scale - shift if reverse else (z2 + shift) * scale], 1), nan_logdet(logdet)
+
 
 # ------------------------------------------------------------------------------------------------ step
 
@@ -273,6 +374,8 @@ class AFlowStep(nn.Module):
     ``width``: hidden width of SAN and CSN (the official step reads the coupling's ``hidden_channels`` for it; the
     GLTG builder passes the same value).
     """
+
+    tiling = FRAME
 
     def __init__(self, in_channels: int, cond_channels: int, coupling: str | None = None,
                  coupling_kwargs: dict | None = None, rng: torch.Generator | None = None, width: int = 64):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from utils.registry import COUPLING_REGISTRY
 from ...precision import at_least_fp32
+from ...tiling.core import TILED, TilePlan, conv_reach, map_tiles, nan_logdet
 from ..ops import affine_subnet, split_cross, split_half, sum_chw
 
 
@@ -26,6 +27,8 @@ def affine_params(h: torch.Tensor, eps: float):
 class CondAffineSeparatedAndCond(nn.Module):
     """z <- (z + t_f) * s_f from the conditioning; then z2 <- (z2 + t) * s from [z1, ft]."""
 
+    tiling = TILED   # local: tiled_forward runs forward on haloed crops
+
     def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
         super().__init__()
         hidden, self.eps = int(hidden_channels), float(eps)
@@ -33,6 +36,9 @@ class CondAffineSeparatedAndCond(nn.Module):
         c2 = in_channels - self.c1
         self.fAffine = affine_subnet(self.c1 + cond_channels, 2 * c2, hidden)
         self.fFeatures = affine_subnet(cond_channels, 2 * in_channels, hidden)
+
+    def tiled_forward(self, plan: TilePlan, z, logdet, ft, reverse: bool = False):
+        return tiled_local_coupling(self, plan, z, logdet, ft, reverse)
 
     def conditional(self, ft):
         """(shift_f, scale_f) of the injector, and the ft part of fAffine's first conv (see :func:`cond_first_convs`)."""
@@ -90,3 +96,25 @@ def after_first_conv(subnet: nn.Sequential, h):
     for layer in islice(subnet, 1, None):
         h = layer(h)
     return h
+
+
+def coupling_reach(cpl, reverse: bool) -> int:
+    """Halo of an LLFlow/ZMAR coupling. Forward, the affine subnets read z1 after the injector (whose shift and
+    scale come from ft through fFeatures): the reaches add up. Reverse, they read z1 as given and the injector is
+    undone afterwards, pixel by pixel: the largest reach."""
+    affine = max(conv_reach(cpl.fAffine), conv_reach(getattr(cpl, "fAffine2", cpl.fAffine)))
+    injector = conv_reach(cpl.fFeatures)
+    return max(affine, injector) if reverse else affine + injector
+
+
+def tiled_local_coupling(cpl: nn.Module, plan: TilePlan, z, logdet, ft, reverse: bool = False, halo: int = None):
+    """The tiled forward of a local coupling: its forward on haloed crops of z and ft (halo: coupling_reach
+    unless given); the log-det comes back NaN (models/tiling/core.nan_logdet)."""
+    forward = type(cpl).forward
+    if plan.fits(*z.shape[-2:]):
+        return forward(cpl, z, logdet, ft, reverse)
+    halo = coupling_reach(cpl, reverse) if halo is None else halo
+    zero = z.new_zeros(z.shape[0]) if logdet is None else logdet.new_zeros(logdet.shape)
+    out = map_tiles(lambda zc, fc: forward(cpl, zc, zero, fc, reverse)[0], [z, ft], plan, halo)
+    return out, nan_logdet(logdet)
+

@@ -14,12 +14,15 @@ import torch
 
 from utils.registry import COUPLING_REGISTRY
 from ..ops import affine_subnet, split_half, sum_chw
+from ...tiling.core import TILED
 from .llflow import CondAffineSeparatedAndCond, affine_params
 
 
 @COUPLING_REGISTRY.register("SNFlowCoupling")
 class SNFlowCoupling(CondAffineSeparatedAndCond):
     """LLFlow's coupling (`fFeatures`, `fAffine`) plus `fAffine2`, an affine coupling of z2 on z1 alone."""
+
+    tiling = TILED   # local: the inherited tiled_forward runs forward on haloed crops
 
     def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
         super().__init__(in_channels, cond_channels, hidden_channels, eps)
