@@ -241,6 +241,8 @@ def stage_train(args, device, deadline):
             t = time.perf_counter()
             while len(losses) < args.steps and time.monotonic() < stop:
                 logs = method.optimize(batch)
+                if key not in logs:     # the official flow loop's first call initialises and does not update
+                    continue
                 skipped += bool(logs.get("skipped"))
                 losses.append(float(logs[key]))
             _sync(device)
