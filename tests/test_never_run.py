@@ -1,5 +1,6 @@
 """Never-run official modules: not built, dropped (with one note) when an official checkpoint loads, an unknown key is
-still an error, every built parameter gets a gradient, and engine/export_official.py (tools/export_official.py) writes the official layout back.
+still an error, every built parameter gets a gradient, and engine/export_official.py writes the official layout back
+(tools/export_official.py).
 (The full-size official key lists are checked in the family tests: test_llflow, test_gltg, test_zmar, test_upt.)"""
 import subprocess
 import sys
