@@ -18,8 +18,8 @@ MOVED = {"data.synthesize": "synthesize", "data.synthesis.fit_physics": "fit_phy
          "models.checkpoint": "convert_checkpoint"}
 
 
-def test_the_tools_are_the_moved_commands():
-    assert set(MOVED.values()) == set(TOOLS)
+def test_every_moved_command_is_a_tool():
+    assert set(MOVED.values()) <= set(TOOLS) and "__init__" not in TOOLS
 
 
 @pytest.mark.parametrize("name", TOOLS)
