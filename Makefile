@@ -22,7 +22,7 @@ demo: install
 	$(PY) train.py --opt $(DEMO_CONF)
 	$(PY) test.py --opt $(DEMO_CONF) --out results/demo_tiny_LLFlow
 	$(PY) Measure.py --gt $(DEMO_DATA)/eval15/high --pred results/demo_tiny_LLFlow --csv results/demo_tiny_LLFlow/measure.csv --json results/demo_tiny_LLFlow/measure.json
-	$(PY) -m engine.grid --low $(DEMO_DATA)/eval15/low --pred results/demo_tiny_LLFlow --gt $(DEMO_DATA)/eval15/high --out results/demo_tiny_LLFlow/grid.png
+	$(PY) tools/grid.py --low $(DEMO_DATA)/eval15/low --pred results/demo_tiny_LLFlow --gt $(DEMO_DATA)/eval15/high --out results/demo_tiny_LLFlow/grid.png
 
 test: install
 	$(PY) -m pytest -q tests

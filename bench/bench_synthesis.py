@@ -7,9 +7,9 @@ python bench/bench_synthesis.py --data DIR [--fit 30] [--physics-conf confs/synt
 DIR holds low/ and high/ (LOL layout, e.g. LOL-v1-mini/our485). Pairs are taken in natural-sort order: the first
 --fit pairs are the fitting set (what confs/synthesis/physics_LOL.yml was fitted on), the rest are held out. For every
 held-out pair each method turns the normal image into a low one, compared with the real low image:
-- physics: the synthesis YAML, one run per seed (per-image generators as in python -m data.synthesize);
+- physics: the synthesis YAML, one run per seed (per-image generators as in python tools/synthesize.py);
 - gain: a noise-free per-channel linear-light gain, least-squares fitted on the fitting pairs pooled;
-- n2ldiff: a trained N2LDiff checkpoint through python -m data.synthesize --method n2ldiff (when given).
+- n2ldiff: a trained N2LDiff checkpoint through python tools/synthesize.py --method n2ldiff (when given).
 Reported: PSNR (uint8 RGB), SSIM (skimage_rgb), LPIPS-alex against the real low image, mean brightness, and the
 noise level: the standard deviation of the low image among pixels sharing one normal-light value (per channel, in
 linear light, no quantisation correction), averaged in bins of low intensity. Pixel metrics reward predicting the
@@ -70,7 +70,7 @@ def run_n2ldiff(args, held, tmp: Path) -> list[np.ndarray]:
     inp.mkdir()
     for _, hi in held:
         shutil.copy(hi, inp / hi.name)
-    cmd = [sys.executable, "-m", "data.synthesize", "--method", "n2ldiff", "--input", str(inp), "--out", str(out),
+    cmd = [sys.executable, "tools/synthesize.py", "--method", "n2ldiff", "--input", str(inp), "--out", str(out),
            "--model_path", args.n2ldiff_model, "--opt", args.n2ldiff_opt, "--seed", "0"]
     if args.n2ldiff_steps:
         cmd += ["--steps", str(args.n2ldiff_steps)]

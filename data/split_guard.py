@@ -1,4 +1,4 @@
-"""One rule for "this is test data": what selects checkpoints (validation, utils.retest) or trains on unpaired
+"""One rule for "this is test data": what selects checkpoints (validation, tools/retest.py) or trains on unpaired
 photos (DRBN stage 2) must not read a test split.
 
 A dataset is test data when it is *declared* one (``split: test``, or a val/test phase without ``split: train``),

@@ -8,7 +8,7 @@ Keys (plus every base key: crop, flip, rot, log_low, histeq, aux maps, zero-maps
     (the base's ``set_epoch``/``_call_rng``: a function of the trainer's epoch seed and the index, so it repeats
     across runs, resumes and DataLoader workers). Outside training the draws depend on (``seed``, index) only, so
     validation sees the same images every time.
-  - ``dataroot_LQ``: a folder of low images made beforehand (e.g. by ``python -m data.synthesize --method
+  - ``dataroot_LQ``: a folder of low images made beforehand (e.g. by ``python tools/synthesize.py --method
     n2ldiff``), paired with ``dataroot_GT`` by file stem.
 - ``real``: optional real-pair dataset spec, e.g. ``{dataset: LoL, root: ...}``. Only its listing keys belong there
   (dataset, root, dataroot_LQ/GT, subset, split and the video split keys); reading and every preprocessing step

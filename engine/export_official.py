@@ -1,6 +1,5 @@
-"""Write a checkpoint in the official code's layout (to go back to the official repositories).
-
-python -m engine.export_official --opt CONF --model_path ours.pth --out official.pth [--set k=v ...]
+"""Write a checkpoint in the official code's layout, to go back to the official repositories (the command is
+``python tools/export_official.py``).
 
 Our models do not build the official modules that never run (models/never_run.py), and test.py / train.py drop
 those tensors when they load an official file. This writes them back: every tensor of `ours.pth`, plus each
@@ -12,16 +11,11 @@ code of the family (and by ours).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
 from models.build import build_network
 from models.checkpoint import atomic_save
 from models.never_run import added_keys, never_run_shapes, official_state_dict
-from options.options import add_common_args, load_options
-from utils.cli import run_cli
-from utils.paths import check_output_plan
-from utils.logging_setup import setup_cli_logging
 
 log = logging.getLogger("lowlight_flow")
 
@@ -44,17 +38,6 @@ def export_official(opt: dict, model_path: str, out: str) -> dict:
     return summary
 
 
-def main(argv=None):
-    parser = add_common_args(argparse.ArgumentParser(description=__doc__,
-                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
-    parser.add_argument("--model_path", required=True, help="our checkpoint (or an official one)")
-    parser.add_argument("--out", required=True, help="where to write the official-layout .pth")
-    args = parser.parse_args(argv)
-    check_output_plan([("--out", args.out)], [("--model_path", args.model_path), ("--opt", args.opt)])
-    setup_cli_logging()
-    opt = load_options(args.opt, args.overrides)
-    export_official(opt, args.model_path, args.out)
-
-
 if __name__ == "__main__":
-    run_cli(main)
+    from utils.cli import moved_command
+    moved_command("engine.export_official", "export_official")

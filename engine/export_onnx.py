@@ -1,4 +1,4 @@
-"""Export a trained model's enhance path to ONNX (the body of ``python -m utils.export_onnx``).
+"""Export a trained model's enhance path to ONNX (the body of ``python tools/export_onnx.py``).
 
 The graph is the network's ``enhance(lq, aux, heat=0.0)`` (for the flows: encoder, then the reverse pass from the
 prior mean), with dynamic height and width. Everything ``engine/inference.py`` does around that call stays outside:

@@ -1,10 +1,6 @@
-"""Side-by-side image strips and grids (input | output | reference) for a person to look at.
-
-python -m engine.grid --low DIR --pred DIR [--gt DIR] --out grid.png
-"""
+"""Side-by-side image strips and grids (input | output | reference) for a person to look at
+(``python tools/grid.py`` writes one from three folders; validation writes strips)."""
 from __future__ import annotations
-
-import argparse
 
 import numpy as np
 import torch
@@ -12,7 +8,6 @@ from torchvision.utils import make_grid as tv_make_grid
 
 from data.image_io import list_images, read_rgb, write_rgb
 from utils.pairing import pair_by_key
-from utils.paths import check_output_plan
 
 GAP = 4
 
@@ -52,18 +47,6 @@ def make_grid(low_dir, pred_dir, gt_dir=None, max_rows: int = 8, gap: int = GAP)
     return tile_images(rows, gap)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--low", required=True)
-    ap.add_argument("--pred", required=True)
-    ap.add_argument("--gt")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    check_output_plan([("--out", args.out)], [("--low", args.low), ("--pred", args.pred), ("--gt", args.gt)])
-    write_rgb(args.out, make_grid(args.low, args.pred, args.gt))
-    print(f"grid written to {args.out} (columns: input | output" + (" | reference)" if args.gt else ")"))
-
-
 if __name__ == "__main__":
-    from utils.cli import run_cli
-    run_cli(main)
+    from utils.cli import moved_command
+    moved_command("engine.grid", "grid")

@@ -1,4 +1,4 @@
-"""The N2LDiff backend of ``python -m data.synthesize --method n2ldiff``: normal-light images in, synthesised
+"""The N2LDiff backend of ``python tools/synthesize.py --method n2ldiff``: normal-light images in, synthesised
 low-light images out.
 
 Each image is reflect-padded at the bottom/right to the network's multiple (32, as the official unpaired test),

@@ -222,7 +222,7 @@ class Workbench:
 
     def synthesise(self, path, seed: int = 0) -> tuple[Path, Path, PhysicsParams]:
         """A low-light version of a normal photo with the physics synthesiser (parameters drawn from the config
-        with `seed` and the file stem, as `python -m data.synthesize --seed` draws them): (normal PNG, low PNG,
+        with `seed` and the file stem, as `python tools/synthesize.py --seed` draws them): (normal PNG, low PNG,
         parameters)."""
         if path is None:
             raise OptionError("no image: upload a normal-light photo first")

@@ -40,19 +40,6 @@ def build_network(opt: dict, checkpoint: str | None = None):
     return model_class(opt.get("model")).build_network(opt, checkpoint)
 
 
-def main(argv=None):
-    """`python -m models.build`: every registered name, by config key, with the file and line of its class."""
-    import os
-
-    import data  # noqa: F401  (registers the datasets)
-    from utils.registry import ALL_REGISTRIES
-    model_class(None)  # imports every model module
-    root = os.getcwd()
-    for reg in ALL_REGISTRIES:
-        print(f"{reg.name}:")
-        for name, where in reg.where():
-            print(f"  {name:28s} {os.path.relpath(where.split(':')[0], root)}:{where.split(':', 1)[1]}")
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the registry listing is tools/list_registries.py
+    from utils.cli import moved_command
+    moved_command("models.build", "list_registries")

@@ -6,7 +6,7 @@ sentences (missing / unexpected / wrong-shape keys), with model-specific explana
 The format follows the file name: `*.safetensors` is read and written with the `safetensors` package (a flat
 name -> tensor table, no pickle at all), anything else with torch's zip format. Either holds the same state dict
 (official layout: plain keys such as `RRDB.*`, `flowUpsamplerNet.*`), so an official `.pth` converts losslessly:
-`python -m models.checkpoint IN.pth OUT.safetensors`.
+`python tools/convert_checkpoint.py IN.pth OUT.safetensors`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from utils.atomic import atomic_open
-from utils.paths import check_output_plan
 from utils.errors import CheckpointError
 
 log = logging.getLogger("lowlight_flow")
@@ -206,18 +205,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     return len(state)
 
 
-def main(argv=None):
-    """python -m models.checkpoint IN OUT: convert weights between .pth and .safetensors."""
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m models.checkpoint", description=main.__doc__)
-    p.add_argument("src", help="weights to read (.pth / .safetensors)")
-    p.add_argument("dst", help="file to write; .safetensors or any other suffix (torch format)")
-    args = p.parse_args(argv)
-    check_output_plan([("dst", args.dst)], [("src", args.src)])
-    n = convert(args.src, args.dst)
-    print(f"{args.src} -> {args.dst}: {n} tensors")
-
-
 if __name__ == "__main__":
-    from utils.cli import run_cli
-    run_cli(main)
+    from utils.cli import moved_command
+    moved_command("models.checkpoint", "convert_checkpoint")

@@ -154,10 +154,10 @@ def test_a_model_that_does_not_fit_says_so_and_the_next_request_works(w, server,
 
 
 def test_synthesised_pair_is_the_cli_synthesiser_and_is_scored(w, server, tmp_path):
-    """The pair tab's low image is `python -m data.synthesize --seed 3`'s for the same photo; enhancing it scores
+    """The pair tab's low image is `python tools/synthesize.py --seed 3`'s for the same photo; enhancing it scores
     the model's PNG against the photo with utils/metrics.py."""
     from data.image_io import read_rgb
-    from data.synthesize import main as synth_main
+    from tools.synthesize import main as synth_main
     from skimage.metrics import peak_signal_noise_ratio
     d, _, _ = w
     _, bench = server
@@ -227,7 +227,7 @@ def _pair_tab(drv, d, tmp_path):
     from selenium.webdriver.common.by import By
     from skimage.metrics import peak_signal_noise_ratio
     from data.image_io import read_rgb
-    from data.synthesize import main as synth_main
+    from tools.synthesize import main as synth_main
     from tests import app_browser as ab
     photo = _image(tmp_path / "normal/street.png", 32, 48, 9)
     next(b for b in drv.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Synthesise" in b.text).click()

@@ -39,11 +39,9 @@ TINY_FLOW = ["network_G.nf=8", "network_G.nb=1", "network_G.flow.K=1", "network_
              "network_G.flow.conditionInFeaDim=16", "network_G.flow.CondAffineSeparatedAndCond.hidden_channels=16"]
 SCRIPTS = {name: load_script(name) for name in ("train.py", "test.py", "test_with_tricks.py",
                                                  "test_with_zeromaps.py", "Measure.py")}
-SCRIPTS["grid"] = importlib.import_module("engine.grid")
-SCRIPTS["synthesize"] = importlib.import_module("data.synthesize")
-SCRIPTS["retest"] = importlib.import_module("utils.retest")
-SCRIPTS["convert"] = importlib.import_module("models.checkpoint")
-SCRIPTS["export_official"] = importlib.import_module("engine.export_official")
+for _tool in ("grid", "synthesize", "retest", "export_official"):
+    SCRIPTS[_tool] = importlib.import_module(f"tools.{_tool}")
+SCRIPTS["convert"] = importlib.import_module("tools.convert_checkpoint")
 
 
 def _sets(items):
@@ -326,7 +324,7 @@ CASES = [
     Case("drbn-stage2-vgg-unreadable", TR, _train_args("--set path.pretrain_stage1={d}/drbn.pth --set "
                                                        "path.vgg16_features={d}/text.pth", conf=DRBN2),
          ("text.pth",)),
-    # -- python -m data.synthesize
+    # -- python tools/synthesize.py
     Case("synth-out-is-file", "synthesize", ["--input", "{d}/low", "--out", "{d}/afile"], ("--out", "afile")),
     Case("synth-out-under-file", "synthesize", ["--input", "{d}/low", "--out", "{d}/afile/low"], ("--out", "afile")),
     Case("synth-yaml-syntax", "synthesize", ["--input", "{d}/low", "--out", "{tmp}/o", "--opt", "{d}/bad.yml"],

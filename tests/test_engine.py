@@ -204,7 +204,7 @@ def test_self_ensemble_averages_the_eight_symmetries():
 
 
 def test_retest_scores_every_checkpoint_on_validation_and_names_the_best(tmp_path, capsys):
-    from utils.retest import main as retest_main
+    from tools.retest import main as retest_main
     _pairs(tmp_path / "data", 6, 24, 32)
     opt = _flow_opt(tmp_path, 16, 4, 2)
     hist = train(opt, argv=["test"])
@@ -236,10 +236,10 @@ def test_retest_refuses_a_validation_split_that_is_the_test_split(tmp_path):
 
 
 def test_every_config_key_value_leads_to_its_class_in_one_hop(capsys):
-    """`python -m models.build` lists every registered name with the repository file and line of its class."""
-    from models.build import main as list_registries
+    """`python tools/list_registries.py` lists every registered name with the repository file and line of its class."""
+    from tools.list_registries import main as list_registries
     from utils.registry import ALL_REGISTRIES
-    list_registries()
+    list_registries([])
     out = capsys.readouterr().out
     for reg in ALL_REGISTRIES:
         assert f"{reg.name}:" in out

@@ -1,5 +1,5 @@
 """Weights and graphs for other tools: .safetensors checkpoints (models/checkpoint.py) and ONNX export of the
-enhance path (engine/export_onnx.py, python -m utils.export_onnx) checked against PyTorch and the goldens."""
+enhance path (engine/export_onnx.py, python tools/export_onnx.py) checked against PyTorch and the goldens."""
 from __future__ import annotations
 
 import importlib.util
@@ -76,8 +76,8 @@ def _load_script(name):
 
 
 def test_converted_golden_gives_identical_test_py_output(golden, tmp_path):
-    """python -m models.checkpoint converts the golden LLFlow weights; test.py gives the same image from both."""
-    from models.checkpoint import main as convert_main
+    """python tools/convert_checkpoint.py converts the golden LLFlow weights; test.py gives the same image from both."""
+    from tools.convert_checkpoint import main as convert_main
     g = golden("LLFlow")
     convert_main([str(g / "weights.pth"), str(tmp_path / "w.safetensors")])
     write_rgb(tmp_path / "in/img.png", read_rgb(g / "low.png"))
@@ -135,7 +135,7 @@ def test_onnx_matches_pytorch_at_another_size(golden, tmp_path, family):
 def test_export_cli_writes_metadata_and_checks(golden, tmp_path, capsys):
     _onnx_modules()
     import onnx
-    from utils.export_onnx import main
+    from tools.export_onnx import main
     g = golden("LLFlow")
     info = main(["--opt", str(g / "config.yml"), "--model_path", str(g / "weights.pth"), "--out",
                  str(tmp_path / "llflow.onnx"), "--size", "60", "90"])
@@ -151,9 +151,9 @@ def test_export_cli_writes_metadata_and_checks(golden, tmp_path, capsys):
     assert [o.name for o in m.graph.output] == ["enhanced"]
 
 
-def test_utils_cli_does_not_import_models_at_module_level():
-    """utils/ low-level helpers import nothing from models/: the export CLI imports the engine only when run."""
-    code = ("import sys; import utils.export_onnx; "
+def test_export_tool_imports_models_only_when_it_runs():
+    """The export tool's --help and argument errors stay fast: it imports the engine and models/ only when it runs."""
+    code = ("import sys; import tools.export_onnx; "
             "print(any(m == 'models' or m.startswith(('models.', 'engine.')) for m in sys.modules))")
     import subprocess
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -1,5 +1,6 @@
 """Never-run official modules: not built, dropped (with one note) when an official checkpoint loads, an unknown key is
-still an error, every built parameter gets a gradient, and engine/export_official.py writes the official layout back.
+still an error, every built parameter gets a gradient, and engine/export_official.py writes the official layout back
+(tools/export_official.py).
 (The full-size official key lists are checked in the family tests: test_llflow, test_gltg, test_zmar, test_upt.)"""
 import subprocess
 import sys
@@ -68,13 +69,13 @@ def test_export_writes_the_official_layout_and_reloads(golden, tmp_path, family)
 def test_export_cli(golden, tmp_path):
     g = golden("LLFlow")
     out = tmp_path / "official.pth"
-    r = subprocess.run([sys.executable, "-m", "engine.export_official", "--opt", str(g / "config.yml"),
+    r = subprocess.run([sys.executable, "tools/export_official.py", "--opt", str(g / "config.yml"),
                         "--model_path", str(g / "weights.pth"), "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "never-run tensors filled" in r.stderr + r.stdout
     assert set(torch.load(out, weights_only=True)) == set(read_state_dict(g / "weights.pth"))
-    r = subprocess.run([sys.executable, "-m", "engine.export_official", "--opt", str(g / "config.yml"),
+    r = subprocess.run([sys.executable, "-m", "tools.export_official", "--opt", str(g / "config.yml"),
                         "--model_path", str(tmp_path / "missing.pth"), "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: checkpoint")

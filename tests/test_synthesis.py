@@ -1,5 +1,5 @@
 """Low-light synthesis: the physics model's statistics against its configuration, the fitting script, the
-``Synthetic`` dataset (reproducibility, workers, mixing) and the ``python -m data.synthesize`` CLI."""
+``Synthetic`` dataset (reproducibility, workers, mixing) and the ``python tools/synthesize.py`` CLI."""
 from __future__ import annotations
 
 import shutil
@@ -19,7 +19,8 @@ from data.image_io import read_rgb, write_rgb
 from data.loader import create_dataset
 from data.synthesis import fit_physics
 from data.synthesis.physics import PhysicsConfig, PhysicsParams, load_physics_config, synthesize
-from data.synthesize import main as synth_main
+from tools import fit_physics as fit_physics_cli
+from tools.synthesize import main as synth_main
 from utils.cli import run_cli
 from utils.errors import OptionError
 
@@ -108,7 +109,7 @@ def test_same_seed_same_image_other_seed_differs():
 def test_shipped_synthesis_configs_load(conf):
     c = load_physics_config(conf)
     assert 0 < c.exposure[0] <= c.exposure[1] < 1
-    assert "python -m data.synthesis.fit_physics" in conf.read_text()  # says how it was made
+    assert "python tools/fit_physics.py" in conf.read_text()  # says how it was made
 
 
 def test_config_is_validated_strictly(tmp_path):
@@ -156,11 +157,11 @@ def test_fit_script_writes_a_loadable_config_spanning_the_pairs(tmp_path):
     out = tmp_path / "fit.yml"
     argv = ["--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--first", "3",
             "--quantiles", "0", "1", "--out", str(out)]
-    fit_physics.main(argv)
+    fit_physics_cli.main(argv)
     c = load_physics_config(out)
     assert c.exposure[0] == pytest.approx(0.02, rel=0.02) and c.exposure[1] == pytest.approx(0.08, rel=0.02)
     assert c.shot_noise[0] <= 5e-4 * 1.15 and c.shot_noise[1] >= 5e-4 * 0.85
-    assert "python -m data.synthesis.fit_physics --low" in out.read_text().splitlines()[1]
+    assert "python tools/fit_physics.py --low" in out.read_text().splitlines()[1]
 
 
 # ------------------------------------------------------------------------------------------------ dataset
@@ -314,7 +315,7 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):
     cv2.imwrite(str(tmp_path / "deep.png"), np.full((8, 8, 3), 30000, np.uint16))
-    r = subprocess.run([sys.executable, "-m", "data.synthesize", "--input", str(tmp_path), "--out",
+    r = subprocess.run([sys.executable, "tools/synthesize.py", "--input", str(tmp_path), "--out",
                         str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'deep.png'}: 16-bit image; convert it to 8-bit "

@@ -74,3 +74,11 @@ def in_range(lo=None, hi=None):
             setattr(namespace, self.dest, values)
 
     return InRange
+
+
+def moved_command(old: str, tool: str):
+    """The `__main__` of a module whose command moved into tools/: one line naming the replacement, exit 2.
+
+    Takes names, not modules, so that the library never imports tools/ (the top layer)."""
+    print(f"error: 'python -m {old}' moved: run 'python tools/{tool}.py ...'", file=sys.stderr)
+    sys.exit(2)

@@ -1,6 +1,5 @@
-"""Fit the physics synthesiser's ranges to real low/normal pairs and write them as a synthesis YAML.
-
-python -m data.synthesis.fit_physics --low LOW_DIR --high HIGH_DIR [--first N] --out confs/synthesis/physics_X.yml
+"""Fit the physics synthesiser's ranges to real low/normal pairs and write them as a synthesis YAML (the fit behind
+``python tools/fit_physics.py``).
 
 Per pair, in linear light (8-bit sRGB decoded exactly):
 - exposure and colour cast: per-channel least-squares ratio k_c = sum(low*high) / sum(high^2) over pixels where
@@ -18,10 +17,7 @@ is written into the file's header comment together with the exact command.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +26,7 @@ import yaml
 
 from data.base_dataset import pair_files
 from data.image_io import list_images, read_rgb
-from utils.cli import in_range
 from utils.errors import ImageError, OptionError
-from utils.paths import check_output_plan
 
 from .physics import PhysicsConfig
 from .srgb import code_step_linear, decode_uint8
@@ -195,29 +189,6 @@ def write_config(path, ranges: dict, fits: list[PairFit], command: str, quantile
     return p
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--low", required=True, help="folder of real low-light images")
-    ap.add_argument("--high", required=True, help="folder of their normal-light partners (same file stems)")
-    ap.add_argument("--out", required=True, help="synthesis YAML to write")
-    ap.add_argument("--first", type=int, action=in_range(1), help="use only the first N pairs in natural-sort order (default: all)")
-    ap.add_argument("--quantiles", type=float, nargs=2, default=(0.1, 0.9), metavar=("LO", "HI"), action=in_range(0, 1),
-                    help="range = these quantiles of the per-pair estimates (default 0.1 0.9; 0 1 = min/max)")
-    ap.add_argument("--min-count", type=int, default=64, action=in_range(1), help="pixels needed in an intensity group (default 64)")
-    args = ap.parse_args(argv)
-    check_output_plan([("--out", args.out)], [("--low", args.low), ("--high", args.high)])
-    from tqdm import tqdm
-    fits = fit_folders(args.low, args.high, args.first, args.min_count,
-                       progress=lambda x: tqdm(x, desc="fit", unit="pair"))
-    ranges = ranges_from_fits(fits, args.quantiles)
-    command = "python -m data.synthesis.fit_physics " + " ".join(shlex.quote(a) for a in
-                                                                  (argv if argv is not None else sys.argv[1:]))
-    out = write_config(args.out, ranges, fits, command, args.quantiles)
-    print("\n".join(format_table(fits)))
-    print(yaml.safe_dump(ranges, sort_keys=False, default_flow_style=None).rstrip())
-    print(f"wrote {out}")
-
-
 if __name__ == "__main__":
-    from utils.cli import run_cli
-    run_cli(main)
+    from utils.cli import moved_command
+    moved_command("data.synthesis.fit_physics", "fit_physics")

@@ -2,5 +2,5 @@
 
 layers / unet: the denoiser and condition-encoder U-Nets; condition: their 12-channel input; diffusion: schedule,
 forward noising and sampler; network: N2LDiffNet (what checkpoints hold, the enhance protocol); synthesize: the
-backend of ``python -m data.synthesize --method n2ldiff``. The trainable model is models/n2ldiff_model.py.
+backend of ``python tools/synthesize.py --method n2ldiff``. The trainable model is models/n2ldiff_model.py.
 """
