@@ -338,7 +338,7 @@ def build_training_data(opt: dict, model: BaseModel, seed: int, rank: int, world
         raise OptionError(f"datasets.train is test data ({unpaired_why}): unpaired training images must not come "
                           f"from a test split")
     why = reads_test_data(val_set) if val_set is not None and rank == 0 else None
-    if why:  # official configs validate on the test set: said, not refused (utils.retest refuses it)
+    if why:  # official configs validate on the test set: said, not refused (tools/retest.py refuses it)
         log.warning("datasets.val is test data (%s): best_psnr_G.pth is then chosen on the test set, which inflates "
                     "reported numbers; datasets.val.holdout: N validates on held-out training pairs instead", why)
     topt = opt["datasets"]["train"]

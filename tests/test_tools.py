@@ -48,3 +48,11 @@ def test_old_module_path_names_its_replacement(old, tool):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines() == [f"error: 'python -m {old}' moved: run 'python tools/{tool}.py ...'"]
     assert (ROOT / "tools" / f"{tool}.py").is_file()
+
+
+@pytest.mark.slow
+def test_output_piped_into_head_ends_quietly():
+    """A reader that closes the pipe early (`| head -2`) ends the listing without a BrokenPipeError traceback."""
+    r = subprocess.run(f"{sys.executable} tools/list_registries.py | head -2", shell=True, capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+    assert len(r.stdout.splitlines()) == 2 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr

@@ -46,8 +46,14 @@ def call_cli(main, argv=None) -> int:
 
 
 def run_cli(main, argv=None):
-    """`call_cli`, then exit with its code when it is not 0 (what every script's `__main__` runs)."""
-    code = call_cli(main, argv)
+    """`call_cli`, then exit with its code when it is not 0 (what every script's `__main__` runs). A reader that
+    closes the pipe early (``| head``) ends the output quietly, as for any Unix tool."""
+    try:
+        code = call_cli(main, argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        code = 0
     if code:
         sys.exit(code)
     return code
