@@ -3,7 +3,7 @@
 python bench/bench_model.py --opt confs/LLFlow/LOL-pc.yml [--variant llflow] [--what infer,train,flops] [--threads 2]
                             [--size 400x600] [--batch 4] [--crop 160] [--weights PATH] [--channels-last]
                             [--repeat N] [--system-malloc] [--dtype fp32|bf16|fp16] [--cast weights|autocast]
-                            [--json FILE]      (--dtype auto: bf16 where the CPU has AMX, else fp32)
+                            [--json FILE]      (--dtype auto: bf16 where the CPU has AMX or is an AMD CPU with AVX512-BF16, else fp32)
 
 Each measurement runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own; the training step is the
 second of two (the first pays for allocator growth and Adam state), inference follows a small warm-up call. Weights are random unless
@@ -154,7 +154,7 @@ def main(argv=None):
                     help="leave glibc's default (unmap freed large blocks) instead of utils.runtime.keep_freed_memory")
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
                     help="inference: compute dtype (models/precision.py); train: train.amp_dtype; auto: bf16 where "
-                         "the CPU has AMX, else fp32")
+                         "the CPU has AMX or is an AMD CPU with AVX512-BF16, else fp32")
     ap.add_argument("--cast", default="weights", choices=("weights", "autocast"),
                     help="reduced-precision inference: cast the weights once, or autocast over float32 weights")
     ap.add_argument("--json", help="write the results to this file (a JSON list, one object per measurement)")

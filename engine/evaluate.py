@@ -141,7 +141,8 @@ def add_test_args(parser):
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES,
                         help="compute dtype (overrides inference.dtype; fp16 needs CUDA; auto: bf16 where the device "
-                             "has fast bf16 (CUDA, a CPU with AMX), else fp32; docs/precision-and-threads.md)")
+                             "has fast bf16 (CUDA, a CPU with AMX or an AMD CPU with AVX512-BF16), else fp32; "
+                             "docs/precision-and-threads.md)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flipped/transposed passes (x8 time); written into the protocol line")
     parser.add_argument("--ssim", default="skimage_rgb", choices=metrics.SSIM_PROTOCOLS)

@@ -38,7 +38,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def auto_dtype(device: torch.device | str) -> tuple[str, str]:
     """(dtype name, reason) for ``auto``: bf16 where `device` computes it fast (a CUDA GPU with native bf16, a CPU
-    with AMX), else fp32. The reason names the check, for logs and the protocol line."""
+    with AMX, an AMD CPU with AVX512-BF16), else fp32. The reason names the check, for logs and the protocol line."""
     fast, why = fast_bf16(device)
     return ("bf16" if fast else "fp32"), f"auto: {why}"
 

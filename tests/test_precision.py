@@ -159,22 +159,30 @@ def test_other_methods_inherit_bf16_training(shared_dir, conf):
     assert abs(losses["bf16"] - losses["fp32"]) <= 0.05 * abs(losses["fp32"]), losses
 
 
-def _has_amx() -> bool:
+def _this_cpu_auto() -> str:
+    """What auto should say on this machine, read here from /proc/cpuinfo independently of utils.devices."""
     try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        text = ""
+    if "amx_bf16" in text.split():
+        return "dtype bf16 (auto: CPU has AMX (amx_bf16))"
+    if "AuthenticAMD" in text and "avx512_bf16" in text.split():
+        return "dtype bf16 (auto: AMD CPU with AVX512-BF16)"
+    return "dtype fp32 (auto: CPU without AMX (no amx_bf16))"
 
 
 def test_auto_dtype_follows_the_cpu_flags(tmp_path, monkeypatch):
-    """auto: bf16 on a CPU whose flags list amx_bf16, fp32 on one with only avx512_bf16 (or none); the reason is in
-    the protocol line."""
+    """auto: bf16 on a CPU whose flags list amx_bf16 or on an AMD CPU with avx512_bf16, fp32 on an Intel CPU with
+    only avx512_bf16 (or none); the reason is in the protocol line."""
     import utils.devices
     opt = load_options(ROOT / "confs/LLFlow/demo_tiny.yml", SMALL, is_train=True)
     line = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16{}\n"
-    for extra, want, reason in [("", torch.float32, "auto: CPU without AMX (no amx_bf16)"),
-                                (" amx_tile amx_bf16", torch.bfloat16, "auto: CPU has AMX (amx_bf16)")]:
-        (tmp_path / "cpuinfo").write_text("processor\t: 0\n" + line.format(extra))
+    for vendor, extra, want, reason in [
+            ("GenuineIntel", "", torch.float32, "auto: CPU without AMX (no amx_bf16)"),
+            ("GenuineIntel", " amx_tile amx_bf16", torch.bfloat16, "auto: CPU has AMX (amx_bf16)"),
+            ("AuthenticAMD", "", torch.bfloat16, "auto: AMD CPU with AVX512-BF16")]:
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nvendor_id\t: {vendor}\n" + line.format(extra))
         monkeypatch.setattr(utils.devices, "CPUINFO", str(tmp_path / "cpuinfo"))
         model, _ = build_generator(opt)
         enh = Enhancer(model, opt, device="cpu", dtype="auto")
@@ -194,8 +202,7 @@ def test_cli_dtype_auto_writes_choice_and_reason(golden, tmp_path):
                         "--out", str(tmp_path / "auto"), "--dtype", "auto", "--threads", "1"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    want = "dtype bf16 (auto: CPU has AMX (amx_bf16))" if _has_amx() else \
-        "dtype fp32 (auto: CPU without AMX (no amx_bf16))"
+    want = _this_cpu_auto()
     first = (tmp_path / "auto/metrics.csv").read_text().splitlines()[0]
     assert first.startswith("# protocol: PSNR uint8 RGB") and first.endswith(f"no self-ensemble; {want}"), first
     assert f"INFO {want}" in r.stderr and "INFO CPU: 1 threads" in r.stderr, r.stderr[-2000:]
