@@ -8,8 +8,8 @@ the method's own ``optimize()`` is timed, so Adam's state and the allocator's gr
 process). fp32 and the reduced dtype alternate (fp32, bf16, fp32, bf16 ...) --pairs times and the medians are
 compared: ratio = reduced / fp32 for the step time, and the two peak memories side by side. ``--tiny`` uses each
 family's confs/<family>/demo_tiny.yml (a seconds-long check that the bench works, not a measurement of the real
-networks). Run it on a quiet machine; on a CPU the reduced dtype pays off only where the CPU has AMX
-(``grep -o amx_bf16 /proc/cpuinfo``).
+networks). Run it on a quiet machine; on a CPU bf16 pays off where the CPU has AMX or is an AMD
+CPU with AVX512-BF16 (docs/precision-and-threads.md).
 """
 from __future__ import annotations
 
