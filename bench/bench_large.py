@@ -30,12 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FAMILIES = {
-    "llflow": ("confs/LLFlow/LOL-pc.yml", "llflow"),
-    "gltg": ("confs/GLTG-AFlow/LOLv2-pc.yml", "gltg"),
-    "zmar": ("confs/ZMAR-SNFlow/LOLv2-pc.yml", "zmar"),
-    "upt": ("confs/UPT-Flow/UPT-Flow.yml", "upt"),
-}
+from bench.families import FLOWS as FAMILIES  # noqa: E402
 ENCODER = {"llflow": "ConEncoder1", "gltg": "GLTGRestormer", "zmar": "ZMARRestormer", "upt": "MSFormer"}
 GB = 1024 ** 3
 

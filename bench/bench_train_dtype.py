@@ -23,18 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import utils.threads  # noqa: E402,F401  (OMP_WAIT_POLICY default before any child loads OpenMP)
 from bench.bench_model import main as bench_model  # noqa: E402
-
-# family: (full config, variant)
-FAMILIES = {
-    "llflow": ("confs/LLFlow/LOL-pc.yml", "llflow"),
-    "gltg": ("confs/GLTG-AFlow/LOLv2-pc.yml", "gltg"),
-    "zmar": ("confs/ZMAR-SNFlow/LOLv2-pc.yml", "zmar"),
-    "upt": ("confs/UPT-Flow/UPT-Flow.yml", "upt"),
-    "drbn": ("confs/DRBN/DRBN_stage1.yml", None),
-}
-TINY = {"llflow": "confs/LLFlow/demo_tiny.yml", "gltg": "confs/GLTG-AFlow/demo_tiny.yml",
-        "zmar": "confs/ZMAR-SNFlow/demo_tiny.yml", "upt": "confs/UPT-Flow/demo_tiny.yml",
-        "drbn": "confs/DRBN/demo_tiny.yml"}
+from bench.families import FULL as FAMILIES, TINY  # noqa: E402
 
 
 def _step(family, dtype, args) -> dict | None:

@@ -29,13 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import utils.threads  # noqa: E402,F401  (OMP_WAIT_POLICY default before torch loads OpenMP)
 
-FAMILIES = {
-    "llflow": ("confs/LLFlow/LOL-pc.yml", "llflow"),
-    "gltg": ("confs/GLTG-AFlow/LOLv2-pc.yml", "gltg"),
-    "zmar": ("confs/ZMAR-SNFlow/LOLv2-pc.yml", "zmar"),
-    "upt": ("confs/UPT-Flow/UPT-Flow.yml", "upt"),
-    "drbn": ("confs/DRBN/DRBN_stage1.yml", None),
-}
+from bench.families import FULL as FAMILIES  # noqa: E402
 GEMM = ("conv", "mkldnn", "addmm", "mm", "bmm", "matmul", "linear", "baddbmm", "einsum")
 COPY = ("copy_", "to", "clone", "_copy_from", "_copy_from_and_resize", "_to_copy", "contiguous", "permute",
         "transpose", "reshape", "view", "as_strided",
