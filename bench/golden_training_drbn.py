@@ -37,6 +37,25 @@ CONF = "confs/DRBN/train_LOL-v1.yml"
 FULL_BELOW = 64
 
 
+
+def _replay_loader(item):
+    """A stand-in for the official training loader: EPOCH_STEPS batches per epoch, `item(i)` for the i-th batch served
+    (counting on across epochs), in the tuple layout the official trainer unpacks."""
+    served = {"n": 0}
+
+    class Loader:
+        dataset = list(range(EPOCH_STEPS * BATCH))
+
+        def __len__(self):
+            return EPOCH_STEPS
+
+        def __iter__(self):
+            for _ in range(EPOCH_STEPS):
+                served["n"] += 1
+                yield item(served["n"] - 1)
+
+    return Loader()
+
 def sample_index(numel: int, i: int, every: int = 8):
     """The stored elements of the i-th tensor: all of a small one, else a fixed random 1/every (int64 indices)."""
     import numpy as np
@@ -115,22 +134,9 @@ def _official_child(src: Path, init_file: Path, out_file: Path):
     terms = []                                   # every -SSIM the trainer computes, in order
     ssim_forward = pytorch_ssim.SSIM.forward
     pytorch_ssim.SSIM.forward = lambda self, a, b: terms.append(ssim_forward(self, a, b)) or terms[-1]
-    served = {"n": 0}
-
-    class Loader:
-        """EPOCH_STEPS recorded batches per epoch, as (lr, hr, filename, idx_scale) like the official loader."""
-        dataset = list(range(EPOCH_STEPS * BATCH))
-
-        def __len__(self):
-            return EPOCH_STEPS
-
-        def __iter__(self):
-            for _ in range(EPOCH_STEPS):
-                i = served["n"]
-                served["n"] += 1
-                yield lows[i].float(), highs[i].float(), [f"b{i}"], 0
-
-    t = Trainer(args, SimpleNamespace(loader_train=Loader(), loader_test=None), net, criterion, ckp)
+    # (lr, hr, filename, idx_scale) like the official loader
+    loader = _replay_loader(lambda i: (lows[i].float(), highs[i].float(), [f"b{i}"], 0))
+    t = Trainer(args, SimpleNamespace(loader_train=loader, loader_test=None), net, criterion, ckp)
     names = {id(p): n for n, p in net.model.named_parameters()}
     lrs, stepped, grads1 = [], [], {}
     opt_step = t.optimizer.step
@@ -230,22 +236,9 @@ def _official_stage2_child(src: Path, in_file: Path, out_file: Path):
         rec_log["rand"].append(out)
         return out
     official_trainer.torch.rand = recorded_rand   # the torch module itself: its only torch.rand calls are the labels
-    served = {"n": 0}
-
-    class Loader:
-        dataset = list(range(EPOCH_STEPS * BATCH))
-
-        def __len__(self):
-            return EPOCH_STEPS
-
-        def __iter__(self):
-            for _ in range(EPOCH_STEPS):
-                i = served["n"]
-                served["n"] += 1
-                yield (data["low"][i].float(), data["high"][i].float(), data["low_u"][i].float(),
-                       data["hq"][i].float(), [f"b{i}"], 0)
-
-    t = official_trainer.Trainer(args, SimpleNamespace(loader_train=Loader(), loader_test=None), s1, rec, dis,
+    loader = _replay_loader(lambda i: (data["low"][i].float(), data["high"][i].float(), data["low_u"][i].float(),
+                                       data["hq"][i].float(), [f"b{i}"], 0))
+    t = official_trainer.Trainer(args, SimpleNamespace(loader_train=loader, loader_test=None), s1, rec, dis,
                                  official_loss.Loss(args, ckp), ckp)
     rnames = {id(p): n for n, p in rec.model.named_parameters()}
     dnames = {id(p): n for n, p in dis.model.named_parameters()}
