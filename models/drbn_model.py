@@ -18,6 +18,7 @@ from utils.errors import CheckpointError, OptionError
 from utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from .base_model import BaseModel
 from .checkpoint import load_weights, read_state_dict
+from .conversion import drbn as drbn_files
 from .drbn import BandDiscriminator, DRBN, DRBNRecompose  # noqa: F401  (registers the architectures)
 from .losses import SSIM, VGGPerceptualLoss, load_vgg16_features, lsgan_d_loss, lsgan_g_loss
 from .lr_schedule import make_scheduler
@@ -51,17 +52,6 @@ def load_stage1(net: DRBN, path: str, source: str) -> list[str]:
     return load_weights(net, read_state_dict(path), strict=True, source=source)
 
 
-def _describe_state(keys) -> str:
-    keys = list(keys)
-    if any(k.startswith("drbn.") for k in keys):
-        return "a stage-2 checkpoint (drbn.* + recompose.*): use model: DRBNRecompose"
-    if keys and all(k.split(".")[0] in ("SFENet1", "SFENet2", "RDBs", "GFF", "UPNet", "UPNet2") for k in keys):
-        return "a recomposition-net checkpoint (official model_R_*.pt): use model: DRBNRecompose"
-    if any(k.startswith(("RRDB.", "flowUpsamplerNet.")) for k in keys):
-        return "a flow checkpoint (LLFlow family), not DRBN"
-    return ""
-
-
 @MODEL_REGISTRY.register("DRBN")
 class DRBNModel(BaseModel):
     """Stage 1: the DRBN trained with multi-scale SSIM."""
@@ -86,8 +76,8 @@ class DRBNModel(BaseModel):
         notes = []
         if checkpoint:
             state = read_state_dict(checkpoint)
-            what = _describe_state(state.keys())
-            if what and not all(k.startswith("recur") for k in state):
+            what = drbn_files.describe_state(state.keys())
+            if what and not drbn_files.is_stage1(state):
                 raise CheckpointError(f"checkpoint '{checkpoint}' is {what}")
             notes += load_weights(net, state, strict=True, source=f"checkpoint '{checkpoint}'")
         return net, notes
@@ -160,13 +150,13 @@ class DRBNRecomposeModel(BaseModel):
         stage1 = opt["path"].get("pretrain_stage1")
         notes = []
         state = read_state_dict(checkpoint) if checkpoint else None
-        if state is not None and any(k.startswith("drbn.") for k in state):
+        if state is not None and drbn_files.is_combined(state):
             notes += load_weights(net, state, strict=True, source=f"checkpoint '{checkpoint}'")
             if stage1:
                 notes.append(f"path.pretrain_stage1 ignored: checkpoint '{checkpoint}' holds its own DRBN")
             return net, notes
         if state is not None:
-            if all(k.startswith("recur") for k in state):
+            if drbn_files.is_stage1(state):
                 raise CheckpointError(f"checkpoint '{checkpoint}' is a stage-1 DRBN: give it as path.pretrain_stage1 "
                                       f"and the recomposition weights (model_R_*.pt) as the checkpoint")
             notes += load_weights(net.recompose, state, strict=True, source=f"checkpoint '{checkpoint}'")

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from utils.errors import OptionError
 from utils.registry import MODEL_REGISTRY
 from .base_model import BaseModel
-from .checkpoint import read_state_dict
+from .checkpoint import load_weights, read_state_dict
 from .lr_schedule import make_scheduler
-from .n2ldiff.network import N2LDiffNet, load_n2ldiff_state
+from .n2ldiff.network import N2LDiffNet
 from .optimizers import Lion
 
 log = logging.getLogger("lowlight_flow")
@@ -71,7 +71,7 @@ class N2LDiffModel(BaseModel):
             log.info(n)
         pre = opt["path"].get("pretrain_model_G")
         if pre:
-            for n in load_n2ldiff_state(self.generator, read_state_dict(pre), f"pretrain_model_G '{pre}'"):
+            for n in load_weights(self.generator, read_state_dict(pre), source=f"pretrain_model_G '{pre}'"):
                 log.info(n)
         self.generator.to(device)
         self.generator.encoder.requires_grad_(self.train_encoder)
@@ -88,7 +88,7 @@ class N2LDiffModel(BaseModel):
         net = N2LDiffNet.from_options(opt)
         notes = [f"N2LDiff: dim {net.dim}, dim_mults {list(net.dim_mults)}, T = {net.num_timesteps}"]
         if checkpoint:
-            notes += load_n2ldiff_state(net, read_state_dict(checkpoint), f"checkpoint '{checkpoint}'")
+            notes += load_weights(net, read_state_dict(checkpoint), source=f"checkpoint '{checkpoint}'")
         return net, notes
 
     def networks(self):

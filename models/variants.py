@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from utils.errors import OptionError, UnknownNameError
+from .conversion.flows import detect_variant_from_keys
 
 
 @dataclass(frozen=True)
@@ -28,25 +29,6 @@ VARIANTS = {
     "zmar": Variant("zmar", "ZMARRestormer", "SNFlowCoupling", "FlowStep", "standard", True, True),
     "upt": Variant("upt", "MSFormer", "CrossCoupling", "FlowStep", "standard", False, True),
 }
-
-# Distinctive state-dict key fragments of each family's checkpoints (official ones and ours, which lack the never-run
-# modules: models/never_run.py), checked in this order.
-KEY_SIGNATURES = {
-    "upt": "relative_position_index",
-    "gltg": "attn_intra",
-    "zmar": "fAffine2",
-    "llflow": "RRDB_trunk",
-}
-
-
-def detect_variant_from_keys(keys) -> str | None:
-    """Family of a state dict from its key names, or None if unrecognised."""
-    keys = list(keys)
-    for name, frag in KEY_SIGNATURES.items():
-        if any(frag in k for k in keys):
-            return name
-    return None
-
 
 # Every official YAML names these two, whatever the family; any other name selects that registered component.
 OFFICIAL_ENCODER_NAME = "ConEncoder1"

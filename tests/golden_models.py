@@ -8,7 +8,7 @@ import yaml
 
 from models.checkpoint import load_weights
 from models.generator import FlowGenerator
-from models.never_run import added_keys, never_run_shapes
+from models.conversion.flows import added_keys, never_run_shapes
 from models.variants import VARIANTS
 
 

@@ -15,7 +15,7 @@ from models.flow.couplings.aflow import (CSN, SAN, SCAN, AFlowCoupling, AFlowSte
                                          init_aflow_heads)
 from models.checkpoint import load_weights
 from models.generator import FlowGenerator
-from models.never_run import never_run_shapes, official_state_dict
+from models.conversion.flows import never_run_shapes, official_state_dict
 from models.variants import VARIANTS, resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian
 from utils.registry import COUPLING_REGISTRY, ENCODER_REGISTRY, FLOW_STEP_REGISTRY

@@ -16,7 +16,7 @@ from models.flow.couplings.llflow import CondAffineSeparatedAndCond
 from models.flow.invconv import InvertibleConv1x1
 from models.flow.ops import ActNorm2d, SqueezeLayer, squeeze2d, unsqueeze2d
 from models.flow.step import FlowStep
-from models.never_run import never_run_shapes, official_state_dict
+from models.conversion.flows import never_run_shapes, official_state_dict
 from options.options import load_options
 from engine.inference import Enhancer
 from utils.errors import CheckpointError

@@ -24,7 +24,7 @@ from models.flow.step import FlowStep
 from models.generator import FlowGenerator
 from models.variants import resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
-from models.never_run import never_run_shapes
+from models.conversion.flows import never_run_shapes
 from tests.golden_models import golden_generator
 
 ROOT = Path(__file__).resolve().parents[1]

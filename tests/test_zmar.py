@@ -21,7 +21,7 @@ from models.encoders.zmar_restormer import Mask, ZMARRestormer, downmask, restor
 from models.flow.couplings.snflow import SNFlowCoupling
 from models.flow.step import FlowStep
 from models.generator import FlowGenerator
-from models.never_run import never_run_index, never_run_shapes, official_state_dict
+from models.conversion.flows import never_run_index, never_run_shapes, official_state_dict
 from models.variants import VARIANTS, resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 from tests.golden_models import golden_generator

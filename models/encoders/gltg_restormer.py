@@ -143,7 +143,7 @@ def mask_gram(mask: torch.Tensor) -> torch.Tensor:
 
 class UnusedMask(nn.Module):
     """The official ``Mask`` module of every masked block, which never runs (spec 2.2): the layout that
-    models/never_run.py drops on load and engine/export_official.py writes back."""
+    models/conversion/flows.py drops on load and writes back for the export."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()

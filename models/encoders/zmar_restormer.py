@@ -151,8 +151,8 @@ class Mask(nn.Module):
 
 
 class Attentionshare(nn.Module):
-    """The official shared-V attention, which never runs: the layout that models/never_run.py drops on load and
-    engine/export_official.py writes back."""
+    """The official shared-V attention, which never runs: the layout that models/conversion/flows.py drops on load
+    and writes back for the export."""
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False):
         super().__init__()

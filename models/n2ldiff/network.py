@@ -7,15 +7,10 @@ import torch
 import torch.nn as nn
 
 from utils.errors import OptionError
-from ..checkpoint import load_weights
 from ..kwargs import section_kwargs
 from .condition import histeq
 from .diffusion import CenterDiffusion
 from .unet import ConditionEncoder, Denoiser
-
-# Sub-modules a real training checkpoint of the official code also holds (torchmetrics LPIPS-VGG attached in
-# on_train_start, lpips AlexNet in on_validation_start): loss/metric networks, not part of the model.
-TRAINING_ONLY_PREFIXES = ("lpips.", "loss_fn_alex.")
 
 
 def seed_for(seed: int, index: int = 0) -> int:
@@ -133,19 +128,3 @@ class N2LDiffNet(nn.Module):
     def enhance(self, lq, aux=None, heat: float = 0.0):
         g = torch.Generator().manual_seed(seed_for(self.sample_seed))
         return self.sample(lq, generator=g, steps=self.sample_steps)
-
-
-def split_training_only(state: dict) -> tuple[dict, list[str]]:
-    """(state without the official training-time LPIPS modules, the dropped keys)."""
-    dropped = [k for k in state if k.startswith(TRAINING_ONLY_PREFIXES)]
-    return {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}, dropped
-
-
-def load_n2ldiff_state(net: N2LDiffNet, state: dict, source: str) -> list[str]:
-    """Strictly load an official Lightning checkpoint's (or our) state dict; returns notes."""
-    state, dropped = split_training_only(state)
-    notes = []
-    if dropped:
-        notes.append(f"{source}: skipped {len(dropped)} tensors of the official training-time LPIPS modules "
-                     f"(lpips.*, loss_fn_alex.*): loss/metric networks, not part of the model")
-    return notes + load_weights(net, state, strict=True, source=source)
