@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_weights, read_state_dict
-from models.n2ldiff.condition import condition_tensor, histeq
-from models.n2ldiff.diffusion import CenterDiffusion, respaced_timesteps
-from models.n2ldiff.network import N2LDiffNet
-from models.n2ldiff_model import N2LDiffModel
+from models.networks.n2ldiff.condition import condition_tensor, histeq
+from models.networks.n2ldiff.diffusion import CenterDiffusion, respaced_timesteps
+from models.networks.n2ldiff.network import N2LDiffNet
+from models.methods.n2ldiff_model import N2LDiffModel
 from models.optimizers import Lion
 from options.options import load_options
 from utils.errors import CheckpointError, OptionError

@@ -3,7 +3,7 @@
 The names are the official ones (stage 1 ``recur1..4``; the recomposition net ``SFENet1/2``, ``RDBs``, ``GFF``,
 ``UPNet``, ``UPNet2``), so nothing is renamed. The official release ships two files, a stage-1 DRBN (model_s1.pt)
 and a recomposition-only net (model_R_*.pt); our stage-2 files combine both (``drbn.*`` + ``recompose.*``). The
-methods (models/drbn_model.py) ask these predicates where each file belongs.
+methods (models/methods/drbn_model.py) ask these predicates where each file belongs.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ def split_training_only(state: dict) -> tuple[dict, list[str]]:
 
 def to_ours(model: nn.Module, state: dict, source: str) -> tuple[dict, list[str]]:
     """(`state` without the training-time LPIPS modules when `model` is an N2LDiffNet, notes saying so)."""
-    from ..n2ldiff.network import N2LDiffNet
+    from ..networks.n2ldiff.network import N2LDiffNet
     if not isinstance(model, N2LDiffNet):
         return state, []
     state, dropped = split_training_only(state)
@@ -31,8 +31,3 @@ def to_ours(model: nn.Module, state: dict, source: str) -> tuple[dict, list[str]
     return state, [f"{source}: skipped {len(dropped)} tensors of the official training-time LPIPS modules "
                    f"(lpips.*, loss_fn_alex.*): loss/metric networks, not part of the model"]
 
-
-def to_official(model: nn.Module) -> dict:
-    """The official layout of an N2LDiffNet: its own state dict (the names are the official ones)."""
-    net = model.module if hasattr(model, "module") else model
-    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
