@@ -14,7 +14,7 @@ utils.runtime.keep_freed_memory unless --system-malloc is given.
 
 Any `model:` works. Inference runs the network's `enhance` exactly as engine/inference.py's Enhancer sets it up
 (`--dtype`, `--cast`: models/precision.py); the training step is the method's own `optimize()`
-(models/base_model.py), so `train.activation_checkpointing`, `train.invertible_backprop` (via --set) and `--dtype`
+(models/methods/base_model.py), so `train.activation_checkpointing`, `train.invertible_backprop` (via --set) and `--dtype`
 (= train.amp_dtype) act as in train.py. `--what flops` counts the floating-point operations of one inference call
 with torch.utils.flop_counter (FLOP = 2 x multiply-accumulate; convolutions and matrix products). `--json FILE` writes
 every result (seconds, cpu_seconds, peak_rss_gb, params_m, gflop, ...) as a JSON list. `cpu_seconds` is the process's CPU time over the timed call (all threads): on a shared machine it moves

@@ -168,7 +168,7 @@ def _prepare(args, tmp: Path):
     from data.image_io import read_rgb
     from engine.inference import Enhancer
     from models.build import build_network
-    from models.flow.couplings.aflow import aflow_head_parameter_names
+    from models.networks.flow.couplings.aflow import aflow_head_parameter_names
     torch.manual_seed(args.seed)
     opt = _options(args)
     model, _ = build_network(opt, None)

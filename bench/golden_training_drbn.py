@@ -181,7 +181,7 @@ def stage2_model(tmp: Path, vgg: str):
     torch.manual_seed(0): the starting point of both sides."""
     import torch
     from models.checkpoint import save_generator
-    from models.drbn_model import DRBNRecomposeModel
+    from models.methods.drbn_model import DRBNRecomposeModel
     init = initial_weights()
     torch.save(init, tmp / "s1.pth")
     torch.manual_seed(0)

@@ -1,1 +1,1 @@
-"""The training and evaluation engines: drive any registered model (models/base_model.py) through one loop."""
+"""The training and evaluation engines: drive any registered model (models/methods/base_model.py) through one loop."""

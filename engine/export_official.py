@@ -1,10 +1,10 @@
 """Write a checkpoint in the official code's layout, to go back to the official repositories (the command is
 ``python tools/export_official.py``).
 
-Our models do not build the official modules that never run (models/never_run.py), and test.py / train.py drop
+Our models do not build the official modules that never run (models/conversion/flows.py), and test.py / train.py drop
 those tensors when they load an official file. This writes them back: every tensor of `ours.pth`, plus each
 never-run tensor from the official constructor's layer under a fixed seed (PyTorch's default initialisation,
-seed ``models.never_run.EXPORT_SEED + i`` for the i-th declared module; they never affect an output), minus the
+seed ``models.conversion.flows.EXPORT_SEED + i`` for the i-th declared module; they never affect an output), minus the
 tensors that only this implementation has (GLTG-AFlow's SAN/CSN heads, which the official code cannot load: it
 draws new random ones on every call). The result is a plain state dict, loadable with ``strict=True`` by the official
 code of the family (and by ours).
@@ -15,7 +15,7 @@ import logging
 
 from models.build import build_network
 from models.checkpoint import atomic_save
-from models.never_run import added_keys, never_run_shapes, official_state_dict
+from models.conversion.flows import added_keys, never_run_shapes, official_state_dict
 
 log = logging.getLogger("lowlight_flow")
 

@@ -6,9 +6,9 @@ sampled, cropped back and written as ``<out>/<stem>.png`` with the official quan
 uint8 cast). Noise comes from a ``torch.Generator`` seeded from (``--seed``, image index in listing order), so a
 run repeats exactly and does not depend on the other images or the device. ``--steps N`` samples on N of the T
 timesteps, evenly spaced with both ends kept, the schedule re-derived from alpha-bar at those steps (standard
-DDPM respacing; models/n2ldiff/diffusion.py). ``--replay-noise F.npy`` takes every step's noise from an array of
-shape (steps, N, 3, Hp, Wp): entry k is the noise of the k-th step (t = T-1-k), image n in listing order, at the
-padded size; steps = ``--steps`` or T.
+DDPM respacing; models/networks/n2ldiff/diffusion.py). ``--replay-noise F.npy`` takes every step's noise from an
+array of shape (steps, N, 3, Hp, Wp): entry k is the noise of the k-th step (t = T-1-k), image n in listing order,
+at the padded size; steps = ``--steps`` or T.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from options.options import check_path
 from utils.errors import NonFiniteError, OptionError
 from utils.metrics import quantise
 
-from models.n2ldiff.network import seed_for
+from models.networks.n2ldiff.network import seed_for
 
 log = logging.getLogger("lowlight_flow")
 
@@ -57,7 +57,7 @@ def run(opt: dict, args) -> None:
 
     args: input, out, model_path, seed, steps, replay_noise, device (missing attributes mean "not given").
     """
-    from models.n2ldiff_model import N2LDiffModel
+    from models.methods.n2ldiff_model import N2LDiffModel
 
     arg = lambda name: getattr(args, name, None)  # noqa: E731
     inp = check_path(arg("input") or opt.get("dataroot_LR"), "--input")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from data.loader import create_dataset, create_train_loader
 from data.split_guard import reads_test_data
 from models.checkpoint import atomic_save, read_state_dict, safe_load, save_generator
-from models.base_model import BaseModel
+from models.methods.base_model import BaseModel
 from models.build import model_class
 from options.options import dump_options
 from utils import metrics

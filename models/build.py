@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 
 from utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
-from . import generator  # noqa: F401  (registers the architectures)
+from .networks import generator  # noqa: F401  (registers the architectures)
 from .checkpoint import load_weights, read_state_dict
-from .variants import resolve_components
+from .networks.variants import resolve_components
 
 log = logging.getLogger("lowlight_flow")
 
@@ -24,7 +24,7 @@ def build_generator(opt: dict, checkpoint: str | None = None, strict: bool = Tru
 
 
 # Every module that registers a method with @MODEL_REGISTRY.register (the class behind each `model:` key).
-MODEL_MODULES = ("models.flow_model", "models.drbn_model", "models.n2ldiff_model")
+MODEL_MODULES = ("models.methods.flow_model", "models.methods.drbn_model", "models.methods.n2ldiff_model")
 
 
 def model_class(name: str):

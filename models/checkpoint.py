@@ -101,15 +101,12 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
     Modules may define `optional_checkpoint_keys()` (names relative to themselves that official checkpoints lack and
     that they initialise deterministically) and `explain_checkpoint_mismatch(state, prefix)` (one sentence, or None).
     A mismatch ends with `advice`, else the model's `checkpoint_advice` (which config keys set its shapes).
-    Tensors of official modules that never run (models/never_run.py) are dropped, with one note saying how many.
+    The official layout is first converted to ours (models/conversion: e.g. tensors of official modules that never
+    run are dropped, with one note saying how many).
     """
-    from .never_run import never_run_index
+    from .conversion import to_ours
+    state, notes = to_ours(model, state, source)
     own = model.state_dict()
-    never_run = never_run_index(model)
-    dropped = [k for k in state if k in never_run and k not in own]
-    if dropped:
-        drop = set(dropped)
-        state = {k: v for k, v in state.items() if k not in drop}
     optional = set()
     for name, mod in model.named_modules():
         if hasattr(mod, "optional_checkpoint_keys"):
@@ -124,13 +121,6 @@ def load_weights(model: torch.nn.Module, state: dict, strict: bool = True, sourc
     unexpected = [k for k in state if k not in own]
     shape = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
              if k in state and state[k].shape != own[k].shape]
-    notes = []
-    if dropped:
-        n_par = sum(int(never_run[k][1].numel()) for k in dropped)
-        owners = sorted({never_run[k][0].rsplit(".", 1)[-1] for k in dropped})
-        notes.append(f"{source}: dropped {len(dropped)} tensors ({n_par / 1e6:.2f} M parameters) of official modules "
-                     f"that the forward pass never runs ({', '.join(owners)}; "
-                     f"docs/methods.md 'Never-run modules')")
     tolerated = [k for k in missing if k in optional]
     missing = [k for k in missing if k not in optional]
     if tolerated:

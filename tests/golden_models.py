@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from models.checkpoint import load_weights
-from models.generator import FlowGenerator
-from models.never_run import added_keys, never_run_shapes
-from models.variants import VARIANTS
+from models.networks.generator import FlowGenerator
+from models.conversion.flows import added_keys, never_run_shapes
+from models.networks.variants import VARIANTS
 
 
 def golden_generator(folder: Path, variant: str) -> FlowGenerator:

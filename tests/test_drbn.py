@@ -20,8 +20,8 @@ from data.preprocess import paired_flip_rot
 from data.semi_dataset import check_unpaired_sources
 from models.build import build_network
 from models.checkpoint import read_state_dict, save_generator
-from models.drbn import BandRecomposer, DRBN, DRBNRecompose
-from models.drbn_model import DRBNRecomposeModel
+from models.networks.drbn import BandRecomposer, DRBN, DRBNRecompose
+from models.methods.drbn_model import DRBNRecomposeModel
 from models.losses import SSIM, VGGPerceptualLoss, load_vgg16_features, lsgan_d_loss, ssim_map
 from options.options import load_options
 from utils.errors import CheckpointError, OptionError

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from data.image_io import write_rgb
 from engine.trainer import train
-from models.base_model import BaseModel
+from models.methods.base_model import BaseModel
 from models.build import model_class
 from models.checkpoint import read_state_dict
 from options.options import load_options

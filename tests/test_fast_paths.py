@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.encoders.msformer import _conv_of_copies
-from models.encoders.restormer_blocks import Attention, Downsample, Upsample
-from models.flow.couplings.llflow import after_first_conv, cond_first_convs, z_part_first_conv
-from models.flow.ops import affine_subnet
+from models.networks.encoders.msformer import _conv_of_copies
+from models.networks.encoders.restormer_blocks import Attention, Downsample, Upsample
+from models.networks.flow.couplings.llflow import after_first_conv, cond_first_convs, z_part_first_conv
+from models.networks.flow.ops import affine_subnet
 from tests.flow_checks import perturb_
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -9,14 +9,14 @@ import pytest
 import torch
 import yaml
 
-from models.encoders.gltg_restormer import (GLTGRestormer, auto_padding_amounts, crop_padding, mask_gram,
+from models.networks.encoders.gltg_restormer import (GLTGRestormer, auto_padding_amounts, crop_padding, mask_gram,
                                             official_auto_padding, pad4)
-from models.flow.couplings.aflow import (CSN, SAN, SCAN, AFlowCoupling, AFlowStep, aflow_head_parameter_names,
+from models.networks.flow.couplings.aflow import (CSN, SAN, SCAN, AFlowCoupling, AFlowStep, aflow_head_parameter_names,
                                          init_aflow_heads)
 from models.checkpoint import load_weights
-from models.generator import FlowGenerator
-from models.never_run import never_run_shapes, official_state_dict
-from models.variants import VARIANTS, resolve_variant
+from models.networks.generator import FlowGenerator
+from models.conversion.flows import never_run_shapes, official_state_dict
+from models.networks.variants import VARIANTS, resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian
 from utils.registry import COUPLING_REGISTRY, ENCODER_REGISTRY, FLOW_STEP_REGISTRY
 

@@ -4,8 +4,8 @@ and leave their inputs untouched."""
 import pytest
 import torch
 
-from models.encoders.restormer_blocks import TransformerBlock
-from models.encoders.rrdb import RRDB
+from models.networks.encoders.restormer_blocks import TransformerBlock
+from models.networks.encoders.rrdb import RRDB
 from models.inplace import add_to, mul_into
 
 

@@ -3,12 +3,12 @@ the gradients equal those of the ordinary (stored-activation) graph, for every r
 import pytest
 import torch
 
-from models.flow.invertible_backprop import enable_invertible_backprop
-from models.flow.upsampler import FlowUpsamplerNet
+from models.networks.flow.invertible_backprop import enable_invertible_backprop
+from models.networks.flow.upsampler import FlowUpsamplerNet
 from tests.flow_checks import perturb_
 from utils.registry import COUPLING_REGISTRY
 
-import models.flow  # noqa: F401  (fills the registries)
+import models.networks.flow  # noqa: F401  (fills the registries)
 
 COUPLINGS = sorted(COUPLING_REGISTRY.keys())
 CASES = [(c, "FlowStep") for c in COUPLINGS] + [("AFlowCoupling", "AFlowStep")]
@@ -70,7 +70,7 @@ def test_invertible_backprop_is_off_without_grad_and_in_reverse():
 def test_training_step_gradients_with_both_memory_savers(family):
     """A whole training step (FlowModel.optimize) with train.invertible_backprop and selective encoder
     checkpointing gives the gradients of the plain step."""
-    from models.flow_model import FlowModel
+    from models.methods.flow_model import FlowModel
     from options.options import load_options
     from pathlib import Path
     conf = Path(__file__).resolve().parents[1] / "confs" / family / "demo_tiny.yml"

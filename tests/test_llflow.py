@@ -12,11 +12,11 @@ from data.image_io import read_rgb
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 from models.build import build_generator
 from models.checkpoint import read_state_dict
-from models.flow.couplings.llflow import CondAffineSeparatedAndCond
-from models.flow.invconv import InvertibleConv1x1
-from models.flow.ops import ActNorm2d, SqueezeLayer, squeeze2d, unsqueeze2d
-from models.flow.step import FlowStep
-from models.never_run import never_run_shapes, official_state_dict
+from models.networks.flow.couplings.llflow import CondAffineSeparatedAndCond
+from models.networks.flow.invconv import InvertibleConv1x1
+from models.networks.flow.ops import ActNorm2d, SqueezeLayer, squeeze2d, unsqueeze2d
+from models.networks.flow.step import FlowStep
+from models.conversion.flows import never_run_shapes, official_state_dict
 from options.options import load_options
 from engine.inference import Enhancer
 from utils.errors import CheckpointError

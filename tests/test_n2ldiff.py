@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import read_state_dict
-from models.n2ldiff.condition import condition_tensor, histeq
-from models.n2ldiff.diffusion import CenterDiffusion, respaced_timesteps
-from models.n2ldiff.network import N2LDiffNet, load_n2ldiff_state
-from models.n2ldiff_model import N2LDiffModel
+from models.checkpoint import load_weights, read_state_dict
+from models.networks.n2ldiff.condition import condition_tensor, histeq
+from models.networks.n2ldiff.diffusion import CenterDiffusion, respaced_timesteps
+from models.networks.n2ldiff.network import N2LDiffNet
+from models.methods.n2ldiff_model import N2LDiffModel
 from models.optimizers import Lion
 from options.options import load_options
 from utils.errors import CheckpointError, OptionError
@@ -74,11 +74,11 @@ def test_training_only_lpips_keys_are_skipped_with_a_note(opt, gold):
     state["lpips.net.net.slice1.0.weight"] = torch.zeros(64, 3, 3, 3)
     state["loss_fn_alex.lin0.model.1.weight"] = torch.zeros(1, 64, 1, 1)
     net = N2LDiffNet.from_options(opt)
-    notes = load_n2ldiff_state(net, state, "ckpt")
+    notes = load_weights(net, state, source="ckpt")
     assert len(notes) == 1 and "skipped 2 tensors" in notes[0] and "\n" not in notes[0]
     del state["encoder.final_conv.1.bias"]
     with pytest.raises(CheckpointError, match="encoder.final_conv.1.bias"):
-        load_n2ldiff_state(N2LDiffNet.from_options(opt), state, "ckpt")
+        load_weights(N2LDiffNet.from_options(opt), state, source="ckpt")
 
 
 def test_official_config_is_converted(opt, gold):

@@ -15,11 +15,11 @@ import torch.nn as nn
 import models
 from data.preprocess import aux_input
 from models.build import build_network, model_class
-from models.drbn.drbn import DRBN
-from models.drbn.recompose import DRBNRecompose
-from models.generator import FlowGenerator
-from models.n2ldiff.network import N2LDiffNet
-from models.variants import VARIANTS
+from models.networks.drbn.drbn import DRBN
+from models.networks.drbn.recompose import DRBNRecompose
+from models.networks.generator import FlowGenerator
+from models.networks.n2ldiff.network import N2LDiffNet
+from models.networks.variants import VARIANTS
 from utils.registry import ARCH_REGISTRY, COUPLING_REGISTRY, ENCODER_REGISTRY, FLOW_STEP_REGISTRY
 
 model_class(None)  # imports every model module: the registries are complete
@@ -152,7 +152,7 @@ def _module_classes():
 
 def test_no_network_constructor_takes_an_options_dict():
     classes = _module_classes()
-    assert len(classes) > 50 and "models.generator.FlowGenerator" in classes
+    assert len(classes) > 50 and "models.networks.generator.FlowGenerator" in classes
     bad = sorted(name for name, cls in classes.items() if "__init__" in cls.__dict__
                  and FORBIDDEN & set(inspect.signature(cls.__init__).parameters))
     assert not bad, f"constructors taking an options dict (take keyword arguments; translate in from_options): {bad}"

@@ -12,7 +12,7 @@ import torch
 from engine.export_official import export_official
 from models.build import build_generator
 from models.checkpoint import load_weights, read_state_dict
-from models.never_run import added_keys, never_run_shapes
+from models.conversion.flows import added_keys, never_run_shapes
 from options.options import load_options
 from tests.golden_models import demo_generator
 from utils.errors import CheckpointError

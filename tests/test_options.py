@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from models.build import model_class
-from models.variants import resolve_variant
+from models.networks.variants import resolve_variant
 from options.options import check_path, load_options, parse_override
 from utils.errors import OptionError
 
@@ -116,7 +116,7 @@ def test_training_configs_never_select_models_on_the_test_split(conf):
 
 
 def test_encoder_and_coupling_names_resolve_through_registries():
-    from models.variants import resolve_components
+    from models.networks.variants import resolve_components
     raw = _raw()
     raw["cond_encoder"] = "ConEncoder2"
     with pytest.raises(KeyError, match="ConEncoder1.*GLTGRestormer|Registered"):

@@ -14,8 +14,8 @@ from data.image_io import read_rgb, write_rgb
 from engine.inference import Enhancer
 from engine.trainer import train
 from models.build import build_generator, build_network
-from models.flow.invconv import InvertibleConv1x1
-from models.flow_model import FlowModel
+from models.networks.flow.invconv import InvertibleConv1x1
+from models.methods.flow_model import FlowModel
 from models.precision import cast_network, dtype_name
 from options.options import load_options
 from utils.errors import OptionError
@@ -131,7 +131,7 @@ def test_bf16_training_matches_fp32_and_bf16_inference_of_the_trained_model(tmp_
 @pytest.mark.slow
 @pytest.mark.parametrize("conf", ["DRBN/demo_tiny.yml", "N2LDiff/demo_tiny.yml"])
 def test_other_methods_inherit_bf16_training(shared_dir, conf):
-    """train.amp_dtype comes from models/base_model.py: DRBN and N2LDiff steps run under it (same loss as fp32 to
+    """train.amp_dtype comes from models/methods/base_model.py: DRBN and N2LDiff steps run under it (same loss as fp32 to
     bf16 accuracy, weights updated, no GradScaler for bf16)."""
     from models.build import model_class
     vgg = shared_dir / "weights/vgg16_features.pth"

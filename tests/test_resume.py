@@ -80,7 +80,7 @@ def _differences(a, b, path="") -> list[str]:
 def method_files(tmp_path_factory):
     """Options every method needs besides its demo config: a stage-1 DRBN and a VGG16 trunk (random weights)."""
     from torchvision.models.vgg import cfgs, make_layers
-    from models.drbn import DRBN
+    from models.networks.drbn import DRBN
     d = tmp_path_factory.mktemp("method_files")
     torch.manual_seed(1)
     torch.save(DRBN(**TINY_DRBN).state_dict(), d / "stage1.pth")

@@ -12,7 +12,7 @@ from data.loader import create_dataset
 from data.semi_dataset import check_unpaired_sources
 from data.split_guard import known_test_folder, reads_test_data
 from engine.trainer import train
-from models.base_model import BaseModel
+from models.methods.base_model import BaseModel
 from options.options import load_options
 from utils.errors import OptionError
 from utils.registry import MODEL_REGISTRY

@@ -17,16 +17,16 @@ import torch
 
 from data.image_io import read_rgb
 from engine.inference import Enhancer
-from models.encoders import gltg_restormer, zmar_restormer
-from models.encoders.lewin import LeWinTransformerBlock
-from models.encoders.restormer_blocks import TransformerBlock
-from models.encoders.restormer_unet import pad_to_multiple
+from models.networks.encoders import gltg_restormer, zmar_restormer
+from models.networks.encoders.lewin import LeWinTransformerBlock
+from models.networks.encoders.restormer_blocks import TransformerBlock
+from models.networks.encoders.restormer_unet import pad_to_multiple
 from models.build import build_generator
-from models.encoders.rrdb import ResidualDenseBlock
-from models.flow.couplings.aflow import AFlowStep
-from models.flow.couplings.cross import CrossCoupling
-from models.flow.couplings.llflow import CondAffineSeparatedAndCond
-from models.flow.couplings.snflow import SNFlowCoupling
+from models.networks.encoders.rrdb import ResidualDenseBlock
+from models.networks.flow.couplings.aflow import AFlowStep
+from models.networks.flow.couplings.cross import CrossCoupling
+from models.networks.flow.couplings.llflow import CondAffineSeparatedAndCond
+from models.networks.flow.couplings.snflow import SNFlowCoupling
 from models.tiling import TilePlan, conv_reach, spans, tiled_execution
 from models.tiling.core import map_tiles_inplace
 from models.tiling.memory import estimate_peak_bytes, tile_for_budget

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.checkpoint import read_state_dict
-from models.flow_model import FlowModel
+from models.methods.flow_model import FlowModel
 from options.options import load_options
 from engine.trainer import train
 from utils.errors import NonFiniteError

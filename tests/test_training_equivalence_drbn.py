@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.drbn_model import DRBNModel
+from models.methods.drbn_model import DRBNModel
 from options.options import load_options
 
 ROOT = Path(__file__).resolve().parents[1]

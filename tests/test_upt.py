@@ -17,14 +17,14 @@ import yaml
 
 from data.image_io import read_rgb
 from data.preprocess import aux_input, chroma_mask, to_tensor01
-from models.encoders.lewin import WindowAttention, relative_position_index, shift_region_mask, window_order
-from models.encoders.msformer import (MSFormer, checkpoint_win_size, msformer_options, win_size_mismatch_message)
-from models.flow.couplings.cross import CBAM, CrossCoupling
-from models.flow.step import FlowStep
-from models.generator import FlowGenerator
-from models.variants import resolve_variant
+from models.networks.encoders.lewin import WindowAttention, relative_position_index, shift_region_mask, window_order
+from models.networks.encoders.msformer import (MSFormer, checkpoint_win_size, msformer_options, win_size_mismatch_message)
+from models.networks.flow.couplings.cross import CBAM, CrossCoupling
+from models.networks.flow.step import FlowStep
+from models.networks.generator import FlowGenerator
+from models.networks.variants import resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
-from models.never_run import never_run_shapes
+from models.conversion.flows import never_run_shapes
 from tests.golden_models import golden_generator
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,12 +17,12 @@ import yaml
 
 from data.image_io import read_rgb
 from data.preprocess import aux_input, chroma_mask, log_low, to_tensor01
-from models.encoders.zmar_restormer import Mask, ZMARRestormer, downmask, restormer_config
-from models.flow.couplings.snflow import SNFlowCoupling
-from models.flow.step import FlowStep
-from models.generator import FlowGenerator
-from models.never_run import never_run_index, never_run_shapes, official_state_dict
-from models.variants import VARIANTS, resolve_variant
+from models.networks.encoders.zmar_restormer import Mask, ZMARRestormer, downmask, restormer_config
+from models.networks.flow.couplings.snflow import SNFlowCoupling
+from models.networks.flow.step import FlowStep
+from models.networks.generator import FlowGenerator
+from models.conversion.flows import never_run_index, never_run_shapes, official_state_dict
+from models.networks.variants import VARIANTS, resolve_variant
 from tests.flow_checks import assert_invertible, assert_logdet_matches_jacobian, perturb_
 from tests.golden_models import golden_generator
 
@@ -100,7 +100,7 @@ def _reference_zma(mod: Mask, x: torch.Tensor, mask: torch.Tensor, n: int = 4) -
 
 @pytest.mark.parametrize("size", [(8, 12), (6, 10)])   # (6, 10) needs the reflect padding to 8x12
 def test_mask_attention_matches_spec_formula(size):
-    from models.encoders.zmar_restormer import mask_attention_map, pad_to_multiple
+    from models.networks.encoders.zmar_restormer import mask_attention_map, pad_to_multiple
     torch.manual_seed(0)
     mod = Mask(8, 2).eval()
     x = torch.randn(2, 8, *size)

@@ -1,0 +1,1 @@
+"""Methods: the trainable `BaseModel` subclasses (losses, optimisers, schedules around a network)."""
