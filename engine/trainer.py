@@ -203,8 +203,9 @@ def validate(model: BaseModel, val_set, opt, step, run: RunDir, writer=None,
         log.warning("val @%d: no score (%s); training goes on, this step is not a best-model candidate", step, e)
         return None
     finally:
-        # The Enhancer runs NHWC in eval mode; training goes on with the layout and mode it had (bit-exact resume).
-        net.to(memory_format=torch.contiguous_format).train(was_training)
+        # The Enhancer runs NHWC in eval mode; training goes on with its own layout and mode (bit-exact resume).
+        layout = torch.channels_last if opt["train"].get("channels_last") else torch.contiguous_format
+        net.to(memory_format=layout).train(was_training)
     if not summaries:
         raise OptionError("the validation set has no reference images (datasets.val must be paired)")
     plain, gtm = summaries
@@ -249,6 +250,9 @@ def train(opt: dict, launcher: str = "none", resume: bool = False, argv=None) ->
     model = model_class(opt.get("model"))(opt, device, rank, world)
     if tr.get("ema_decay"):
         model.enable_ema(float(tr["ema_decay"]))
+    if tr.get("channels_last"):
+        for net in model.all_networks().values():  # in place: the optimizers keep the same parameter objects
+            net.to(memory_format=torch.channels_last)
     data = build_training_data(opt, model, seed, rank, world)
     start = restore(model, run, resume_from, tr["niter"]) if resume_from else (0, 0, 0)
     # a fresh run (no state, no pretrained weights) runs model.setup() on its first batch
@@ -390,6 +394,9 @@ class TrainingLoop:
         self.print_freq = int(lg.get("print_freq") or 100)
         self.save_freq = int(lg.get("save_checkpoint_freq") or 0)
         self.keep = int(lg.get("keep_checkpoints") or 2)
+        self.channels_last = bool(tr.get("channels_last"))
+        # train.max_minutes: this process's wall-clock budget, counted from here (set-up and data loading excluded)
+        self.deadline = time.monotonic() + 60.0 * float(tr["max_minutes"]) if tr.get("max_minutes") else None
         self.best = _read_best(run)
         self.history = {"loss": [], "val": []}
         self.need_init = fresh
@@ -435,6 +442,9 @@ class TrainingLoop:
                 if first_val is not None:
                     self.history["val"].append((0, first_val))
         self.model.wrap_ddp()
+        if self.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4 else v
+                     for k, v in batch.items()}
         logs = self.model.optimize(batch)
         self.model.update_ema()
         self.step += 1
@@ -458,16 +468,29 @@ class TrainingLoop:
                      " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float)))
 
     def _after_step(self) -> bool:
-        """Validation and checkpoints due at this step; True when `train.niter` is reached."""
+        """Validation and checkpoints due at this step; True when `train.niter` or `train.max_minutes` is reached."""
+        out_of_time = self._out_of_time()
         if self.val_freq and self.step % self.val_freq == 0:
             if self.rank == 0 and self.data.val_data is not None:
                 self._validate_and_keep_best()
             barrier(self.world)
-        if (self.save_freq and self.step % self.save_freq == 0) or self.step >= self.niter:
+        if (self.save_freq and self.step % self.save_freq == 0) or self.step >= self.niter or out_of_time:
             if self.rank == 0:
                 save_checkpoint(self.model, self.run_dir, self.step, self.epoch, self.done_in_epoch, self.keep)
             barrier(self.world)
-        return self.step >= self.niter
+        if out_of_time and self.step < self.niter and self.rank == 0:
+            log.info("train.max_minutes=%g reached at step %d of %d: checkpoint saved; --resume continues",
+                     float(self.opt["train"]["max_minutes"]), self.step, self.niter)
+        return self.step >= self.niter or out_of_time
+
+    def _out_of_time(self) -> bool:
+        """Whether the wall-clock budget is spent; with several ranks, rank 0's clock decides for all."""
+        if self.deadline is None:
+            return False
+        late = torch.tensor([float(time.monotonic() >= self.deadline)], device=self.model.device)
+        if self.world > 1:
+            torch.distributed.broadcast(late, 0)
+        return bool(late.item())
 
     def _validate(self, step: int) -> dict | None:
         return validate(self.model, self.data.val_data, self.opt, step, self.run_dir, self.writer,

@@ -86,7 +86,7 @@ TRAIN = {
     # ours
     "use_amp": False, "amp_dtype": None, "invertible_backprop": False, "activation_checkpointing": False,
     "threads": None, "ema_decay": None, "max_nonfinite": 20, "grad_clip": None, "weight_decay_encoder": None,
-    "add_gt_noise": None,
+    "add_gt_noise": None, "channels_last": False, "max_minutes": None,
     # flows (docs/training-equivalence.md): true = the official LLFlow loop (no update at step 1, its lr per step);
     # Adam's betas from beta1/beta2 (the official code ran with (0.9, 0.999)); encoder frozen for this fraction of
     # niter (the official train_RRDB_delay never takes effect)

@@ -124,7 +124,7 @@ RULES = {
     "train.weight_l1": NONNEG, "train.weight_fl": NONNEG, "train.max_nonfinite": NONNEG_INT,
     "train.grad_clip": POS, "train.flow_warm_up_iter": INT, "train.threads": POS_INT,
     "train.ema_decay": Num(min=0, max=1, min_open=True, max_open=True),
-    "train.lr_D": POS, "train.weight_gan": NONNEG,
+    "train.lr_D": POS, "train.weight_gan": NONNEG, "train.channels_last": Bool(), "train.max_minutes": POS,
     "train.activation_checkpointing": Either(Bool(), Str(("full", "selective")),
                                              what="true (full), 'selective' or false"),
     "train.amp_dtype": Str(("bf16", "fp16", "fp32")), "train.invertible_backprop": Bool(),

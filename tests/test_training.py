@@ -168,3 +168,35 @@ def test_activation_checkpointing_mode_is_validated(tmp_path):
     from utils.errors import OptionError
     with pytest.raises(OptionError, match=r"train.activation_checkpointing.*sometimes"):
         FlowModel(_opt(tmp_path, ["train.activation_checkpointing=sometimes"]), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("conf", ["LLFlow/demo_tiny.yml", "DRBN/demo_tiny.yml"])
+def test_channels_last_training_matches_nchw(tmp_path, conf):
+    """train.channels_last changes the memory layout only: the same weights after a few steps, within float error."""
+    weights = {}
+    for cl in (False, True):
+        extra = SMALL if conf.startswith("LLFlow") else ["use_tb_logger=false", "val.save_images=false"]
+        opt = load_options(ROOT / "confs" / conf, extra + [f"path.experiments_root={tmp_path / str(cl)}",
+                                                          "train.niter=3", "train.val_freq=0", "datasets.val=null",
+                                                          f"train.channels_last={str(cl).lower()}"], is_train=True)
+        train(opt, argv=["test"])
+        weights[cl] = read_state_dict(next((tmp_path / str(cl)).glob("*/models/3_G.pth")))
+    convs = [k for k, v in weights[True].items() if v.dim() == 4 and v.shape[1] > 1 and v.shape[2] > 1]
+    assert convs and all(weights[True][k].is_contiguous(memory_format=torch.channels_last) for k in convs)
+    assert not all(weights[False][k].is_contiguous(memory_format=torch.channels_last) for k in convs)
+    for k, v in weights[False].items():
+        if v.is_floating_point():
+            assert torch.allclose(weights[True][k], v, rtol=1e-4, atol=1e-5), k
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_resume_continues(tmp_path):
+    cmd = _train_cmd(tmp_path, 5, ["--set", "logger.save_checkpoint_freq=0", "--set", "train.max_minutes=1e-9"])
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "train.max_minutes=1e-09 reached at step 1 of 5" in r.stderr
+    run = tmp_path / "demo_tiny_LLFlow"
+    assert (run / "models/1_G.pth").is_file() and (run / "training_states/1.state").is_file()
+    r = subprocess.run(_train_cmd(tmp_path, 5, ["--set", "logger.save_checkpoint_freq=0", "--resume"]),
+                       capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "models/5_G.pth").is_file() and not (run / "models/2_G.pth").exists()
