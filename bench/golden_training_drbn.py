@@ -77,7 +77,9 @@ def initial_weights():
     return {k: v.clone() for k, v in net.state_dict().items()}
 
 
-def _batches(kinds=("low", "high")):
+def _batches(kinds=("low", "high"), steps=STEPS, batch=BATCH, crop=CROP):
+    """`steps` batches of `batch` random `crop`x`crop` uint8 crops (steps, batch, 3, crop, crop) of real LOL-v1 pairs,
+    one (low, high) couple of tensors per pair of `kinds` (also used by bench/golden_training_n2ldiff.py)."""
     import numpy as np
     import torch
     from data.image_io import read_rgb
@@ -90,13 +92,13 @@ def _batches(kinds=("low", "high")):
     out = []
     for pair in range(0, len(kinds), 2):   # each (low, high) couple from its own random images and crops
         lows, highs = [], []
-        for _ in range(STEPS * BATCH):
+        for _ in range(steps * batch):
             name = names[rng.integers(len(names))]
             lo, hi = read_rgb(shared / "low" / name), read_rgb(shared / "high" / name)
-            y, x = rng.integers(lo.shape[0] - CROP), rng.integers(lo.shape[1] - CROP)
-            lows.append(lo[y:y + CROP, x:x + CROP].transpose(2, 0, 1))
-            highs.append(hi[y:y + CROP, x:x + CROP].transpose(2, 0, 1))
-        shape = (STEPS, BATCH, 3, CROP, CROP)
+            y, x = rng.integers(lo.shape[0] - crop), rng.integers(lo.shape[1] - crop)
+            lows.append(lo[y:y + crop, x:x + crop].transpose(2, 0, 1))
+            highs.append(hi[y:y + crop, x:x + crop].transpose(2, 0, 1))
+        shape = (steps, batch, 3, crop, crop)
         out += [torch.from_numpy(np.stack(lows)).reshape(shape).contiguous(),
                 torch.from_numpy(np.stack(highs)).reshape(shape).contiguous()]
     return out

@@ -10,7 +10,9 @@ encoder's, or with ``center_gt_prob`` the target itself), x_t, the denoiser, and
   in place, once in the forward and again in the LPIPS term. So the LPIPS target image is built from
   eps + 2 k1 (2c - 1) and SmoothL1 compares eps_pred + k1 (2c - 1) with eps + 2 k1 (2c - 1) (spec 8.1);
 - the condition encoder is never optimised (only the denoiser is handed to the optimiser);
-- the centre is the GT low image for a whole batch with probability 0.5 (python ``random``), else the encoder's.
+- the centre is the GT low image for a whole batch with probability 0.5 (python ``random``), else the encoder's;
+- weight norm and Mish computed with the official operations (layers.set_official_numerics): the same values up to
+  float32 rounding, but Lion's sign update turns gradient rounding into whole-step differences.
 The default instead: SmoothL1(eps_pred, eps + k1 (2c - 1)) (the same value and gradient as the official term),
 LPIPS between the image of the true x_t and the image of the x_t that eps_pred implies,
 sqrt(ab) x0 + sqrt(1 - ab) eps_pred (the official target image is shifted by (1 - sqrt(ab)) (2c - 1) a second
@@ -32,6 +34,7 @@ from utils.registry import MODEL_REGISTRY
 from .base_model import BaseModel
 from ..checkpoint import load_weights, read_state_dict
 from ..lr_schedule import make_scheduler
+from ..networks.n2ldiff.layers import set_official_numerics
 from ..networks.n2ldiff.network import N2LDiffNet
 from ..optimizers import Lion
 
@@ -74,6 +77,8 @@ class N2LDiffModel(BaseModel):
             for n in load_weights(self.generator, read_state_dict(pre), source=f"pretrain_model_G '{pre}'"):
                 log.info(n)
         self.generator.to(device)
+        if self.official:
+            set_official_numerics(self.generator)
         self.generator.encoder.requires_grad_(self.train_encoder)
         self.lpips = None
         if self.loss_type in ("combined", "lpips"):
@@ -158,16 +163,21 @@ class N2LDiffModel(BaseModel):
             return torch.full((b,), random.random() < self.center_gt_prob, device=self.device)
         return torch.rand(b, device=self.device) < self.center_gt_prob
 
+    def draw(self, img_hr):
+        """The random draws of one step (t ~ U{0..T-1} per sample, eps like ``img_hr``, the GT-centre choice), in
+        this order; the one place a test replays another trainer's recorded draws."""
+        t = torch.randint(0, self.generator.num_timesteps, (img_hr.shape[0],), device=self.device)
+        eps = torch.randn_like(img_hr)
+        return t, eps, self._draw_gt_center(img_hr.shape[0])
+
     def optimize(self, batch) -> dict:
         self.generator.train()
         img_lr = batch["LQ"].to(self.device, non_blocking=True)
         img_hr = batch["GT"].to(self.device, non_blocking=True)
-        b = img_lr.shape[0]
-        t = torch.randint(0, self.generator.num_timesteps, (b,), device=self.device)
-        eps = torch.randn_like(img_hr)
+        t, eps, gt_center = self.draw(img_hr)
         opt = self.optimizers["G"]
         opt.zero_grad(set_to_none=True)
-        terms = self.loss_terms(img_lr, img_hr, t, eps, self._draw_gt_center(b))
+        terms = self.loss_terms(img_lr, img_hr, t, eps, gt_center)
         logs = {k: terms[k].detach() for k in ("loss", "lpips", "smooth_l1", "l2", "center_l1") if k in terms}
         logs.update(self.step_optimizer(terms["loss"], "G", opt.param_groups[0]["params"]))
         self.schedulers["G"].step()

@@ -22,6 +22,8 @@ class WNConv2d(nn.Module):
     checkpoints would no longer have the official layout). Initialised like ``weight_norm(nn.Conv2d(...))``.
     """
 
+    official_numerics = False   # set by set_official_numerics()
+
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
         super().__init__()
         conv = nn.Conv2d(cin, cout, k, stride)  # PyTorch's default init, then g = ||v|| as weight_norm does
@@ -33,10 +35,34 @@ class WNConv2d(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         v = self.weight_v
+        if self.official_numerics:   # the fused op torch.nn.utils.weight_norm computes
+            return torch._weight_norm(v, self.weight_g, 0)
         return v * (self.weight_g / torch.linalg.vector_norm(v, dim=(1, 2, 3), keepdim=True))
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride)
+
+
+class Mish(nn.Mish):
+    """nn.Mish (the fused F.mish); with ``official_numerics`` the official formula x * tanh(softplus(x))."""
+
+    official_numerics = False   # set by set_official_numerics()
+
+    def forward(self, x):
+        if self.official_numerics:
+            return x * torch.tanh(F.softplus(x))
+        return super().forward(x)
+
+
+def set_official_numerics(net: nn.Module, on: bool = True) -> None:
+    """Compute weight norm and Mish with the official code's operations (torch._weight_norm; x tanh(softplus x))
+    instead of ours. The same functions, rounded differently: nothing changes beyond float32 rounding (about 1e-7
+    relative), but Lion's sign update turns gradient rounding differences into whole-step differences, so step by
+    step equality with the official training (train.n2ldiff.official_compat) needs the same operations
+    (docs/training-equivalence-drbn-n2ldiff.md)."""
+    for m in net.modules():
+        if isinstance(m, (WNConv2d, Mish)):
+            m.official_numerics = bool(on)
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, wn: bool = True) -> nn.Module:
@@ -59,7 +85,7 @@ class SinusoidalPosEmb(nn.Module):
 
 def time_mlp(dim: int) -> nn.Sequential:
     """Linear(dim, 4 dim) -> Mish -> Linear(4 dim, dim) (official names mlp.0 / mlp.2)."""
-    return nn.Sequential(nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim))
+    return nn.Sequential(nn.Linear(dim, dim * 4), Mish(), nn.Linear(dim * 4, dim))
 
 
 class Block(nn.Module):
@@ -67,7 +93,7 @@ class Block(nn.Module):
 
     def __init__(self, cin: int, cout: int, wn: bool = True):
         super().__init__()
-        self.block = nn.Sequential(nn.ReflectionPad2d(1), conv(cin, cout, 3, wn=wn), nn.Mish())
+        self.block = nn.Sequential(nn.ReflectionPad2d(1), conv(cin, cout, 3, wn=wn), Mish())
 
     def forward(self, x):
         return self.block(x)
@@ -85,7 +111,7 @@ class ResnetBlock(nn.Module):
                  use_time: bool = True):
         super().__init__()
         self.use_time = use_time
-        self.mlp = nn.Sequential(nn.Mish(), nn.Linear(time_dim, cout))
+        self.mlp = nn.Sequential(Mish(), nn.Linear(time_dim, cout))
         self.block1 = Block(cin, cout, wn)
         self.block2 = Block(cout, cout, wn)
         self.res_conv = conv(cin, cout, 1, wn=wn) if cin != cout else nn.Identity()
