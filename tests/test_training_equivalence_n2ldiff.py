@@ -2,11 +2,12 @@
 
 The golden (tests/golden_training/n2ldiff_steps/golden.pt, written by bench/golden_training_n2ldiff.py) holds 10
 steps of the official LitDiffusion.training_step stepped by a Lightning 1.9 Trainer (lion-pytorch Lion lr 4e-4,
-gradient clipping 1.0) at a small width, on recorded batches of real LOL-v1 crops: the official config as run, its
+gradient clipping at 0.5 so that it acts) at a small width, on recorded batches of real LOL-v1 crops: the official config as run, its
 initial weights in our layout, the timesteps, noise and centre choices it drew, per step the loss, its LPIPS and
 SmoothL1 terms and the pre-clip gradient norm, and the final denoiser weights. Our N2LDiffModel, built from that
 config by our options layer with train.n2ldiff.official_compat, replays the draws through its ``draw`` seam.
-Measured: losses and terms within 1.1e-7 relative, gradient norms 4.5e-7, step-1 gradients 1e-6.
+Measured: losses and their terms within 1.4e-7 relative, gradient norms 1.1e-6, step-1 gradients 1.6e-5 per
+tensor, weights after 10 steps bit-identical (on the machine that wrote the golden).
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def _rel(a, b):
 
 def test_setup_matches_the_official_run(golden, replay):
     m = replay["model"]
-    assert m.official and not m.train_encoder and m.grad_clip == 1.0 and m.loss_type == "combined"
+    assert m.official and not m.train_encoder and m.loss_type == "combined"
+    assert m.grad_clip == 0.5 and (golden["grad_norm"] > 0.5).sum() >= 5   # the run's clip value, and it acted
     group = m.optimizers["G"].param_groups[0]
     assert (group["lr"], tuple(group["betas"]), group["weight_decay"]) == (4e-4, (0.9, 0.99), 0.0)
     # only the denoiser is optimised, as the official configure_optimizers(self.model.parameters())
@@ -127,8 +129,8 @@ def test_weights_after_10_steps(golden, replay):
 
 def test_our_own_operations_drift_apart(golden, vgg16, tmp_path):
     """Why official_compat also uses the official operations for weight norm and Mish: with ours (the same
-    functions, other float32 rounding; step-1 gradients 1.4e-4 apart) Lion's sign update amplifies the rounding and
-    the losses leave the tolerance within 10 steps (measured: 1.2e-4 at step 3, 2.6e-3 at step 10)."""
+    functions, other float32 rounding; step-1 gradients up to 3.3e-4 apart) Lion's sign update amplifies the
+    rounding and the losses leave the tolerance within 10 steps (measured: 1.1e-4 at step 3, up to 8.7e-4)."""
     model = _model(golden, vgg16, tmp_path)
     set_official_numerics(model.generator, False)
     ours = _run(golden, model)
