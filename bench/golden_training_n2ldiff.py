@@ -20,13 +20,14 @@ would download ImageNet weights: `lpips.pretrained_networks.tv` is replaced by a
 torchvision's VGG16 `features` loaded from --vgg16 (lpips uses nothing else of it). Recorders (values unchanged):
 EnlightDiffusion.forward draws its noise with the same `torch.randn_like(x_start)` call its `default(noise, ...)`
 makes and keeps a copy with the timesteps; `random.choice(['pred', 'ref'])` (the centre) is recorded; the loss
-terms are read off `F.smooth_l1_loss` and the LPIPS metric's output; the pre-clip gradient norm in a Callback's
-on_before_optimizer_step.
+terms are read off `F.smooth_l1_loss` and the LPIPS metric's output; the pre-clip gradient norm of every step and
+the gradients of step 1 in a Callback's on_before_optimizer_step.
 
 Batches: STEPS batches of BATCH random CROPxCROP crops of real LOL-v1 pairs (the normal image is the input img_lr,
-the low one the target img_hr: switch_normal_low), as uint8. Stored (about 1.2 MB): the official config as run
-(YAML), the batches, the recorded draws, per step the loss, LPIPS, SmoothL1 and gradient norm, the initial weights
-converted to our layout by our conversion code (models/checkpoint.load_weights), the final denoiser weights.
+the low one the target img_hr: switch_normal_low), as uint8. Stored (1.8 MB): the official config as run (YAML),
+the batches, the recorded draws, per step the loss, LPIPS, SmoothL1 and gradient norm, the step-1 gradients, the
+initial weights converted to our layout by our conversion code (models/checkpoint.load_weights), the final denoiser
+weights.
 """
 from __future__ import annotations
 

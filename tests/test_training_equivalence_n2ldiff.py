@@ -11,11 +11,13 @@ tensor, weights after 10 steps bit-identical (on the machine that wrote the gold
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from models.losses.vgg import VGG16_ENV
 from models.methods.n2ldiff_model import N2LDiffModel
 from models.networks.n2ldiff.layers import Mish, WNConv2d, set_official_numerics
 from options.options import load_options
@@ -33,10 +35,11 @@ def golden():
 
 
 @pytest.fixture(scope="module")
-def vgg16(shared_dir):
-    p = shared_dir / "weights" / "vgg16_features.pth"
+def vgg16(request):
+    env = os.environ.get(VGG16_ENV)
+    p = Path(env) if env else request.getfixturevalue("shared_dir") / "weights" / "vgg16_features.pth"
     if not p.is_file():
-        pytest.skip(f"{p} not present (the LPIPS-VGG trunk)")
+        pytest.skip(f"{p} not present (the LPIPS-VGG trunk; ${VGG16_ENV} may name it)")
     return str(p)
 
 
