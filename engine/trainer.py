@@ -399,6 +399,7 @@ class TrainingLoop:
         self.deadline = time.monotonic() + 60.0 * float(tr["max_minutes"]) if tr.get("max_minutes") else None
         self.best = _read_best(run)
         self.history = {"loss": [], "val": []}
+        self._timing = None  # (time, step) after the first step of this process: its set-up cost is not a step's
         self.need_init = fresh
         self.pbar = tqdm(total=self.niter, initial=self.step, desc=f"train {opt['name']}", unit="it",
                          disable=rank != 0, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
@@ -421,9 +422,18 @@ class TrainingLoop:
             self.writer.close()
         _check_ranks_in_sync(self.model, self.rank, self.world)
         if self.rank == 0:
-            log.info("training done at step %d (%d steps skipped as non-finite)", self.step,
-                     self.model.skipped_steps)
+            log.info("training done at step %d (%d steps skipped as non-finite)%s", self.step,
+                     self.model.skipped_steps, self._speed())
         return self.history
+
+    def _speed(self) -> str:
+        """'; S s/step over steps A..B' for this process (validation and checkpoints included), '' if too short."""
+        if self._timing is None or self.step <= self._timing[1]:
+            return ""
+        t0, s0 = self._timing
+        per_step = (time.monotonic() - t0) / (self.step - s0)
+        self.history["seconds_per_step"] = per_step
+        return f"; {per_step:.3f} s/step over steps {s0 + 1}..{self.step} (first step of the process excluded)"
 
     def _start_epoch(self) -> None:
         """Position the sampler (mid-epoch after a resume) and reseed the dataset's per-epoch randomness."""
@@ -449,6 +459,8 @@ class TrainingLoop:
         self.model.update_ema()
         self.step += 1
         self.done_in_epoch += 1
+        if self._timing is None:
+            self._timing = (time.monotonic(), self.step)
         self._log_step(logs)
 
     def _log_step(self, logs: dict) -> None:

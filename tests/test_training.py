@@ -200,3 +200,4 @@ def test_max_minutes_stops_with_a_checkpoint_and_resume_continues(tmp_path):
                        capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (run / "models/5_G.pth").is_file() and not (run / "models/2_G.pth").exists()
+    assert "s/step over steps 3..5 (first step of the process excluded)" in r.stderr

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import utils.threads  # noqa: E402,F401  (first: OMP_WAIT_POLICY must be set before torch loads OpenMP)
 from data.image_io import list_images  # noqa: E402
 from data.lol_dataset import stem_samples  # noqa: E402
 from utils.cli import in_range, run_cli  # noqa: E402
