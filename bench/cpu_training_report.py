@@ -21,6 +21,12 @@ from pathlib import Path
 STEP = re.compile(r"^(\d\d:\d\d:\d\d) INFO step (\d+) ")
 DONE = re.compile(r"^(\d\d:\d\d:\d\d) INFO training done at step (\d+)")
 START = re.compile(r"^(\d\d:\d\d:\d\d) INFO .* parameters; .* steps$")
+# the automatic tiling threshold depends on the memory free at the time; everything else in a protocol is fixed
+FREE_MEMORY = re.compile(r", above [0-9.]+ GB estimated")
+
+
+def _protocol(text: str) -> str:
+    return FREE_MEMORY.sub("", text)
 
 
 def _labelled(text: str) -> tuple[str, str]:
@@ -66,14 +72,14 @@ def main(argv=None):
         info, (rows, val_protocol) = read_log(run), read_retest(run)
         best = max(rows, key=lambda r: r["psnr"])
         curves[label] = [(r["step"], r["psnr"]) for r in rows if r["weights"] == "G"]
-        protocols.add(("validation", val_protocol))
-        protocols.add(("test", m["protocol"]["description"]))
+        protocols.add(("validation", _protocol(val_protocol)))
+        protocols.add(("test", _protocol(m["protocol"]["description"])))
         table.append(f"| {label} | {info['steps']} ({info['minutes']:.0f} min) | {info['s_per_step']:.2f} | "
                      f"step {best['step']} ({best['psnr']:.2f} dB) | {m['psnr']:.2f} | {m['ssim']:.3f} | "
                      f"{m.get('lpips', float('nan')):.3f} |")
     for label, metrics in map(_labelled, args.baseline):
         m = json.loads(Path(metrics).read_text())
-        protocols.add(("test", m["protocol"]["description"]))
+        protocols.add(("test, " + label, _protocol(m["protocol"]["description"])))
         table.append(f"| {label} | - | - | - | {m['psnr']:.2f} | {m['ssim']:.3f} | {m.get('lpips', float('nan')):.3f} |")
     print("\n".join(table))
     for kind, p in sorted(protocols):
