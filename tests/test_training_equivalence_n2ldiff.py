@@ -8,6 +8,13 @@ SmoothL1 terms and the pre-clip gradient norm, and the final denoiser weights. O
 config by our options layer with train.n2ldiff.official_compat, replays the draws through its ``draw`` seam.
 Measured: losses and their terms within 1.4e-7 relative, gradient norms 1.1e-6, step-1 gradients 1.6e-5 per
 tensor, weights after 10 steps bit-identical (on the machine that wrote the golden).
+
+Lion updates by the sign of a gradient average, so convolution kernels that round differently (another CPU's
+instruction set) make the trajectories part after a few steps: with oneDNN limited to AVX2 on the golden's machine
+the loss is 1.9e-7 / 2.9e-6 apart at steps 1 / 2, then 6e-5 at step 3 and up to 1.6e-3 later (the pre-clip
+gradient norm 8e-4 already at step 2). The losses of steps 1 and 2 and step 1's gradients are therefore checked
+everywhere; the later steps and the final weights only where step 2 agrees to 1e-6, i.e. where
+the kernels round as the golden's did (elsewhere those tests skip and say so).
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ from options.options import load_options
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests/golden_training/n2ldiff_steps/golden.pt"
 TOL = 1e-4
+CHECKED_EVERYWHERE = 2   # steps compared on any CPU (see the module docstring)
+SAME_KERNELS = 1e-6      # step-2 loss difference below which this CPU rounds as the golden's machine did
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +94,18 @@ def replay(golden, vgg16, tmp_path_factory):
     return _run(golden, _model(golden, vgg16, tmp_path_factory.mktemp("n2ldiff_steps")))
 
 
+def _same_kernels(golden, replay) -> bool:
+    i = CHECKED_EVERYWHERE - 1
+    return abs(replay["loss"][i] / golden["loss"][i] - 1).item() < SAME_KERNELS
+
+
+def _require_same_kernels(golden, replay):
+    if not _same_kernels(golden, replay):
+        pytest.skip("this CPU's kernels round differently from the golden's (step-2 loss "
+                    f"{abs(replay['loss'][1] / golden['loss'][1] - 1).item():.1e} apart); Lion amplifies that, so "
+                    f"only steps 1-{CHECKED_EVERYWHERE} are compared here")
+
+
 def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
@@ -105,18 +126,24 @@ def test_setup_matches_the_official_run(golden, replay):
 def test_loss_terms_per_step(golden, replay, term):
     ours, off = replay[term], golden[term]
     rel = (ours - off).abs() / off.abs()
+    # the step-2 gradient norm comes from weights one Lion step apart: on other kernels only step 1's is comparable
+    assert rel[:1 if term == "grad_norm" else CHECKED_EVERYWHERE].max() < TOL, rel
+    _require_same_kernels(golden, replay)
     assert rel.max() < TOL, rel
 
 
 def test_step1_gradients(golden, replay):
-    """The same parameters get a gradient, each within 1e-4 (relative norm of the difference) of the official."""
+    """The same parameters get a gradient, each within 1e-4 (relative norm of the difference) of the official; 1e-3
+    where the kernels round differently (tensors with gradients of 1e-6 then reach 1.1e-4)."""
     assert sorted(replay["grads1"]) == sorted(golden["grads1"])
+    tol = TOL if _same_kernels(golden, replay) else 10 * TOL
     for k, v in golden["grads1"].items():
-        assert _rel(replay["grads1"][k], v) < TOL, k
+        assert _rel(replay["grads1"][k], v) < tol, k
 
 
 def test_weights_after_10_steps(golden, replay):
     """Every denoiser tensor ends where the official one does (the encoder is never optimised: unchanged)."""
+    _require_same_kernels(golden, replay)
     state = replay["model"].generator.state_dict()
     moved = 0
     for k, v in golden["final"].items():
